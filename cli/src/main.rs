@@ -1,0 +1,3 @@
+//! The `servicegroup` operator tool (being written: issue 6).
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Database driver (being written: issue 4).

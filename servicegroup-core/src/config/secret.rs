@@ -1,0 +1,108 @@
+//! [`DatabaseUrl`]: a connection URL whose password never reaches a log, an error or `Debug`.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A database URL that keeps its password out of `Debug`, `Display` and serialization.
+///
+/// Use [`DatabaseUrl::expose`] only where the URL is handed to the database client.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// Wraps a URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The full URL, password included. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced by `***` (in the userinfo part and in
+    /// `password=` query parameters).
+    pub fn redacted(&self) -> String {
+        redact(&self.0)
+    }
+}
+
+/// Replaces the password of a URL-like string by `***`.
+pub fn redact(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(scheme_end) = out.find("://") {
+        let auth_start = scheme_end + 3;
+        let rest = &out[auth_start..];
+        let auth_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let authority = &rest[..auth_len];
+        if let Some(at) = authority.rfind('@') {
+            if let Some(colon) = authority[..at].find(':') {
+                out.replace_range(auth_start + colon + 1..auth_start + at, "***");
+            }
+        }
+    }
+    if let Some(q) = out.find('?') {
+        let (head, query) = out.split_at(q + 1);
+        let query: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out = format!("{head}{}", query.join("&"));
+    }
+    out
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({:?})", self.redacted())
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl Serialize for DatabaseUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.redacted())
+    }
+}
+
+impl From<&str> for DatabaseUrl {
+    fn from(url: &str) -> Self {
+        Self::new(url)
+    }
+}
+
+impl From<String> for DatabaseUrl {
+    fn from(url: String) -> Self {
+        Self::new(url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_is_hidden_everywhere() {
+        let u = DatabaseUrl::new(
+            "postgresql+psycopg2://nova:s3cr3t@db:5432/nova?sslmode=require&password=s3cr3t",
+        );
+        for shown in [format!("{u}"), format!("{u:?}"), u.redacted()] {
+            assert!(!shown.contains("s3cr3t"), "{shown}");
+            assert!(shown.contains("nova:***@db:5432"), "{shown}");
+        }
+        assert!(u.expose().contains("s3cr3t"));
+        assert_eq!(redact("sqlite:///var/lib/x.db"), "sqlite:///var/lib/x.db");
+        assert_eq!(redact("postgres://user@h/db"), "postgres://user@h/db");
+        assert_eq!(redact("mysql://u:p@ss@h/db"), "mysql://u:***@h/db");
+    }
+}

@@ -1,0 +1,430 @@
+//! [`ServiceGroup`]: the handle applications use, and [`Membership`].
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+use chrono::{DateTime, Utc};
+
+use crate::config::Config;
+use crate::driver::{Capabilities, Driver};
+use crate::error::{Error, Result};
+use crate::heartbeat::{self, Health};
+use crate::id::{GroupId, IntoId, MemberId, MemberKey};
+use crate::registry::Registry;
+use crate::status::MemberStatus;
+use crate::watch::Watch;
+
+/// Whether a joined member is already registered (only those are heartbeated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Joining,
+    Joined,
+}
+
+/// State shared by every clone of a [`ServiceGroup`] and its memberships.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) driver: Arc<dyn Driver>,
+    pub(crate) config: Config,
+    /// Members joined through this handle.
+    joined: Mutex<BTreeMap<MemberKey, Slot>>,
+    /// Serializes a tick's re-registrations with `leave`, so a member that left
+    /// is never registered again by a heartbeat that was in flight.
+    write_lock: tokio::sync::Mutex<()>,
+    health: Health,
+    heartbeat_task: OnceLock<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(task) = self.heartbeat_task.get() {
+            task.abort();
+        }
+    }
+}
+
+impl Inner {
+    fn joined(&self) -> MutexGuard<'_, BTreeMap<MemberKey, Slot>> {
+        // The map holds plain data; a panic elsewhere cannot leave it inconsistent.
+        self.joined.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs one driver call under core's timeout, tagging errors with the driver name.
+    pub(crate) async fn call<T>(
+        &self,
+        what: &str,
+        fut: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let name = self.driver.name().to_owned();
+        match tokio::time::timeout(self.config.call_timeout, fut).await {
+            Ok(result) => result.map_err(|e| e.with_driver(name)),
+            Err(_) => Err(Error::timeout(format!(
+                "{what} did not finish within {:?} (call_timeout)",
+                self.config.call_timeout
+            ))
+            .with_driver(name)),
+        }
+    }
+
+    /// One heartbeat tick: every joined member in one driver call.
+    pub(crate) async fn tick(&self) {
+        let keys: Vec<MemberKey> = self
+            .joined()
+            .iter()
+            .filter(|(_, slot)| **slot == Slot::Joined)
+            .map(|(k, _)| k.clone())
+            .collect();
+        if keys.is_empty() {
+            return;
+        }
+        let driver = self.driver.name();
+        let report = match self.call("heartbeat", self.driver.heartbeat(&keys)).await {
+            Ok(report) => {
+                self.health.succeeded(driver);
+                report
+            }
+            Err(error) => {
+                self.health.failed(driver, &error);
+                return;
+            }
+        };
+        if report.missing.is_empty() {
+            return;
+        }
+        let _guard = self.write_lock.lock().await;
+        for key in report.missing {
+            if self.joined().get(&key) != Some(&Slot::Joined) {
+                continue; // left meanwhile
+            }
+            match self.call("register", self.driver.register(&key)).await {
+                Ok(()) => tracing::warn!(
+                    driver,
+                    group = %key.group,
+                    member = %key.member,
+                    "member record of {key} was gone from the {driver} backend; registered it again"
+                ),
+                Err(error) => {
+                    self.health.failed(driver, &error);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Converts anything id-like into a validated id.
+fn group_id<G>(group: G) -> Result<GroupId>
+where
+    G: IntoId<GroupId>,
+{
+    group.into_id()
+}
+
+fn key_of<G, M>(group: G, member: M) -> Result<MemberKey>
+where
+    G: IntoId<GroupId>,
+    M: IntoId<MemberId>,
+{
+    Ok(MemberKey::new(group.into_id()?, member.into_id()?))
+}
+
+/// The handle applications use: join groups, ask who is up, watch changes.
+///
+/// Cheap to clone; clones share one heartbeat loop. All members joined through
+/// one handle (and its clones) are heartbeated together, one driver call per tick.
+#[derive(Debug, Clone)]
+pub struct ServiceGroup {
+    inner: Arc<Inner>,
+}
+
+impl ServiceGroup {
+    /// Validates `config` and builds the driver it names through the [`Registry`].
+    pub async fn connect(config: Config) -> Result<Self> {
+        let config = config.validated()?;
+        let driver = Registry::build(&config).await?;
+        Self::with_driver(driver, config)
+    }
+
+    /// Uses an already built driver (wrappers, tests, drivers outside the registry).
+    pub fn with_driver(driver: Arc<dyn Driver>, config: Config) -> Result<Self> {
+        let config = config.validated()?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                driver,
+                config,
+                joined: Mutex::new(BTreeMap::new()),
+                write_lock: tokio::sync::Mutex::new(()),
+                health: Health::new(),
+                heartbeat_task: OnceLock::new(),
+            }),
+        })
+    }
+
+    /// The configuration in effect (`service_down_time` already adjusted by Nova's rule).
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The driver's name.
+    pub fn driver_name(&self) -> &str {
+        self.inner.driver.name()
+    }
+
+    /// The driver's capabilities.
+    pub fn capabilities(&self) -> Capabilities {
+        self.inner.driver.capabilities()
+    }
+
+    /// Whether the last heartbeat tick of this handle reached the backend.
+    pub fn is_healthy(&self) -> bool {
+        self.inner.health.is_healthy()
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
+    /// Joins `group` as `member`. Returns once the first heartbeat is stored; from
+    /// then on the member is heartbeated every `report_interval` until the
+    /// [`Membership`] leaves or is dropped.
+    ///
+    /// Joining a member that this handle already has is [`crate::ErrorKind::AlreadyJoined`].
+    /// Joining a member another handle or process registered (a restart) takes it over.
+    pub async fn join<G, M>(&self, group: G, member: M) -> Result<Membership>
+    where
+        G: IntoId<GroupId>,
+        M: IntoId<MemberId>,
+    {
+        let key = key_of(group, member)?;
+        {
+            let mut joined = self.inner.joined();
+            if joined.contains_key(&key) {
+                return Err(Error::new(
+                    crate::ErrorKind::AlreadyJoined,
+                    format!("member {key} is already joined on this handle"),
+                )
+                .with_driver(self.driver_name().to_owned()));
+            }
+            joined.insert(key.clone(), Slot::Joining);
+        }
+        let registered = self
+            .inner
+            .call("register", self.inner.driver.register(&key))
+            .await;
+        if let Err(error) = registered {
+            self.inner.joined().remove(&key);
+            return Err(error);
+        }
+        self.inner.joined().insert(key.clone(), Slot::Joined);
+        self.inner
+            .heartbeat_task
+            .get_or_init(|| heartbeat::spawn(&self.inner));
+        tracing::debug!(driver = self.driver_name(), group = %key.group, member = %key.member, "joined");
+        Ok(Membership {
+            group: self.clone(),
+            key,
+            active: true,
+        })
+    }
+
+    /// Nova's `is_up`: whether the member is up now. Unknown member: `NotFound`.
+    pub async fn is_up<G, M>(&self, group: G, member: M) -> Result<bool>
+    where
+        G: IntoId<GroupId>,
+        M: IntoId<MemberId>,
+    {
+        Ok(self.member(group, member).await?.is_up())
+    }
+
+    /// Nova's `get_updated_time`: the time of the last stored heartbeat. Unknown member: `NotFound`.
+    pub async fn get_updated_time<G, M>(&self, group: G, member: M) -> Result<Option<DateTime<Utc>>>
+    where
+        G: IntoId<GroupId>,
+        M: IntoId<MemberId>,
+    {
+        Ok(self.member(group, member).await?.last_heartbeat)
+    }
+
+    /// One member with its state. Unknown member: `NotFound`.
+    pub async fn member<G, M>(&self, group: G, member: M) -> Result<MemberStatus>
+    where
+        G: IntoId<GroupId>,
+        M: IntoId<MemberId>,
+    {
+        let key = key_of(group, member)?;
+        match self.inner.call("get", self.inner.driver.get(&key)).await? {
+            Some(record) => Ok(MemberStatus::from_record(
+                record,
+                self.inner.config.service_down_time,
+            )),
+            None => Err(self.not_found(&key)),
+        }
+    }
+
+    /// Every member of `group` with its state, sorted by member id. Members that
+    /// stopped heartbeating are listed as down until they leave or are removed.
+    pub async fn members<G>(&self, group: G) -> Result<Vec<MemberStatus>>
+    where
+        G: IntoId<GroupId>,
+    {
+        let group = group_id(group)?;
+        let records = self
+            .inner
+            .call("list", self.inner.driver.list(&group))
+            .await?;
+        let sdt = self.inner.config.service_down_time;
+        let mut members: Vec<MemberStatus> = records
+            .into_iter()
+            .map(|r| MemberStatus::from_record(r, sdt))
+            .collect();
+        members.sort_by(|a, b| a.member.cmp(&b.member));
+        Ok(members)
+    }
+
+    /// Every group with at least one member, sorted.
+    pub async fn groups(&self) -> Result<Vec<GroupId>> {
+        let mut groups = self
+            .inner
+            .call("groups", self.inner.driver.groups())
+            .await?;
+        groups.sort();
+        groups.dedup();
+        Ok(groups)
+    }
+
+    /// Sets or clears the operator's forced-down flag (Nova's `service set --down/--up`).
+    /// Forced down wins over heartbeats, which go on. Unknown member: `NotFound`.
+    pub async fn set_forced_down<G, M>(&self, group: G, member: M, forced_down: bool) -> Result<()>
+    where
+        G: IntoId<GroupId>,
+        M: IntoId<MemberId>,
+    {
+        let key = key_of(group, member)?;
+        let found = self
+            .inner
+            .call(
+                "set_forced_down",
+                self.inner.driver.set_forced_down(&key, forced_down),
+            )
+            .await?;
+        if found {
+            tracing::info!(driver = self.driver_name(), group = %key.group, member = %key.member, forced_down, "forced-down flag set");
+            Ok(())
+        } else {
+            Err(self.not_found(&key))
+        }
+    }
+
+    /// Deletes a member record (Nova's `service delete`). Unknown member: `NotFound`.
+    /// A member still heartbeating through some handle registers itself again.
+    pub async fn remove<G, M>(&self, group: G, member: M) -> Result<()>
+    where
+        G: IntoId<GroupId>,
+        M: IntoId<MemberId>,
+    {
+        let key = key_of(group, member)?;
+        if self
+            .inner
+            .call("remove", self.inner.driver.remove(&key))
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(self.not_found(&key))
+        }
+    }
+
+    /// Watches `group` with the configured `watch_interval`. See [`Watch`].
+    pub async fn watch<G>(&self, group: G) -> Result<Watch>
+    where
+        G: IntoId<GroupId>,
+    {
+        let interval = self.inner.config.effective_watch_interval();
+        self.watch_with_interval(group, interval).await
+    }
+
+    /// Watches `group`, polling its listing every `interval`.
+    pub async fn watch_with_interval<G>(
+        &self,
+        group: G,
+        interval: std::time::Duration,
+    ) -> Result<Watch>
+    where
+        G: IntoId<GroupId>,
+    {
+        if interval.is_zero() {
+            return Err(Error::config("watch interval must be greater than zero"));
+        }
+        Watch::start(self.clone(), group_id(group)?, interval).await
+    }
+
+    fn not_found(&self, key: &MemberKey) -> Error {
+        Error::not_found(format!("no member {} in group {}", key.member, key.group))
+            .with_driver(self.driver_name().to_owned())
+    }
+}
+
+/// A joined member. It is heartbeated as long as this value lives.
+///
+/// - [`Membership::leave`] leaves gracefully: the record is removed at once.
+/// - Dropping it (or [`Membership::crash`]) stops the heartbeats **without**
+///   removing the record, exactly what a crashed process looks like: the member
+///   stays up until `service_down_time` has passed, then is listed as down.
+#[derive(Debug)]
+pub struct Membership {
+    group: ServiceGroup,
+    key: MemberKey,
+    active: bool,
+}
+
+impl Membership {
+    /// The group joined.
+    pub fn group(&self) -> &GroupId {
+        &self.key.group
+    }
+
+    /// The member id.
+    pub fn member(&self) -> &MemberId {
+        &self.key.member
+    }
+
+    /// Group and member.
+    pub fn key(&self) -> &MemberKey {
+        &self.key
+    }
+
+    /// The handle this membership belongs to.
+    pub fn service_group(&self) -> &ServiceGroup {
+        &self.group
+    }
+
+    /// Leaves gracefully: stops heartbeating and removes the record, so the member
+    /// disappears from listings at once. If the backend cannot be reached the
+    /// heartbeats still stop and the error is returned; the record then goes down
+    /// after `service_down_time`.
+    pub async fn leave(mut self) -> Result<()> {
+        self.active = false;
+        let inner = self.group.inner().clone();
+        let _guard = inner.write_lock.lock().await;
+        inner.joined().remove(&self.key);
+        inner
+            .call("remove", inner.driver.remove(&self.key))
+            .await
+            .map(|_| ())
+    }
+
+    /// Simulates a crash: stops heartbeating without removing the record.
+    /// Same as dropping the membership; named for tests and demos.
+    pub fn crash(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        if self.active {
+            self.group.inner().joined().remove(&self.key);
+        }
+    }
+}

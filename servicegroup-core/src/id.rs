@@ -1,0 +1,288 @@
+//! Validated group and member identifiers.
+//!
+//! Every id that enters the API is checked here, once: non-empty, at most
+//! [`MAX_ID_LEN`] bytes (the size of Nova's `host`/`topic` columns), valid UTF-8,
+//! and free of whitespace and control characters. Drivers may therefore rely on ids
+//! being printable and space-free, but must still encode them for their backend
+//! (the memcached driver, for one, has a 250-byte key limit).
+
+use std::fmt;
+
+use crate::error::{Error, Result};
+
+/// Longest id accepted, in bytes (Nova's `services.host` column is `VARCHAR(255)`).
+pub const MAX_ID_LEN: usize = 255;
+
+/// Which id a validation error is about; shown in error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdKind {
+    Group,
+    Member,
+}
+
+impl fmt::Display for IdKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            IdKind::Group => "group id",
+            IdKind::Member => "member id",
+        })
+    }
+}
+
+/// Checks `raw` against the id rules; on failure the error shows the id escaped
+/// (`"a\r\nflush_all"`) and names the rule it broke.
+fn validate(kind: IdKind, raw: &str) -> Result<()> {
+    let rule = if raw.is_empty() {
+        Some("must not be empty".to_owned())
+    } else if raw.len() > MAX_ID_LEN {
+        Some(format!(
+            "is {} bytes long, at most {MAX_ID_LEN} are allowed",
+            raw.len()
+        ))
+    } else {
+        raw.char_indices().find_map(|(at, c)| {
+            if c.is_control() {
+                Some(format!("contains a control character {c:?} at byte {at}"))
+            } else if c.is_whitespace() {
+                Some(format!("contains whitespace {c:?} at byte {at}"))
+            } else {
+                None
+            }
+        })
+    };
+    match rule {
+        None => Ok(()),
+        Some(rule) => Err(Error::invalid_id(format!(
+            "invalid {kind} {}: it {rule}",
+            escaped(raw)
+        ))),
+    }
+}
+
+/// The id quoted and escaped for messages, with long ids shortened.
+fn escaped(raw: &str) -> String {
+    const SHOWN: usize = 64;
+    if raw.chars().count() > SHOWN {
+        let head: String = raw.chars().take(SHOWN).collect();
+        format!("{head:?}…")
+    } else {
+        format!("{raw:?}")
+    }
+}
+
+/// Anything the API accepts as an id: an id itself, or text / bytes that are
+/// validated on the way in (a bad one is an `InvalidId` error, never a panic).
+pub trait IntoId<T> {
+    /// Validates and converts.
+    fn into_id(self) -> Result<T>;
+}
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident, $kind:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Validates `id` and wraps it; a bad id is an [`ErrorKind::InvalidId`](crate::ErrorKind::InvalidId) error.
+            pub fn new(id: impl Into<String>) -> Result<Self> {
+                let id = id.into();
+                validate($kind, &id)?;
+                Ok(Self(id))
+            }
+
+            /// Validates raw bytes: they must be UTF-8 and follow the same rules as [`Self::new`].
+            pub fn from_bytes(id: &[u8]) -> Result<Self> {
+                match std::str::from_utf8(id) {
+                    Ok(s) => Self::new(s),
+                    Err(e) => Err(Error::invalid_id(format!(
+                        "invalid {} {:?}: it is not valid UTF-8 ({e})",
+                        $kind,
+                        String::from_utf8_lossy(id)
+                    ))),
+                }
+            }
+
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({:?})", stringify!($name), self.0)
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<&str> for $name {
+            type Error = Error;
+            fn try_from(id: &str) -> Result<Self> {
+                Self::new(id)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = Error;
+            fn try_from(id: String) -> Result<Self> {
+                Self::new(id)
+            }
+        }
+
+        impl TryFrom<&String> for $name {
+            type Error = Error;
+            fn try_from(id: &String) -> Result<Self> {
+                Self::new(id.as_str())
+            }
+        }
+
+        impl IntoId<$name> for $name {
+            fn into_id(self) -> Result<$name> {
+                Ok(self)
+            }
+        }
+
+        impl IntoId<$name> for &$name {
+            fn into_id(self) -> Result<$name> {
+                Ok(self.clone())
+            }
+        }
+
+        impl IntoId<$name> for &str {
+            fn into_id(self) -> Result<$name> {
+                $name::new(self)
+            }
+        }
+
+        impl IntoId<$name> for String {
+            fn into_id(self) -> Result<$name> {
+                $name::new(self)
+            }
+        }
+
+        impl IntoId<$name> for &String {
+            fn into_id(self) -> Result<$name> {
+                $name::new(self.as_str())
+            }
+        }
+
+        impl IntoId<$name> for &[u8] {
+            fn into_id(self) -> Result<$name> {
+                $name::from_bytes(self)
+            }
+        }
+
+        impl TryFrom<&[u8]> for $name {
+            type Error = Error;
+            fn try_from(id: &[u8]) -> Result<Self> {
+                Self::from_bytes(id)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = Error;
+            fn from_str(id: &str) -> Result<Self> {
+                Self::new(id)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// The name of a group (Nova: a topic such as `compute`).
+    GroupId,
+    IdKind::Group
+);
+id_type!(
+    /// The name of a member within a group (Nova: a host).
+    MemberId,
+    IdKind::Member
+);
+
+/// A (group, member) pair: the key of one membership record.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MemberKey {
+    /// The group.
+    pub group: GroupId,
+    /// The member within the group.
+    pub member: MemberId,
+}
+
+impl MemberKey {
+    /// Pairs a group and a member.
+    pub fn new(group: GroupId, member: MemberId) -> Self {
+        Self { group, member }
+    }
+}
+
+impl fmt::Display for MemberKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.group, self.member)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    #[test]
+    fn accepts_ordinary_ids() {
+        for id in [
+            "compute",
+            "host-1.example.org",
+            "ü",
+            "a:b/c",
+            &"x".repeat(255),
+        ] {
+            assert_eq!(MemberId::new(id).unwrap().as_str(), id);
+        }
+    }
+
+    #[test]
+    fn rejects_bad_ids_with_escaped_message() {
+        let cases: &[(&str, &str)] = &[
+            ("", "must not be empty"),
+            ("a b", "whitespace"),
+            ("a\r\nflush_all", "control character"),
+            ("tab\there", "control character"),
+            ("nbsp\u{a0}x", "whitespace"),
+            ("del\u{7f}", "control character"),
+        ];
+        for (id, rule) in cases {
+            let err = MemberId::new(*id).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidId, "{id:?}");
+            let msg = err.to_string();
+            assert!(msg.contains(rule), "{msg}");
+            assert!(msg.contains(&format!("{id:?}")), "{msg}");
+        }
+        let err = GroupId::new("a\r\nflush_all").unwrap_err();
+        assert!(err.to_string().contains(r#""a\r\nflush_all""#), "{err}");
+        assert!(err.to_string().contains("group id"), "{err}");
+    }
+
+    #[test]
+    fn rejects_too_long_and_non_utf8() {
+        let err = MemberId::new("x".repeat(256)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidId);
+        assert!(err.to_string().contains("256 bytes"), "{err}");
+        let err = MemberId::from_bytes(b"ab\xffcd").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidId);
+        assert!(err.to_string().contains("UTF-8"), "{err}");
+        // 255 bytes of multi-byte characters is fine, 256 is not.
+        assert!(MemberId::new("é".repeat(127) + "x").is_ok());
+        assert!(MemberId::new("é".repeat(128)).is_err());
+    }
+}
