@@ -1,0 +1,41 @@
+# Shared helpers for the backend scripts. Sourced, not run.
+# Every backend script defines start_<name> and stop_<name>; scripts/test calls them.
+
+# A free TCP port on 127.0.0.1 (asks the kernel for one).
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Installs Debian packages when a command is missing (needs root, as in CI).
+ensure_command() {
+  local cmd=$1; shift
+  command -v "$cmd" >/dev/null 2>&1 && return 0
+  echo "== $cmd not found; installing: $*" >&2
+  if [ "$(id -u)" != 0 ]; then
+    echo "error: $cmd is missing and this is not root: install $* yourself" >&2
+    return 1
+  fi
+  if [ -z "${SG_APT_UPDATED:-}" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2 || return 1
+    export SG_APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2 || return 1
+  command -v "$cmd" >/dev/null 2>&1
+}
+
+# Waits until `$@` succeeds, at most $SG_WAIT seconds (default 30).
+wait_until() {
+  local deadline=$(( $(date +%s) + ${SG_WAIT:-30} ))
+  until "$@" >/dev/null 2>&1; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then return 1; fi
+    sleep 0.2
+  done
+}
+
+# A backend that cannot start: fatal under CI=true, and (honestly) fatal locally too,
+# because the tests that need it would fail anyway. SG_SKIP_<NAME>=1 lets a developer
+# skip a backend on purpose; its tests then fail loudly instead of passing.
+backend_failed() {
+  echo "error: could not start $1: $2" >&2
+  exit 1
+}
