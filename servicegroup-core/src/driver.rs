@@ -61,6 +61,16 @@ pub trait Driver: Send + Sync + fmt::Debug + 'static {
     /// forced-down flag (an operator's decision survives a restart).
     async fn register(&self, key: &MemberKey) -> Result<()>;
 
+    /// [`Self::register`] for several keys (sorted, unique, at most a few thousand):
+    /// every record exists with a fresh heartbeat when this returns. The default
+    /// calls `register` once per key; drivers override it with one round trip.
+    async fn register_many(&self, keys: &[MemberKey]) -> Result<()> {
+        for key in keys {
+            self.register(key).await?;
+        }
+        Ok(())
+    }
+
     /// Records one heartbeat for every key, in as few backend operations as the
     /// backend allows (one statement for a database). Keys are sorted and unique.
     /// Keys whose record does not exist are not created; they are returned in

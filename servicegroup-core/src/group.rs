@@ -15,6 +15,9 @@ use crate::registry::Registry;
 use crate::status::MemberStatus;
 use crate::watch::Watch;
 
+/// Most keys registered by one driver call in [`ServiceGroup::join_many`].
+pub const JOIN_CHUNK: usize = 1000;
+
 /// Whether a joined member is already registered (only those are heartbeated).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Slot {
@@ -29,6 +32,9 @@ pub(crate) struct Inner {
     pub(crate) config: Config,
     /// Members joined through this handle.
     joined: Mutex<BTreeMap<MemberKey, Slot>>,
+    /// The sorted keys heartbeated each tick, rebuilt only after a join or leave,
+    /// so a tick with an unchanged membership allocates nothing per member.
+    batch: Mutex<Option<Arc<Vec<MemberKey>>>>,
     /// Serializes a tick's re-registrations with `leave`, so a member that left
     /// is never registered again by a heartbeat that was in flight.
     write_lock: tokio::sync::Mutex<()>,
@@ -50,6 +56,30 @@ impl Inner {
         self.joined.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Changes the joined set and invalidates the cached batch.
+    fn update_joined<T>(&self, f: impl FnOnce(&mut BTreeMap<MemberKey, Slot>) -> T) -> T {
+        let result = f(&mut self.joined());
+        *self.batch.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        result
+    }
+
+    /// The keys to heartbeat: every registered member, sorted.
+    fn batch(&self) -> Arc<Vec<MemberKey>> {
+        let mut cached = self.batch.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(batch) = cached.as_ref() {
+            return batch.clone();
+        }
+        let batch: Arc<Vec<MemberKey>> = Arc::new(
+            self.joined()
+                .iter()
+                .filter(|(_, slot)| **slot == Slot::Joined)
+                .map(|(k, _)| k.clone())
+                .collect(),
+        );
+        *cached = Some(batch.clone());
+        batch
+    }
+
     /// Runs one driver call under core's timeout, tagging errors with the driver name.
     pub(crate) async fn call<T>(
         &self,
@@ -69,12 +99,7 @@ impl Inner {
 
     /// One heartbeat tick: every joined member in one driver call.
     pub(crate) async fn tick(&self) {
-        let keys: Vec<MemberKey> = self
-            .joined()
-            .iter()
-            .filter(|(_, slot)| **slot == Slot::Joined)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let keys = self.batch();
         if keys.is_empty() {
             return;
         }
@@ -154,6 +179,7 @@ impl ServiceGroup {
                 driver,
                 config,
                 joined: Mutex::new(BTreeMap::new()),
+                batch: Mutex::new(None),
                 write_lock: tokio::sync::Mutex::new(()),
                 health: Health::new(),
                 heartbeat_task: OnceLock::new(),
@@ -197,35 +223,82 @@ impl ServiceGroup {
         M: IntoId<MemberId>,
     {
         let key = key_of(group, member)?;
-        {
-            let mut joined = self.inner.joined();
-            if joined.contains_key(&key) {
+        let mut joined = self.join_keys(vec![key]).await?;
+        Ok(joined.pop().expect("join_keys returns one membership per key"))
+    }
+
+    /// Joins many members of one group at once: validates every id first, registers
+    /// them in chunks of [`JOIN_CHUNK`] keys per driver call (one round trip each
+    /// where the driver supports it), and returns the memberships in the order given.
+    /// All or nothing: if a chunk fails, no member of the call stays joined on this
+    /// handle (records already stored go down after `service_down_time`).
+    pub async fn join_many<G, M, I>(&self, group: G, members: I) -> Result<Vec<Membership>>
+    where
+        G: IntoId<GroupId>,
+        I: IntoIterator<Item = M>,
+        M: IntoId<MemberId>,
+    {
+        let group = group_id(group)?;
+        let keys = members
+            .into_iter()
+            .map(|m| Ok(MemberKey::new(group.clone(), m.into_id()?)))
+            .collect::<Result<Vec<_>>>()?;
+        self.join_keys(keys).await
+    }
+
+    async fn join_keys(&self, keys: Vec<MemberKey>) -> Result<Vec<Membership>> {
+        let inner = &self.inner;
+        inner.update_joined(|joined| {
+            let mut seen = std::collections::BTreeSet::new();
+            if let Some(dup) = keys
+                .iter()
+                .find(|k| joined.contains_key(*k) || !seen.insert(*k))
+            {
                 return Err(Error::new(
                     crate::ErrorKind::AlreadyJoined,
-                    format!("member {key} is already joined on this handle"),
+                    format!("member {dup} is already joined on this handle"),
                 )
-                .with_driver(self.driver_name().to_owned()));
+                .with_driver(inner.driver.name().to_owned()));
             }
-            joined.insert(key.clone(), Slot::Joining);
+            for key in &keys {
+                joined.insert(key.clone(), Slot::Joining);
+            }
+            Ok(())
+        })?;
+        let mut sorted = keys.clone();
+        sorted.sort();
+        for chunk in sorted.chunks(JOIN_CHUNK) {
+            let registered = if let [key] = chunk {
+                inner.call("register", inner.driver.register(key)).await
+            } else {
+                inner.call("register_many", inner.driver.register_many(chunk)).await
+            };
+            if let Err(error) = registered {
+                inner.update_joined(|joined| {
+                    for key in &keys {
+                        joined.remove(key);
+                    }
+                });
+                return Err(error);
+            }
         }
-        let registered = self
-            .inner
-            .call("register", self.inner.driver.register(&key))
-            .await;
-        if let Err(error) = registered {
-            self.inner.joined().remove(&key);
-            return Err(error);
-        }
-        self.inner.joined().insert(key.clone(), Slot::Joined);
-        self.inner
+        inner.update_joined(|joined| {
+            for key in &keys {
+                joined.insert(key.clone(), Slot::Joined);
+            }
+        });
+        inner
             .heartbeat_task
-            .get_or_init(|| heartbeat::spawn(&self.inner));
-        tracing::debug!(driver = self.driver_name(), group = %key.group, member = %key.member, "joined");
-        Ok(Membership {
-            group: self.clone(),
-            key,
-            active: true,
-        })
+            .get_or_init(|| heartbeat::spawn(inner));
+        tracing::debug!(driver = self.driver_name(), members = keys.len(), "joined");
+        Ok(keys
+            .into_iter()
+            .map(|key| Membership {
+                group: self.clone(),
+                key,
+                active: true,
+            })
+            .collect())
     }
 
     /// Nova's `is_up`: whether the member is up now. Unknown member: `NotFound`.
@@ -407,7 +480,7 @@ impl Membership {
         self.active = false;
         let inner = self.group.inner().clone();
         let _guard = inner.write_lock.lock().await;
-        inner.joined().remove(&self.key);
+        inner.update_joined(|joined| joined.remove(&self.key));
         inner
             .call("remove", inner.driver.remove(&self.key))
             .await
@@ -424,7 +497,9 @@ impl Membership {
 impl Drop for Membership {
     fn drop(&mut self) {
         if self.active {
-            self.group.inner().joined().remove(&self.key);
+            self.group
+                .inner()
+                .update_joined(|joined| joined.remove(&self.key));
         }
     }
 }

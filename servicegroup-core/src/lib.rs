@@ -30,7 +30,7 @@ pub use config::{
 };
 pub use driver::{Capabilities, Driver};
 pub use error::{BoxError, Error, ErrorKind, Result};
-pub use group::{Membership, ServiceGroup};
+pub use group::{Membership, ServiceGroup, JOIN_CHUNK};
 pub use id::{GroupId, IntoId, MemberId, MemberKey, MAX_ID_LEN};
 pub use liveness::State;
 pub use record::{Freshness, HeartbeatReport, MemberRecord};

@@ -295,3 +295,39 @@ async fn a_failed_join_leaves_nothing_behind() {
     // Not half-joined: joining again works.
     let _m = sg.join("compute", "a").await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn join_many_registers_everyone_and_heartbeats_them_in_one_call() {
+    let driver = Arc::new(Scripted::default());
+    let sg = ServiceGroup::with_driver(driver.clone(), config()).unwrap();
+    let names: Vec<String> = (0..2500).map(|i| format!("h{i:04}")).collect();
+    let members = sg.join_many("compute", &names).await.unwrap();
+    assert_eq!(members.len(), 2500);
+    assert_eq!(members[17].member().as_str(), "h0017", "order as given");
+    assert_eq!(driver.rows.lock().unwrap().len(), 2500);
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(driver.heartbeat_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(*driver.keys_per_call.lock().unwrap(), vec![2500]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn join_many_is_all_or_nothing() {
+    let driver = Arc::new(Scripted::default());
+    let sg = ServiceGroup::with_driver(driver.clone(), config()).unwrap();
+    let _a = sg.join("compute", "a").await.unwrap();
+    // A duplicate (inside the call or with an existing membership) refuses the whole call.
+    let err = sg.join_many("compute", ["b", "c", "b"]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyJoined);
+    let err = sg.join_many("compute", ["d", "a"]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyJoined);
+    // A bad id refuses the whole call before anything is stored.
+    let err = sg.join_many("compute", ["e", "bad id"]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidId);
+    assert_eq!(driver.rows.lock().unwrap().len(), 1);
+    // A backend failure leaves none of them joined: they can all be joined again.
+    driver.unreachable.store(true, Ordering::SeqCst);
+    assert!(sg.join_many("compute", ["b", "c", "d"]).await.is_err());
+    driver.unreachable.store(false, Ordering::SeqCst);
+    let joined = sg.join_many("compute", ["b", "c", "d"]).await.unwrap();
+    assert_eq!(joined.len(), 3);
+}
