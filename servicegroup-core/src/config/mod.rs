@@ -81,6 +81,10 @@ pub struct McConfig {
     /// Connect, read and write timeout. Default 1 s.
     #[serde(with = "duration")]
     pub timeout: Duration,
+    /// Prepended to every memcached key, so several deployments (or test runs) can
+    /// share servers without seeing each other: 1 to 32 bytes of `A-Z a-z 0-9 . _ -`.
+    /// Every process of one deployment must use the same prefix. Default `"sg"`.
+    pub prefix: String,
 }
 
 /// `[inproc]`: the in-process driver.
@@ -123,6 +127,7 @@ impl Default for McConfig {
         Self {
             servers: Vec::new(),
             timeout: Duration::from_secs(1),
+            prefix: "sg".to_owned(),
         }
     }
 }
