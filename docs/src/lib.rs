@@ -7,3 +7,6 @@
 
 #[doc = include_str!("../architecture.md")]
 pub mod architecture {}
+
+#[doc = include_str!("../configuration.md")]
+pub mod configuration {}

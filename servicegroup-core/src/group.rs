@@ -224,7 +224,9 @@ impl ServiceGroup {
     {
         let key = key_of(group, member)?;
         let mut joined = self.join_keys(vec![key]).await?;
-        Ok(joined.pop().expect("join_keys returns one membership per key"))
+        Ok(joined
+            .pop()
+            .expect("join_keys returns one membership per key"))
     }
 
     /// Joins many members of one group at once: validates every id first, registers
@@ -271,7 +273,9 @@ impl ServiceGroup {
             let registered = if let [key] = chunk {
                 inner.call("register", inner.driver.register(key)).await
             } else {
-                inner.call("register_many", inner.driver.register_many(chunk)).await
+                inner
+                    .call("register_many", inner.driver.register_many(chunk))
+                    .await
             };
             if let Err(error) = registered {
                 inner.update_joined(|joined| {
@@ -287,9 +291,7 @@ impl ServiceGroup {
                 joined.insert(key.clone(), Slot::Joined);
             }
         });
-        inner
-            .heartbeat_task
-            .get_or_init(|| heartbeat::spawn(inner));
+        inner.heartbeat_task.get_or_init(|| heartbeat::spawn(inner));
         tracing::debug!(driver = self.driver_name(), members = keys.len(), "joined");
         Ok(keys
             .into_iter()
