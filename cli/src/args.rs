@@ -1,0 +1,186 @@
+//! The command line: global options and one subcommand per operation (clap derive).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// `servicegroup`: which members of a group are alive right now.
+#[derive(Debug, Parser)]
+#[command(
+    name = "servicegroup",
+    version,
+    about = "Which members of a group are alive right now (OpenStack Nova's ServiceGroup API).",
+    long_about = "Which members of a group are alive right now (OpenStack Nova's ServiceGroup API).\n\n\
+        With no configuration the `db` driver keeps membership in a SQLite file in your state \
+        directory, so `servicegroup join` in one terminal and `servicegroup list` in another just work.\n\n\
+        Exit codes: 0 success (status: up), 1 status: down, 2 error, 3 no such member."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Configuration file: TOML or a nova.conf-style INI (detected from its content).
+    /// Default: $SERVICEGROUP_CONFIG when set.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Driver to use (overrides `driver` / `servicegroup_driver` from file and environment).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub driver: Option<String>,
+    /// More log output on stderr (-v info, -vv debug, -vvv trace). RUST_LOG overrides it.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// The operations.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the registered drivers with a description.
+    Drivers,
+    /// Show the effective configuration and where each value came from (secrets masked).
+    Config,
+    /// Join GROUP as MEMBER and heartbeat in the foreground until SIGINT/SIGTERM, then leave.
+    Join {
+        /// Group to join (Nova: a topic such as `compute`).
+        group: String,
+        /// Member id (Nova: the host name).
+        member: String,
+    },
+    /// List members of one group, or of every group.
+    List {
+        /// Only this group.
+        group: Option<String>,
+        /// Print one JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Is MEMBER of GROUP up? Exit 0 up, 1 down (forced down included), 3 no such member, 2 error.
+    Status {
+        /// The group.
+        group: String,
+        /// The member.
+        member: String,
+        /// Print the member as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set (or with --clear, clear) the operator's forced-down flag. Exit 3 for an unknown member.
+    ForceDown {
+        /// The group.
+        group: String,
+        /// The member.
+        member: String,
+        /// Clear the flag instead of setting it.
+        #[arg(long)]
+        clear: bool,
+    },
+    /// Delete a member record (Nova's `service delete`). Exit 3 for an unknown member.
+    Remove {
+        /// The group.
+        group: String,
+        /// The member.
+        member: String,
+    },
+    /// Print one line per membership event of GROUP until SIGINT/SIGTERM.
+    Watch {
+        /// The group to watch.
+        group: String,
+        /// Print each event as a JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fleet simulator: many members heartbeating, observers checking, members killed at random.
+    Simulate(SimulateArgs),
+}
+
+/// Options of `servicegroup simulate`.
+#[derive(Debug, Clone, Args)]
+pub struct SimulateArgs {
+    /// Number of simulated members.
+    #[arg(long, default_value_t = 2000)]
+    pub members: u32,
+    /// Number of ServiceGroup handles the members are spread over (each heartbeats its
+    /// members in one driver call per tick).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub handles: u32,
+    /// How long the measured run lasts (after every member has joined).
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Fraction of members killed at random times (heartbeats stop, no leave).
+    #[arg(long, default_value_t = 0.05, value_parser = parse_fraction)]
+    pub kill: f64,
+    /// Heartbeat interval. Default: the configured one if set in a file or the
+    /// environment, else 1s (so the default run shows detections within ~20 s).
+    #[arg(long, value_parser = parse_duration)]
+    pub report_interval: Option<Duration>,
+    /// Age after which a member is down. Default: the configured one if set in a file
+    /// or the environment, else 3s.
+    #[arg(long, value_parser = parse_duration)]
+    pub service_down_time: Option<Duration>,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Group the simulated members join. Default: a fresh `simulate-<time>-<pid>`.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Number of observer tasks listing the group and checking single members.
+    #[arg(long, default_value_t = 2)]
+    pub observers: u32,
+    /// Members joined per `join_many` call while the fleet starts.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub join_batch: u32,
+    /// How many join batches are in flight at once while the fleet starts.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub join_concurrency: u32,
+    /// How many leave/remove calls are in flight at once while cleaning up.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub cleanup_concurrency: u32,
+    /// Leave the member records in place at the end (default: remove them).
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// Parses `10`, `0.5`, `200ms`, `1m` with the same rules as the configuration.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    servicegroup::config::duration::parse(text)
+}
+
+/// Parses a fraction in `[0, 1]`.
+fn parse_fraction(text: &str) -> Result<f64, String> {
+    let v: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("expected a fraction between 0 and 1, found {text:?}"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("expected a fraction between 0 and 1, found {v}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn fractions_and_durations() {
+        assert_eq!(parse_fraction("0.25"), Ok(0.25));
+        assert!(parse_fraction("1.5").is_err());
+        assert!(parse_fraction("-0.1").is_err());
+        assert!(parse_fraction("x").is_err());
+        assert_eq!(parse_duration("200ms"), Ok(Duration::from_millis(200)));
+        assert!(parse_duration("0").is_err());
+    }
+}

@@ -1,0 +1,453 @@
+//! `servicegroup simulate`: the fleet simulator.
+//!
+//! N members spread over M [`ServiceGroup`] handles heartbeat against the configured
+//! driver (each handle reports all its members in one driver call per tick). Observer
+//! tasks list the group and check single members all the time. A fraction of the
+//! members is killed at random times (heartbeats stop, no leave) and watched until
+//! judged down. The driver is wrapped in a [`timing::TimingDriver`] to time the
+//! heartbeat batches. Per-member state is a few flat arrays ([`fleet::Fleet`]); no
+//! task per member.
+
+mod fleet;
+mod histogram;
+mod report;
+mod timing;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use servicegroup::config::duration;
+use servicegroup::{
+    Driver, ErrorKind, GroupId, Membership, Registry, ServiceGroup, State,
+};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::args::{GlobalArgs, SimulateArgs};
+use crate::failure::{describe, Failure, EXIT_DOWN, EXIT_OK};
+use crate::settings;
+use fleet::Fleet;
+use histogram::Histogram;
+use report::{Quantiles, Report};
+use timing::{Stats, TimingDriver};
+
+/// Defaults when neither a flag nor the configuration sets the intervals: short, so the
+/// zero-setup run shows kills being detected within its ~20 s.
+const DEMO_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+const DEMO_SERVICE_DOWN_TIME: Duration = Duration::from_secs(3);
+/// Single-member checks an observer makes after each listing.
+const CHECKS_PER_ROUND: usize = 8;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What the observers measured.
+#[derive(Debug, Default)]
+struct Observed {
+    listings: AtomicU64,
+    checks: AtomicU64,
+    listing_latency: Mutex<Histogram>,
+}
+
+/// Shared state of one simulation.
+struct Sim {
+    group: GroupId,
+    fleet: Fleet,
+    stats: Arc<Stats>,
+    observed: Observed,
+    stop: AtomicBool,
+    memberships: Mutex<Vec<Option<Membership>>>,
+}
+
+fn style(template: &str) -> ProgressStyle {
+    ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar())
+}
+
+/// Runs the simulation and prints its report. Exit 0 when there were no false downs and
+/// every killed member was judged down, 1 otherwise, 2 when it could not run.
+pub async fn run(global: &GlobalArgs, args: SimulateArgs) -> Result<u8, Failure> {
+    let loaded = settings::load(global)?;
+    let mut config = loaded.config.clone();
+    config.report_interval = args.report_interval.unwrap_or(
+        if settings::is_default(&loaded, "report_interval") {
+            DEMO_REPORT_INTERVAL
+        } else {
+            config.report_interval
+        },
+    );
+    config.service_down_time = args.service_down_time.unwrap_or(
+        if settings::is_default(&loaded, "service_down_time") {
+            DEMO_SERVICE_DOWN_TIME
+        } else {
+            config.service_down_time
+        },
+    );
+    let config = config.validated()?;
+    let group = GroupId::new(args.group.clone().unwrap_or_else(default_group))?;
+    if args.members == 0 {
+        return Err(Failure::msg("--members must be at least 1"));
+    }
+
+    let stats = Arc::new(Stats::default());
+    let inner = Registry::build(&config).await?;
+    let driver: Arc<dyn Driver> = Arc::new(TimingDriver::new(inner, stats.clone()));
+    let handles = (0..args.handles)
+        .map(|_| ServiceGroup::with_driver(driver.clone(), config.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let observer = ServiceGroup::with_driver(driver.clone(), config.clone())?;
+    // Fail early and clearly when the backend cannot be reached at all.
+    observer.members(&group).await?;
+
+    let ri = config.report_interval;
+    let sdt = config.service_down_time;
+    let budget = sdt + ri + Duration::from_secs(1);
+    tracing::info!(
+        driver = observer.driver_name(),
+        group = %group,
+        members = args.members,
+        handles = args.handles,
+        report_interval = %duration::render(ri),
+        service_down_time = %duration::render(sdt),
+        "simulation starting"
+    );
+
+    let sim = Arc::new(Sim {
+        group: group.clone(),
+        fleet: Fleet::new(args.members),
+        stats: stats.clone(),
+        observed: Observed::default(),
+        stop: AtomicBool::new(false),
+        memberships: Mutex::new((0..args.members).map(|_| None).collect()),
+    });
+
+    // 1. Join every member, a bounded number at a time.
+    let join_started = Instant::now();
+    let (joined, join_failures) = join_all(&sim, &handles, args.join_batch, args.join_concurrency).await?;
+    let join_seconds = join_started.elapsed().as_secs_f64();
+
+    // 2. The measured run: heartbeats, observers, kills.
+    stats.reset_latency();
+    let hb_before = stats.heartbeats.load(Ordering::SeqCst);
+    let batches_before = stats.batches.load(Ordering::SeqCst);
+    let run_started = Instant::now();
+    let observe_interval = (ri / 4).clamp(Duration::from_millis(20), Duration::from_millis(500));
+    let mut observers = JoinSet::new();
+    for _ in 0..args.observers {
+        observers.spawn(observe(sim.clone(), observer.clone(), observe_interval));
+    }
+    let schedule = kill_schedule(&sim.fleet, args.kill, args.duration, budget);
+    let kills_planned = schedule.len() as u64;
+    let killer = tokio::spawn(kill(sim.clone(), schedule, run_started));
+
+    let bar = ProgressBar::new(args.duration.as_millis() as u64).with_style(style(
+        "{prefix:>9} [{elapsed_precise}] {wide_bar} {msg}",
+    ));
+    bar.set_prefix("running");
+    let run_end = run_started + args.duration;
+    while Instant::now() < run_end {
+        tokio::time::sleep(Duration::from_millis(200).min(run_end - Instant::now())).await;
+        bar.set_position(run_started.elapsed().as_millis() as u64);
+        bar.set_message(progress_message(&sim, hb_before, run_started));
+    }
+    let run_seconds = run_started.elapsed().as_secs_f64();
+    let heartbeats = stats.heartbeats.load(Ordering::SeqCst) - hb_before;
+    let batches = stats.batches.load(Ordering::SeqCst) - batches_before;
+    bar.finish_and_clear();
+    if killer.await.is_err() {
+        return Err(Failure::msg("the simulator's kill task failed"));
+    }
+
+    // 3. Wait for the killed members still up to be judged down.
+    let drain_deadline = Instant::now() + budget * 2;
+    let bar = ProgressBar::new(kills_planned).with_style(style(
+        "{prefix:>9} [{elapsed_precise}] {wide_bar} {pos}/{len} killed members judged down",
+    ));
+    bar.set_prefix("detecting");
+    while sim.fleet.detected() < sim.fleet.killed() && Instant::now() < drain_deadline {
+        bar.set_position(sim.fleet.detected());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bar.finish_and_clear();
+    sim.stop.store(true, Ordering::SeqCst);
+    while observers.join_next().await.is_some() {}
+
+    let killed = sim.fleet.killed();
+    let detected = sim.fleet.detected();
+    let false_downs = sim.fleet.false_downs();
+    let listing_latency = lock(&sim.observed.listing_latency).clone();
+    let report = Report {
+        driver: observer.driver_name().to_owned(),
+        group: group.to_string(),
+        members: joined,
+        join_failures,
+        handles: args.handles,
+        observers: args.observers,
+        join_seconds,
+        duration_seconds: run_seconds,
+        report_interval_seconds: ri.as_secs_f64(),
+        service_down_time_seconds: sdt.as_secs_f64(),
+        heartbeats,
+        heartbeats_per_second: heartbeats as f64 / run_seconds.max(1e-9),
+        heartbeat_batches: batches,
+        heartbeat_batch_latency_ms: Quantiles::from(&stats.batch_latency()),
+        listings: sim.observed.listings.load(Ordering::SeqCst),
+        listing_latency_ms: Quantiles::from(&listing_latency),
+        checks: sim.observed.checks.load(Ordering::SeqCst),
+        killed,
+        detected,
+        undetected: killed - detected,
+        detection_delay_ms: Quantiles::from(&*sim.fleet.detection()),
+        detection_budget_ms: budget.as_secs_f64() * 1000.0,
+        false_downs,
+        errors: stats.errors.snapshot(),
+        ok: false_downs == 0 && detected == killed,
+    };
+
+    // 4. Clean up: leave the live members, remove the killed ones.
+    if args.keep {
+        stats.close();
+        drop(handles);
+    } else {
+        clean_up(&sim, &observer, args.cleanup_concurrency).await;
+        drop(handles);
+    }
+
+    if args.json {
+        let line = serde_json::to_string(&report)
+            .map_err(|e| Failure::msg(format!("cannot encode the report as JSON: {e}")))?;
+        println!("{line}");
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(if report.ok { EXIT_OK } else { EXIT_DOWN })
+}
+
+/// `simulate-<UTC time>-<pid>`: a fresh group per run.
+fn default_group() -> String {
+    format!(
+        "simulate-{}-{}",
+        chrono::Utc::now().format("%Y%m%dT%H%M%S"),
+        std::process::id()
+    )
+}
+
+/// Joins every member in batches of `batch` (one `join_many` each: one driver round
+/// trip per chunk where the driver supports it), batches spread over the handles, at
+/// most `concurrency` batches in flight. Returns (joined, failed); an error when none
+/// could join.
+async fn join_all(
+    sim: &Arc<Sim>,
+    handles: &[ServiceGroup],
+    batch: u32,
+    concurrency: u32,
+) -> Result<(u64, u64), Failure> {
+    let n = sim.fleet.len();
+    // Every handle gets its share even when the fleet is smaller than handles * batch.
+    let batch = (batch as usize).min(n.div_ceil(handles.len())).max(1);
+    let bar = ProgressBar::new(n as u64).with_style(style(
+        "{prefix:>9} [{elapsed_precise}] {wide_bar} {pos}/{len} members",
+    ));
+    bar.set_prefix("joining");
+    let mut set = JoinSet::new();
+    let (mut next, mut batch_no, mut joined, mut failed) = (0usize, 0usize, 0u64, 0u64);
+    let mut first_error = None;
+    while next < n || !set.is_empty() {
+        while next < n && set.len() < concurrency as usize {
+            let sg = handles[batch_no % handles.len()].clone();
+            let range = next..(next + batch).min(n);
+            let ids: Vec<String> = range.clone().map(|i| sim.fleet.member_id(i)).collect();
+            let group = sim.group.clone();
+            set.spawn(async move { (range, sg.join_many(group, ids).await) });
+            next += batch;
+            batch_no += 1;
+        }
+        let Some(done) = set.join_next().await else {
+            break;
+        };
+        match done {
+            Ok((range, Ok(memberships))) => {
+                let mut slots = lock(&sim.memberships);
+                for (i, membership) in range.zip(memberships) {
+                    sim.fleet.mark_joined(i);
+                    slots[i] = Some(membership);
+                    joined += 1;
+                }
+                drop(slots);
+                bar.set_position(joined);
+            }
+            Ok((range, Err(error))) => {
+                sim.stats.errors.add(error.kind());
+                failed += range.len() as u64;
+                if first_error.is_none() {
+                    tracing::warn!(
+                        first = %sim.fleet.member_id(range.start),
+                        members = range.len(),
+                        "joining a batch failed: {}",
+                        describe(&error)
+                    );
+                    first_error = Some(error);
+                }
+            }
+            Err(join_error) => {
+                tracing::warn!("join task failed: {join_error}");
+            }
+        }
+    }
+    bar.finish_and_clear();
+    if joined == 0 {
+        return Err(match first_error {
+            Some(error) => Failure::from(error),
+            None => Failure::msg("no member could join"),
+        });
+    }
+    Ok((joined, failed))
+}
+
+/// Picks `round(joined * fraction)` joined members and a random kill time for each in
+/// `[10 %, duration - budget]` of the run (so detection fits in the run when it can).
+fn kill_schedule(fleet: &Fleet, fraction: f64, run: Duration, budget: Duration) -> Vec<(Duration, usize)> {
+    let mut rng = fastrand::Rng::new();
+    let mut candidates: Vec<u32> = (0..fleet.len())
+        .filter(|&i| fleet.is_joined(i))
+        .map(|i| i as u32)
+        .collect();
+    let k = ((candidates.len() as f64) * fraction).round() as usize;
+    // Partial Fisher-Yates: the first k are a uniform sample.
+    for i in 0..k.min(candidates.len()) {
+        let j = rng.usize(i..candidates.len());
+        candidates.swap(i, j);
+    }
+    let earliest = run.mul_f64(0.1);
+    let latest = run.saturating_sub(budget).max(earliest);
+    let span = (latest - earliest).as_secs_f64();
+    let mut schedule: Vec<(Duration, usize)> = candidates[..k]
+        .iter()
+        .map(|&i| (earliest + Duration::from_secs_f64(span * rng.f64()), i as usize))
+        .collect();
+    schedule.sort_unstable();
+    schedule
+}
+
+/// Kills members on schedule: marks them killed, then drops their membership
+/// (heartbeats stop, the record stays: a crash).
+async fn kill(sim: Arc<Sim>, schedule: Vec<(Duration, usize)>, started: Instant) {
+    for (at, i) in schedule {
+        tokio::time::sleep_until(started + at).await;
+        sim.fleet.mark_killed(i);
+        let membership = lock(&sim.memberships)[i].take();
+        if let Some(m) = membership {
+            m.crash();
+        }
+    }
+}
+
+/// One observer: list the group, check a few single members, pause, repeat.
+async fn observe(sim: Arc<Sim>, sg: ServiceGroup, pause: Duration) {
+    let mut rng = fastrand::Rng::new();
+    let n = sim.fleet.len();
+    while !sim.stop.load(Ordering::SeqCst) {
+        let started = Instant::now();
+        match sg.members(&sim.group).await {
+            Ok(members) => {
+                lock(&sim.observed.listing_latency).record(started.elapsed());
+                sim.observed.listings.fetch_add(1, Ordering::Relaxed);
+                for m in members.iter().filter(|m| m.state == State::Down) {
+                    if let Some(i) = sim.fleet.index_of(m.member.as_str()) {
+                        sim.fleet.judged_down(i, m.member.as_str());
+                    }
+                }
+            }
+            Err(error) => sim.stats.errors.add(error.kind()),
+        }
+        for _ in 0..CHECKS_PER_ROUND {
+            let i = rng.usize(..n);
+            if !sim.fleet.is_joined(i) {
+                continue;
+            }
+            let id = sim.fleet.member_id(i);
+            match sg.member(&sim.group, id.as_str()).await {
+                Ok(status) => {
+                    sim.observed.checks.fetch_add(1, Ordering::Relaxed);
+                    if !status.is_up() {
+                        sim.fleet.judged_down(i, &id);
+                    }
+                }
+                Err(error) => sim.stats.errors.add(error.kind()),
+            }
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
+fn progress_message(sim: &Sim, hb_before: u64, started: Instant) -> String {
+    let hb = sim.stats.heartbeats.load(Ordering::Relaxed) - hb_before;
+    let secs = started.elapsed().as_secs_f64().max(1e-3);
+    format!(
+        "{:.0} hb/s, killed {}, judged down {}, false downs {}",
+        hb as f64 / secs,
+        sim.fleet.killed(),
+        sim.fleet.detected(),
+        sim.fleet.false_downs()
+    )
+}
+
+/// Leaves every live member and removes every killed one, a bounded number at a time.
+/// Failures are logged, not reported: the measurement is over.
+async fn clean_up(sim: &Arc<Sim>, observer: &ServiceGroup, concurrency: u32) {
+    let memberships: Vec<(usize, Membership)> = lock(&sim.memberships)
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(i, m)| m.take().map(|m| (i, m)))
+        .collect();
+    let killed: Vec<usize> = (0..sim.fleet.len())
+        .filter(|&i| sim.fleet.is_joined(i) && sim.fleet.is_killed(i))
+        .collect();
+    let bar = ProgressBar::new((memberships.len() + killed.len()) as u64).with_style(style(
+        "{prefix:>9} [{elapsed_precise}] {wide_bar} {pos}/{len} records",
+    ));
+    bar.set_prefix("cleaning");
+    let mut set = JoinSet::new();
+    let mut failures = 0u64;
+    let mut tasks = memberships
+        .into_iter()
+        .map(|(_, m)| Op::Leave(m))
+        .chain(killed.into_iter().map(|i| Op::Remove(sim.fleet.member_id(i))));
+    loop {
+        while set.len() < concurrency as usize {
+            let Some(op) = tasks.next() else { break };
+            let (sg, group) = (observer.clone(), sim.group.clone());
+            set.spawn(async move {
+                match op {
+                    Op::Leave(m) => m.leave().await,
+                    Op::Remove(id) => match sg.remove(&group, id.as_str()).await {
+                        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+                        other => other,
+                    },
+                }
+            });
+        }
+        let Some(done) = set.join_next().await else { break };
+        bar.inc(1);
+        if !matches!(done, Ok(Ok(()))) {
+            failures += 1;
+        }
+    }
+    sim.stats.close();
+    bar.finish_and_clear();
+    if failures > 0 {
+        tracing::warn!(
+            failures,
+            group = %sim.group,
+            "some member records could not be cleaned up; `servicegroup remove` them or let them stay down"
+        );
+    }
+}
+
+/// One clean-up step.
+enum Op {
+    Leave(Membership),
+    Remove(String),
+}

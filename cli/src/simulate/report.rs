@@ -1,0 +1,173 @@
+//! The simulator's report: one JSON object (`--json`) or a short text block.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::histogram::Histogram;
+
+/// p50 / p99 / max of a latency, in milliseconds (null when nothing was measured).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Quantiles {
+    /// Median.
+    pub p50: Option<f64>,
+    /// 99th percentile.
+    pub p99: Option<f64>,
+    /// Largest value.
+    pub max: Option<f64>,
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
+}
+
+impl From<&Histogram> for Quantiles {
+    fn from(h: &Histogram) -> Self {
+        Self {
+            p50: h.quantile(0.50).map(ms),
+            p99: h.quantile(0.99).map(ms),
+            max: h.max().map(ms),
+        }
+    }
+}
+
+/// Everything `servicegroup simulate` measured. Keys are documented in docs/cli.md.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Driver name.
+    pub driver: String,
+    /// Group the members joined.
+    pub group: String,
+    /// Members that joined (and so took part).
+    pub members: u64,
+    /// Members whose join failed.
+    pub join_failures: u64,
+    /// Heartbeating handles.
+    pub handles: u32,
+    /// Observer tasks.
+    pub observers: u32,
+    /// Seconds it took every member to join (before the measured run).
+    pub join_seconds: f64,
+    /// Length of the measured run, seconds.
+    pub duration_seconds: f64,
+    /// report_interval in effect, seconds.
+    pub report_interval_seconds: f64,
+    /// service_down_time in effect, seconds.
+    pub service_down_time_seconds: f64,
+    /// Heartbeats stored during the measured run.
+    pub heartbeats: u64,
+    /// Heartbeats stored per second during the measured run.
+    pub heartbeats_per_second: f64,
+    /// Heartbeat batches (driver calls) during the measured run.
+    pub heartbeat_batches: u64,
+    /// Latency of one heartbeat batch (one driver call for all members of a handle), ms.
+    pub heartbeat_batch_latency_ms: Quantiles,
+    /// Group listings by observers.
+    pub listings: u64,
+    /// Latency of one group listing, ms.
+    pub listing_latency_ms: Quantiles,
+    /// Single-member checks by observers.
+    pub checks: u64,
+    /// Members killed (heartbeats stopped, no leave).
+    pub killed: u64,
+    /// Killed members judged down.
+    pub detected: u64,
+    /// Killed members never judged down before the simulator gave up waiting.
+    pub undetected: u64,
+    /// Time from kill to first seen down, ms.
+    pub detection_delay_ms: Quantiles,
+    /// The bound detection must stay within: service_down_time + report_interval + 1 s, ms.
+    pub detection_budget_ms: f64,
+    /// Live (never killed) members judged down. Must be 0.
+    pub false_downs: u64,
+    /// Errors by kind (`timeout`, `unavailable`, `backend`, ...), from every call.
+    pub errors: BTreeMap<String, u64>,
+    /// True when there were no false downs and every killed member was detected.
+    pub ok: bool,
+}
+
+fn q(v: Option<f64>) -> String {
+    match v {
+        None => "-".to_owned(),
+        Some(ms) if ms >= 1000.0 => format!("{:.2} s", ms / 1000.0),
+        Some(ms) => format!("{ms:.1} ms"),
+    }
+}
+
+impl Report {
+    /// The human-readable report.
+    pub fn text(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "servicegroup simulate: driver {}, group {}, report_interval {}s, service_down_time {}s",
+            self.driver, self.group, self.report_interval_seconds, self.service_down_time_seconds
+        );
+        let _ = writeln!(
+            s,
+            "  members            {} in {} handles ({} join failures), joined in {:.2} s",
+            self.members, self.handles, self.join_failures, self.join_seconds
+        );
+        let _ = writeln!(
+            s,
+            "  heartbeats         {:.0}/s ({} in {:.1} s, {} batches)",
+            self.heartbeats_per_second, self.heartbeats, self.duration_seconds, self.heartbeat_batches
+        );
+        let h = &self.heartbeat_batch_latency_ms;
+        let _ = writeln!(
+            s,
+            "  heartbeat batch    p50 {}   p99 {}   max {}",
+            q(h.p50),
+            q(h.p99),
+            q(h.max)
+        );
+        let l = &self.listing_latency_ms;
+        let _ = writeln!(
+            s,
+            "  listing            p50 {}   p99 {}   max {}   ({} listings, {} checks by {} observers)",
+            q(l.p50),
+            q(l.p99),
+            q(l.max),
+            self.listings,
+            self.checks,
+            self.observers
+        );
+        let _ = writeln!(
+            s,
+            "  killed             {} (detected {}, undetected {})",
+            self.killed, self.detected, self.undetected
+        );
+        let d = &self.detection_delay_ms;
+        let _ = writeln!(
+            s,
+            "  detection delay    p50 {}   p99 {}   max {}   (budget {})",
+            q(d.p50),
+            q(d.p99),
+            q(d.max),
+            q(Some(self.detection_budget_ms))
+        );
+        let _ = writeln!(s, "  false downs        {}", self.false_downs);
+        let errors = if self.errors.is_empty() {
+            "none".to_owned()
+        } else {
+            self.errors
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(s, "  errors             {errors}");
+        let verdict = if self.ok {
+            "OK: no false downs, every killed member judged down".to_owned()
+        } else {
+            format!(
+                "FAILED: {} false downs, {} killed members never judged down",
+                self.false_downs, self.undetected
+            )
+        };
+        let _ = writeln!(s, "result: {verdict}");
+        s
+    }
+}

@@ -1,0 +1,173 @@
+//! [`TimingDriver`]: wraps the configured driver, delegates every call, and records
+//! heartbeat batch latencies, heartbeat counts and errors, so the simulator measures
+//! exactly the driver calls the heartbeat loops make.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use servicegroup::{
+    async_trait, Capabilities, Driver, ErrorKind, GroupId, HeartbeatReport, MemberKey,
+    MemberRecord, Result,
+};
+
+use super::histogram::Histogram;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A stable snake_case name per error kind, used as the report's `errors` keys.
+pub fn kind_key(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::InvalidId => "invalid_id",
+        ErrorKind::Config => "config",
+        ErrorKind::Unavailable => "unavailable",
+        ErrorKind::Timeout => "timeout",
+        ErrorKind::NotFound => "not_found",
+        ErrorKind::AlreadyJoined => "already_joined",
+        ErrorKind::Backend => "backend",
+        _ => "other",
+    }
+}
+
+/// Error counts by kind.
+#[derive(Debug, Default)]
+pub struct ErrorCounts(Mutex<BTreeMap<&'static str, u64>>);
+
+impl ErrorCounts {
+    /// Counts one error of `kind`.
+    pub fn add(&self, kind: ErrorKind) {
+        *lock(&self.0).entry(kind_key(kind)).or_default() += 1;
+    }
+
+    /// The counts so far.
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        lock(&self.0)
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect()
+    }
+}
+
+/// What the heartbeat loops did, as seen at the driver.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Members heartbeated successfully (batch size minus missing ones).
+    pub heartbeats: AtomicU64,
+    /// Successful heartbeat batches.
+    pub batches: AtomicU64,
+    /// Latency of successful batches.
+    batch_latency: Mutex<Histogram>,
+    /// Errors of every kind seen anywhere in the simulation.
+    pub errors: ErrorCounts,
+    /// Set when the simulation shuts its handles down: calls cancelled after that are
+    /// not counted as timeouts.
+    closing: AtomicBool,
+}
+
+impl Stats {
+    /// Starts a new measurement window for the batch latency.
+    pub fn reset_latency(&self) {
+        *lock(&self.batch_latency) = Histogram::new();
+    }
+
+    /// The batch latency histogram so far.
+    pub fn batch_latency(&self) -> Histogram {
+        lock(&self.batch_latency).clone()
+    }
+
+    /// Marks the shutdown: cancelled calls are no longer errors.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Counts a heartbeat call that was dropped before it finished (core's call_timeout).
+struct InFlight<'a> {
+    stats: &'a Stats,
+    finished: bool,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.finished && !self.stats.closing.load(Ordering::SeqCst) {
+            self.stats.errors.add(ErrorKind::Timeout);
+        }
+    }
+}
+
+/// A driver that delegates to another and measures its heartbeat calls.
+#[derive(Debug)]
+pub struct TimingDriver {
+    inner: Arc<dyn Driver>,
+    stats: Arc<Stats>,
+}
+
+impl TimingDriver {
+    /// Wraps `inner`, recording into `stats`.
+    pub fn new(inner: Arc<dyn Driver>, stats: Arc<Stats>) -> Self {
+        Self { inner, stats }
+    }
+}
+
+#[async_trait]
+impl Driver for TimingDriver {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn register(&self, key: &MemberKey) -> Result<()> {
+        self.inner.register(key).await
+    }
+
+    async fn register_many(&self, keys: &[MemberKey]) -> Result<()> {
+        self.inner.register_many(keys).await
+    }
+
+    async fn heartbeat(&self, keys: &[MemberKey]) -> Result<HeartbeatReport> {
+        let mut in_flight = InFlight {
+            stats: &self.stats,
+            finished: false,
+        };
+        let start = Instant::now();
+        let result = self.inner.heartbeat(keys).await;
+        let elapsed = start.elapsed();
+        in_flight.finished = true;
+        match &result {
+            Ok(report) => {
+                lock(&self.stats.batch_latency).record(elapsed);
+                self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                let stored = keys.len().saturating_sub(report.missing.len()) as u64;
+                self.stats.heartbeats.fetch_add(stored, Ordering::Relaxed);
+            }
+            Err(error) => self.stats.errors.add(error.kind()),
+        }
+        result
+    }
+
+    async fn remove(&self, key: &MemberKey) -> Result<bool> {
+        self.inner.remove(key).await
+    }
+
+    async fn set_forced_down(&self, key: &MemberKey, forced_down: bool) -> Result<bool> {
+        self.inner.set_forced_down(key, forced_down).await
+    }
+
+    async fn get(&self, key: &MemberKey) -> Result<Option<MemberRecord>> {
+        self.inner.get(key).await
+    }
+
+    async fn list(&self, group: &GroupId) -> Result<Vec<MemberRecord>> {
+        self.inner.list(group).await
+    }
+
+    async fn groups(&self) -> Result<Vec<GroupId>> {
+        self.inner.groups().await
+    }
+}

@@ -1,0 +1,395 @@
+//! End-to-end tests of the `servicegroup` binary on real backends: each scenario runs
+//! on a SQLite file and on PostgreSQL (`SERVICEGROUP_TEST_POSTGRES_URL`, set by
+//! scripts/test; without it the PostgreSQL tests fail, they never pass silently).
+//! Intervals: report_interval 200 ms, service_down_time 2 s.
+
+mod common;
+
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use common::{assert_simulation_ok, group, Env, REPORT_INTERVAL, SERVICE_DOWN_TIME};
+use serde_json::Value;
+
+const MEMBER_KEYS: [&str; 6] = [
+    "age_seconds",
+    "forced_down",
+    "group",
+    "last_heartbeat",
+    "member",
+    "state",
+];
+
+fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .cloned()
+        .collect();
+    k.sort();
+    k
+}
+
+fn assert_rfc3339_utc(text: &str) {
+    let t = chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|e| panic!("{text:?} is not RFC 3339: {e}"));
+    assert_eq!(t.offset().local_minus_utc(), 0, "{text} is not UTC");
+    assert!(text.ends_with('Z'), "{text}");
+}
+
+fn status(env: &Env, g: &str, m: &str) -> i32 {
+    env.run(&["status", g, m]).code()
+}
+
+/// One process joins; others list it and ask for its status.
+fn join_list_status(env: Env) {
+    let g = group("jls");
+    let mut a = env.spawn(&["join", &g, "host-a"]);
+    let line = a.wait_joined();
+    assert!(line.contains(&g) && line.contains("host-a"), "{line}");
+    let mut b = env.spawn(&["join", &g, "host-b"]);
+    b.wait_joined();
+
+    let list = env.run(&["list", &g, "--json"]).json();
+    let rows = list.as_array().expect("array");
+    assert_eq!(rows.len(), 2, "{list}");
+    for (row, member) in rows.iter().zip(["host-a", "host-b"]) {
+        assert_eq!(keys(row), MEMBER_KEYS, "{row}");
+        assert_eq!(row["group"], g.as_str());
+        assert_eq!(row["member"], member);
+        assert_eq!(row["state"], "up");
+        assert_eq!(row["forced_down"], false);
+        assert_rfc3339_utc(row["last_heartbeat"].as_str().expect("last_heartbeat string"));
+        let age = row["age_seconds"].as_f64().expect("age_seconds number");
+        assert!((0.0..=SERVICE_DOWN_TIME.as_secs_f64()).contains(&age), "{row}");
+    }
+
+    let st = env.run(&["status", &g, "host-a", "--json"]);
+    st.expect_code(0);
+    let obj: Value = serde_json::from_str(&st.stdout).unwrap();
+    assert_eq!(keys(&obj), MEMBER_KEYS);
+    assert_eq!(obj["state"], "up");
+    env.run(&["status", &g, "host-a"]).expect_code(0);
+
+    // The table shows every column.
+    let table = env.run(&["list", &g]);
+    table.expect_code(0);
+    for word in ["GROUP", "MEMBER", "STATE", "FORCED DOWN", "LAST HEARTBEAT", "AGE", "host-a", "host-b", "up"] {
+        assert!(table.stdout.contains(word), "{word} missing:\n{}", table.stdout);
+    }
+
+    a.signal("TERM");
+    b.signal("TERM");
+    assert!(a.wait_exit(Duration::from_secs(15)).success());
+    assert!(b.wait_exit(Duration::from_secs(15)).success());
+}
+
+/// `list` without a group lists every group, sorted by group then member.
+fn list_every_group_sorted(env: Env) {
+    let (g1, g2) = (group("zz-sorted"), group("aa-sorted"));
+    let mut procs = vec![
+        env.spawn(&["join", &g1, "m2"]),
+        env.spawn(&["join", &g2, "m9"]),
+        env.spawn(&["join", &g1, "m1"]),
+    ];
+    for p in &mut procs {
+        p.wait_joined();
+    }
+    let list = env.run(&["list", "--json"]).json();
+    let got: Vec<(String, String)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["group"].as_str().unwrap().to_owned(), r["member"].as_str().unwrap().to_owned()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (g2.clone(), "m9".to_owned()),
+            (g1.clone(), "m1".to_owned()),
+            (g1.clone(), "m2".to_owned())
+        ]
+    );
+    for mut p in procs {
+        p.signal("INT");
+        assert!(p.wait_exit(Duration::from_secs(15)).success());
+    }
+    assert_eq!(env.run(&["list", "--json"]).json(), serde_json::json!([]));
+}
+
+/// kill -9 of the joined process: the member stays up until service_down_time has
+/// passed (minus at most one report_interval since its last heartbeat), then is down,
+/// and is still listed (as down), not dropped.
+fn kill9_goes_down_after_service_down_time(env: Env) {
+    let g = group("kill9");
+    let mut p = env.spawn(&["join", &g, "victim"]);
+    p.wait_joined();
+    assert_eq!(status(&env, &g, "victim"), 0);
+    sleep(REPORT_INTERVAL * 2);
+    let killed = Instant::now();
+    p.kill9();
+
+    // Earliest legitimate down: last heartbeat (>= kill - report_interval) + service_down_time.
+    let earliest = killed + SERVICE_DOWN_TIME - REPORT_INTERVAL - Duration::from_millis(100);
+    let latest = killed + SERVICE_DOWN_TIME + Duration::from_millis(1500);
+    let mut ups_after_1s = 0;
+    loop {
+        let asked = Instant::now();
+        let code = status(&env, &g, "victim");
+        let answered = Instant::now();
+        match code {
+            0 => {
+                assert!(
+                    answered <= latest,
+                    "still up {:?} after kill -9 (service_down_time {SERVICE_DOWN_TIME:?})",
+                    answered - killed
+                );
+                if asked > killed + Duration::from_secs(1) {
+                    ups_after_1s += 1;
+                }
+            }
+            1 => {
+                assert!(
+                    asked >= earliest,
+                    "down too early: asked {:?} after kill -9 (service_down_time {SERVICE_DOWN_TIME:?}, report_interval {REPORT_INTERVAL:?})",
+                    asked - killed
+                );
+                break;
+            }
+            other => panic!("status exited {other}"),
+        }
+        sleep(Duration::from_millis(50));
+    }
+    assert!(ups_after_1s > 0, "never saw the member up between 1 s after the kill and going down");
+    // Down members stay listed until they leave or are removed.
+    let list = env.run(&["list", &g, "--json"]).json();
+    assert_eq!(list[0]["member"], "victim");
+    assert_eq!(list[0]["state"], "down");
+    assert_eq!(list[0]["forced_down"], false);
+    let age = list[0]["age_seconds"].as_f64().unwrap();
+    assert!(age > SERVICE_DOWN_TIME.as_secs_f64(), "{list}");
+    env.run(&["status", &g, "victim"]).expect_code(1);
+}
+
+/// SIGTERM and SIGINT leave gracefully: exit 0, a `left` line, gone from the listing.
+fn signals_leave(env: Env) {
+    let g = group("leave");
+    for (signal, member) in [("TERM", "by-term"), ("INT", "by-int")] {
+        let mut p = env.spawn(&["join", &g, member]);
+        p.wait_joined();
+        assert_eq!(status(&env, &g, member), 0);
+        p.signal(signal);
+        let exit = p.wait_exit(Duration::from_secs(15));
+        assert_eq!(exit.code(), Some(0), "SIG{signal}: {exit:?} stderr {:?}", p.seen_err);
+        assert!(
+            p.seen_out.iter().any(|l| l == &format!("left {g} {member}")),
+            "{:?}",
+            p.seen_out
+        );
+        assert_eq!(status(&env, &g, member), 3, "SIG{signal}: member still there");
+    }
+    assert_eq!(env.run(&["list", &g, "--json"]).json(), serde_json::json!([]));
+}
+
+/// force-down wins over heartbeats; --clear makes a live member up at once.
+fn force_down_and_clear(env: Env) {
+    let g = group("force");
+    let mut p = env.spawn(&["join", &g, "host"]);
+    p.wait_joined();
+    let out = env.run(&["force-down", &g, "host"]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("forced down"), "{}", out.stdout);
+    // Still heartbeating, yet down.
+    sleep(REPORT_INTERVAL * 2);
+    env.run(&["status", &g, "host"]).expect_code(1);
+    let row = &env.run(&["list", &g, "--json"]).json()[0];
+    assert_eq!(row["state"], "down");
+    assert_eq!(row["forced_down"], true);
+    assert!(row["age_seconds"].as_f64().unwrap() < 1.0, "heartbeats go on: {row}");
+    let st: Value = serde_json::from_str(&env.run(&["status", &g, "host", "--json"]).expect_code(1).stdout).unwrap();
+    assert_eq!(st["forced_down"], true);
+
+    env.run(&["force-down", &g, "host", "--clear"]).expect_code(0);
+    env.run(&["status", &g, "host"]).expect_code(0);
+    let row = &env.run(&["list", &g, "--json"]).json()[0];
+    assert_eq!(row["state"], "up");
+    assert_eq!(row["forced_down"], false);
+
+    env.run(&["force-down", &g, "nobody"]).expect_code(3);
+    env.run(&["force-down", &g, "nobody", "--clear"]).expect_code(3);
+    p.signal("TERM");
+    assert!(p.wait_exit(Duration::from_secs(15)).success());
+}
+
+/// watch prints joined, down, up and left once each, in that order.
+fn watch_events(env: Env) {
+    let g = group("watch");
+    let mut w = env.spawn(&["watch", &g, "--json"]);
+    w.wait_stderr("`watching …`", Duration::from_secs(30), |l| l.starts_with("watching group"));
+
+    let mut j = env.spawn(&["join", &g, "w1"]);
+    j.wait_joined();
+    let event = |w: &mut common::Bg, kind: &str, within: Duration| -> Value {
+        let line = w.wait_stdout(&format!("with event {kind}"), within, |_| true);
+        let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        assert_eq!(keys(&v), ["at", "event", "group", "member"], "{v}");
+        assert_eq!(v["event"], kind, "{v}");
+        assert_eq!(v["group"], g.as_str());
+        assert_eq!(v["member"], "w1");
+        assert_rfc3339_utc(v["at"].as_str().unwrap());
+        v
+    };
+    event(&mut w, "joined", Duration::from_secs(5));
+    j.kill9();
+    event(&mut w, "down", SERVICE_DOWN_TIME + Duration::from_secs(5));
+    let mut j = env.spawn(&["join", &g, "w1"]);
+    j.wait_joined();
+    event(&mut w, "up", Duration::from_secs(5));
+    j.signal("TERM");
+    assert!(j.wait_exit(Duration::from_secs(15)).success());
+    event(&mut w, "left", Duration::from_secs(5));
+    // Nothing else happens: no repeated events.
+    sleep(Duration::from_millis(600));
+    w.signal("TERM");
+    assert_eq!(w.wait_exit(Duration::from_secs(15)).code(), Some(0));
+    assert_eq!(w.seen_out.len(), 4, "{:#?}", w.seen_out);
+
+    // The text form: one line per event, `<at> <event> <group> <member>`.
+    let mut w = env.spawn(&["watch", &g]);
+    w.wait_stderr("`watching …`", Duration::from_secs(30), |l| l.starts_with("watching group"));
+    let mut j = env.spawn(&["join", &g, "w2"]);
+    j.wait_joined();
+    let line = w.wait_stdout("joined", Duration::from_secs(5), |_| true);
+    let parts: Vec<&str> = line.split(' ').collect();
+    assert_eq!(parts.len(), 4, "{line}");
+    assert_rfc3339_utc(parts[0]);
+    assert_eq!(&parts[1..], ["joined", g.as_str(), "w2"]);
+    j.signal("TERM");
+    w.wait_stdout("left", Duration::from_secs(15), |l| l.contains(" left "));
+    w.signal("INT");
+    assert_eq!(w.wait_exit(Duration::from_secs(15)).code(), Some(0));
+}
+
+/// Every exit code of status / force-down / remove, and errors as one line.
+fn exit_codes(env: Env) {
+    let g = group("codes");
+    env.run(&["status", &g, "ghost"]).expect_code(3);
+    env.run(&["status", &g, "ghost", "--json"]).expect_code(3);
+    env.run(&["remove", &g, "ghost"]).expect_code(3);
+    let err = env.run(&["status", &g, "ghost"]);
+    assert!(err.stderr.starts_with("error: ") && err.stderr.contains("ghost"), "{}", err.stderr);
+
+    let mut p = env.spawn(&["join", &g, "real"]);
+    p.wait_joined();
+    env.run(&["status", &g, "real"]).expect_code(0);
+    env.run(&["force-down", &g, "real"]).expect_code(0);
+    env.run(&["status", &g, "real"]).expect_code(1);
+    p.kill9();
+    env.run(&["remove", &g, "real"]).expect_code(0);
+    env.run(&["status", &g, "real"]).expect_code(3);
+    assert_eq!(env.run(&["list", &g, "--json"]).json(), serde_json::json!([]));
+
+    // Bad ids: exit 2, one line, naming the id.
+    for args in [
+        vec!["status", "bad group", "m"],
+        vec!["status", "g", "bad\tmember"],
+        vec!["join", "g", "bad member"],
+        vec!["force-down", "g", ""],
+        vec!["remove", "g", "x y"],
+        vec!["list", "a b"],
+        vec!["watch", "a b"],
+    ] {
+        let line = env.run(&args).expect_one_line_error();
+        assert!(line.contains("invalid") && line.contains("id"), "{args:?}: {line}");
+    }
+    let long = "x".repeat(256);
+    let line = env.run(&["status", "g", &long]).expect_one_line_error();
+    assert!(line.contains("256 bytes"), "{line}");
+}
+
+/// Backend unreachable: exit 2 (never 1 for "could not tell"), one line naming the
+/// backend address, no password.
+fn unreachable_backend(mut env: Env) {
+    let url = match env.backend {
+        "postgres" => "postgres://sguser:hunter2secret@127.0.0.1:1/nodb".to_owned(),
+        _ => format!("sqlite://{}/no/such/dir/x.db", env.dir.path().display()),
+    };
+    env.set("SERVICEGROUP_DB__URL", &url);
+    env.set("SERVICEGROUP_DB__TIMEOUT", "2s");
+    for args in [
+        vec!["status", "g", "m"],
+        vec!["list"],
+        vec!["list", "g", "--json"],
+        vec!["force-down", "g", "m"],
+        vec!["remove", "g", "m"],
+        vec!["join", "g", "m"],
+    ] {
+        let line = env.run(&args).expect_one_line_error();
+        assert!(!line.contains("hunter2secret"), "password leaked: {line}");
+        if env.backend == "postgres" {
+            assert!(line.contains("127.0.0.1:1"), "{args:?}: address not named: {line}");
+        } else {
+            assert!(line.contains("no/such/dir"), "{args:?}: path not named: {line}");
+        }
+    }
+}
+
+/// The simulator on a small fleet: zero false downs, every kill detected within
+/// service_down_time + report_interval + 1 s.
+fn simulate_small_fleet(env: Env) {
+    let out = env.run_timeout(
+        &[
+            "simulate",
+            "--members",
+            "300",
+            "--handles",
+            "3",
+            "--duration",
+            "6s",
+            "--kill",
+            "0.1",
+            "--report-interval",
+            "200ms",
+            "--service-down-time",
+            "1s",
+            "--json",
+        ],
+        Duration::from_secs(120),
+    );
+    let r = out.json();
+    assert_simulation_ok(&r, 300, 30, 1.0, 0.2);
+}
+
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(super::Env::sqlite());
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(super::Env::postgres(stringify!($name)));
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend!(
+    join_list_status,
+    list_every_group_sorted,
+    kill9_goes_down_after_service_down_time,
+    signals_leave,
+    force_down_and_clear,
+    watch_events,
+    exit_codes,
+    unreachable_backend,
+    simulate_small_fleet,
+);
