@@ -1,0 +1,727 @@
+//! The memcached storage: what each driver call does on which server.
+//!
+//! Per member `(group, member)`, on the server [`Placement`] picks for it:
+//!
+//! | key | value | TTL | meaning |
+//! |---|---|---|---|
+//! | `P:r:G:M` (record) | `0` / `1` (forced down) | none | the member exists |
+//! | `P:h:G:M` (heartbeat) | heartbeat wall time, unix ms | liveness TTL | present = fresh |
+//! | `P:i:G:BB` (index bucket) | member ids, one per line | none | listing |
+//! | `P:groups` | group ids, one per line | none | `groups()` |
+//!
+//! The record key is the member's existence and holds the forced-down flag, so
+//! the flag survives heartbeat expiry (a crashed member stays listed as down,
+//! still forced down) and is never touched by heartbeats. The index buckets and
+//! the group list only say where to look; entries without a record are ignored,
+//! as are entries found on a server the member is not placed on (left behind
+//! when the server list changed).
+//!
+//! Heartbeats of a batch go out in one pipelined exchange per server (chunked
+//! at [`crate::server::CHUNK`] operations): a `replace` of each heartbeat key
+//! (it fails when the key is gone) and a value-less read of each record key,
+//! plus a value-less CAS read of each index bucket and group list the batch
+//! depends on. A bucket is re-read only when its CAS changed since this driver
+//! last found its members in it. Whatever is gone is reported in
+//! [`HeartbeatReport::missing`], and core registers those members again; see
+//! the crate docs for why the driver does not restore them itself.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chrono::{DateTime, Utc};
+use memcache::exp::{Delete, Get, GetResult, Meta, MutationStatus, Op, OpResult, Set, Ttl};
+use servicegroup_core::{
+    Error, Freshness, GroupId, HeartbeatReport, MemberId, MemberKey, MemberRecord, Result,
+};
+
+use crate::index::{self, BUCKETS};
+use crate::keys::Keys;
+use crate::placement::{bucket_of, Placement};
+use crate::server::{get_at, mutation_at, Server};
+use crate::NAME;
+
+/// Batch members an index key must hold: (position in the batch, id).
+type Wanted = Vec<(usize, Vec<u8>)>;
+
+/// Attempts of a read-modify-write on an index key before giving up (each one
+/// only fails when another process changed the key in between).
+const MAX_ATTEMPTS: usize = 64;
+
+/// The heartbeat key's TTL in whole seconds for `service_down_time`.
+///
+/// memcached counts time in whole seconds on a clock that ticks once a second,
+/// so an item stored with TTL `T` disappears after more than `T - 1` and at most
+/// `T` seconds. With `T = ceil(service_down_time) + 1` a member is never judged
+/// down before `service_down_time` has passed since its last heartbeat, and
+/// always by `ceil(service_down_time) + 1` seconds (60 s → down between 60 and
+/// 61 s). TTLs over 30 days are sent as absolute times by the client.
+pub fn heartbeat_ttl(service_down_time: Duration) -> u32 {
+    let whole = service_down_time.as_secs() + u64::from(service_down_time.subsec_nanos() > 0);
+    u32::try_from(whole.saturating_add(1)).unwrap_or(u32::MAX)
+}
+
+/// What this driver last confirmed about one index key on one server.
+#[derive(Debug)]
+struct Verified {
+    cas: u64,
+    /// Ids found in the key at that CAS.
+    confirmed: HashSet<Vec<u8>>,
+}
+
+/// The memcached backend of the `mc` driver.
+#[derive(Debug)]
+pub struct Backend {
+    servers: Vec<Arc<Server>>,
+    placement: Placement,
+    keys: Keys,
+    ttl: u32,
+    service_down_time: Duration,
+    verified: Mutex<HashMap<(usize, String), Verified>>,
+    server_up: Vec<AtomicBool>,
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn parse_time(value: Option<&Vec<u8>>) -> Option<DateTime<Utc>> {
+    let text = std::str::from_utf8(value?).ok()?;
+    DateTime::from_timestamp_millis(text.trim().parse().ok()?)
+}
+
+fn unexpected(what: &str, status: MutationStatus) -> Error {
+    Error::backend(format!(
+        "memcached answered {status:?} to {what}, which this driver never expects"
+    ))
+    .with_driver(NAME)
+}
+
+fn join_error(error: tokio::task::JoinError) -> Error {
+    Error::backend(format!("memcached call did not complete: {error}")).with_driver(NAME)
+}
+
+/// Keys of one member.
+struct MemberKeys {
+    heartbeat: String,
+    record: String,
+    bucket: String,
+}
+
+impl Backend {
+    /// A backend on `servers` (`host:port`, already validated and deduplicated).
+    pub fn new(
+        servers: Vec<String>,
+        timeout: Duration,
+        prefix: &str,
+        service_down_time: Duration,
+    ) -> Self {
+        let placement = Placement::new(&servers);
+        let server_up = servers.iter().map(|_| AtomicBool::new(true)).collect();
+        Self {
+            servers: servers
+                .into_iter()
+                .map(|address| Arc::new(Server::new(address, timeout)))
+                .collect(),
+            placement,
+            keys: Keys::new(prefix),
+            ttl: heartbeat_ttl(service_down_time),
+            service_down_time,
+            verified: Mutex::new(HashMap::new()),
+            server_up,
+        }
+    }
+
+    /// The heartbeat TTL in seconds.
+    pub fn ttl(&self) -> u32 {
+        self.ttl
+    }
+
+    /// How far past `service_down_time` a member may still be judged up: `ttl - sdt`,
+    /// rounded up to whole seconds.
+    pub fn resolution(&self) -> Duration {
+        let slack = Duration::from_secs(u64::from(self.ttl)).saturating_sub(self.service_down_time);
+        let whole = slack.as_secs() + u64::from(slack.subsec_nanos() > 0);
+        Duration::from_secs(whole.max(1))
+    }
+
+    /// The addresses of the servers, in configured order.
+    pub fn addresses(&self) -> Vec<&str> {
+        self.servers.iter().map(|s| s.address()).collect()
+    }
+
+    /// Index of the server holding `key`.
+    pub fn server_of(&self, key: &MemberKey) -> usize {
+        self.placement
+            .server_of(key.group.as_str(), key.member.as_str())
+    }
+
+    fn member_keys(&self, key: &MemberKey) -> MemberKeys {
+        let (g, m) = (
+            key.group.as_str().as_bytes(),
+            key.member.as_str().as_bytes(),
+        );
+        MemberKeys {
+            heartbeat: self.keys.heartbeat(g, m),
+            record: self.keys.record(g, m),
+            bucket: self.keys.bucket(g, bucket_of(key.member.as_str(), BUCKETS)),
+        }
+    }
+
+    fn run(&self, server: usize, ops: Vec<Op>) -> Result<Vec<OpResult>> {
+        self.servers[server].run_blocking(ops)
+    }
+
+    fn verified(&self) -> MutexGuard<'_, HashMap<(usize, String), Verified>> {
+        self.verified.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn by_server(&self, keys: &[MemberKey]) -> BTreeMap<usize, Vec<MemberKey>> {
+        let mut out: BTreeMap<usize, Vec<MemberKey>> = BTreeMap::new();
+        for key in keys {
+            out.entry(self.server_of(key))
+                .or_default()
+                .push(key.clone());
+        }
+        out
+    }
+
+    /// Runs `work` for each server on tokio's blocking pool, all servers at once.
+    async fn on_servers<I, T, F>(
+        self: &Arc<Self>,
+        work: Vec<(usize, I)>,
+        f: F,
+    ) -> Vec<(usize, Result<T>)>
+    where
+        I: Send + 'static,
+        T: Send + 'static,
+        F: Fn(&Backend, usize, I) -> Result<T> + Copy + Send + 'static,
+    {
+        let mut handles = Vec::with_capacity(work.len());
+        for (server, input) in work {
+            let me = Arc::clone(self);
+            handles.push((
+                server,
+                tokio::task::spawn_blocking(move || f(&me, server, input)),
+            ));
+        }
+        let mut out = Vec::with_capacity(handles.len());
+        for (server, handle) in handles {
+            out.push((server, handle.await.unwrap_or_else(|e| Err(join_error(e)))));
+        }
+        out
+    }
+
+    /// Every server's part of `work`; the first error fails the whole call.
+    async fn on_all<I, T, F>(self: &Arc<Self>, work: Vec<(usize, I)>, f: F) -> Result<Vec<T>>
+    where
+        I: Send + 'static,
+        T: Send + 'static,
+        F: Fn(&Backend, usize, I) -> Result<T> + Copy + Send + 'static,
+    {
+        self.on_servers(work, f)
+            .await
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect()
+    }
+
+    // ---- register -------------------------------------------------------
+
+    /// Registers `keys` (any servers): index entries, group lists, records
+    /// (kept when present, so the forced-down flag survives), fresh heartbeats.
+    pub async fn register_many(self: &Arc<Self>, keys: &[MemberKey]) -> Result<()> {
+        let work = self.by_server(keys).into_iter().collect();
+        self.on_all(work, Backend::register_on).await.map(|_| ())
+    }
+
+    fn register_on(&self, server: usize, keys: Vec<MemberKey>) -> Result<()> {
+        let mut buckets: BTreeMap<String, BTreeSet<Vec<u8>>> = BTreeMap::new();
+        let mut groups: BTreeSet<Vec<u8>> = BTreeSet::new();
+        for key in &keys {
+            buckets
+                .entry(self.member_keys(key).bucket)
+                .or_default()
+                .insert(key.member.as_str().as_bytes().to_vec());
+            groups.insert(key.group.as_str().as_bytes().to_vec());
+        }
+        self.ensure_lines(server, buckets)?;
+        self.ensure_lines(server, BTreeMap::from([(self.keys.groups(), groups)]))?;
+
+        let now = now_millis().to_string();
+        let mut ops: Vec<Op> = Vec::with_capacity(keys.len() * 2);
+        for key in &keys {
+            let k = self.member_keys(key);
+            ops.push(Set::new(&k.record, b"0").add().into());
+            ops.push(
+                Set::new(&k.heartbeat, now.as_bytes())
+                    .ttl(Ttl::secs(self.ttl))
+                    .into(),
+            );
+        }
+        let results = self.run(server, ops)?;
+        for i in 0..keys.len() {
+            match mutation_at(&results, 2 * i)?.status {
+                MutationStatus::Applied | MutationStatus::AlreadyExists => {}
+                other => return Err(unexpected("adding a member record", other)),
+            }
+            match mutation_at(&results, 2 * i + 1)?.status {
+                MutationStatus::Applied => {}
+                other => return Err(unexpected("storing a heartbeat", other)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes every id of `pending` appear in its index key: reads the keys,
+    /// appends the missing lines (atomic on the server), creates keys that do not
+    /// exist, and starts over for keys another process created meanwhile.
+    fn ensure_lines(
+        &self,
+        server: usize,
+        mut pending: BTreeMap<String, BTreeSet<Vec<u8>>>,
+    ) -> Result<()> {
+        for _ in 0..MAX_ATTEMPTS {
+            if pending.is_empty() {
+                return Ok(());
+            }
+            let names: Vec<String> = pending.keys().cloned().collect();
+            let results = self.run(server, names.iter().map(|k| Get::new(k).into()).collect())?;
+            let mut appends: Vec<(String, Vec<u8>)> = Vec::new();
+            for (i, name) in names.iter().enumerate() {
+                let got = get_at(&results, i)?;
+                let present = match (&got.value, got.hit()) {
+                    (Some(value), true) => index::parse(value).0,
+                    _ => BTreeSet::new(),
+                };
+                let lines: Vec<u8> = pending[name]
+                    .iter()
+                    .filter(|id| !present.contains(*id))
+                    .flat_map(|id| index::line(id))
+                    .collect();
+                if lines.is_empty() {
+                    pending.remove(name);
+                } else {
+                    appends.push((name.clone(), lines));
+                }
+            }
+            if appends.is_empty() {
+                return Ok(());
+            }
+            let ops = appends
+                .iter()
+                .map(|(k, v)| Set::new(k, v).append().into())
+                .collect();
+            let results = self.run(server, ops)?;
+            let mut creates: Vec<&(String, Vec<u8>)> = Vec::new();
+            for (i, append) in appends.iter().enumerate() {
+                match mutation_at(&results, i)?.status {
+                    MutationStatus::Applied => {
+                        pending.remove(&append.0);
+                    }
+                    MutationStatus::NotFound => creates.push(append),
+                    other => return Err(unexpected("appending to an index key", other)),
+                }
+            }
+            if creates.is_empty() {
+                continue;
+            }
+            let ops = creates
+                .iter()
+                .map(|(k, v)| Set::new(k, v).add().into())
+                .collect();
+            let results = self.run(server, ops)?;
+            for (i, (name, _)) in creates.iter().enumerate() {
+                match mutation_at(&results, i)?.status {
+                    MutationStatus::Applied => {
+                        pending.remove(name);
+                    }
+                    // Created by another process meanwhile: read again.
+                    MutationStatus::AlreadyExists => {}
+                    other => return Err(unexpected("creating an index key", other)),
+                }
+            }
+        }
+        Err(Error::backend(format!(
+            "could not update the index on memcached server {} after {MAX_ATTEMPTS} attempts: \
+             other processes kept changing the same keys",
+            self.servers[server].address()
+        ))
+        .with_driver(NAME))
+    }
+
+    // ---- heartbeat ------------------------------------------------------
+
+    /// Heartbeats `keys`; see the module docs. Servers that fail are logged
+    /// (once per outage); the call fails only when every server involved failed.
+    pub async fn heartbeat(self: &Arc<Self>, keys: &[MemberKey]) -> Result<HeartbeatReport> {
+        let work: Vec<(usize, Vec<MemberKey>)> = self.by_server(keys).into_iter().collect();
+        let results = self.on_servers(work, Backend::heartbeat_on).await;
+        let mut report = HeartbeatReport::default();
+        let mut first_error = None;
+        let mut any_ok = false;
+        for (server, result) in results {
+            let address = self.servers[server].address();
+            match result {
+                Ok(missing) => {
+                    any_ok = true;
+                    report.missing.extend(missing);
+                    if !self.server_up[server].swap(true, Ordering::SeqCst) {
+                        tracing::info!(
+                            driver = NAME,
+                            server = address,
+                            "memcached server {address} is reachable again"
+                        );
+                    }
+                }
+                Err(error) => {
+                    if self.server_up[server].swap(false, Ordering::SeqCst) {
+                        tracing::warn!(
+                            driver = NAME,
+                            server = address,
+                            error = %error,
+                            "memcached server {address} failed a heartbeat batch; members placed on it are not heartbeated until it answers again: {error}"
+                        );
+                    }
+                    first_error.get_or_insert(error);
+                }
+            }
+        }
+        match first_error {
+            Some(error) if !any_ok => Err(error),
+            _ => {
+                report.missing.sort();
+                Ok(report)
+            }
+        }
+    }
+
+    fn heartbeat_on(&self, server: usize, keys: Vec<MemberKey>) -> Result<Vec<MemberKey>> {
+        let now = now_millis().to_string();
+        let mut ops: Vec<Op> = Vec::with_capacity(keys.len() * 2 + 2);
+        // Index keys the batch depends on, with the batch members each must hold.
+        let mut checks: BTreeMap<String, Wanted> = BTreeMap::new();
+        let groups_key = self.keys.groups();
+        for (i, key) in keys.iter().enumerate() {
+            let k = self.member_keys(key);
+            ops.push(
+                Set::new(&k.heartbeat, now.as_bytes())
+                    .ttl(Ttl::secs(self.ttl))
+                    .replace()
+                    .into(),
+            );
+            ops.push(Get::new(&k.record).without_value().into());
+            checks
+                .entry(k.bucket)
+                .or_default()
+                .push((i, key.member.as_str().as_bytes().to_vec()));
+            checks
+                .entry(groups_key.clone())
+                .or_default()
+                .push((i, key.group.as_str().as_bytes().to_vec()));
+        }
+        for name in checks.keys() {
+            ops.push(Get::new(name).without_value().meta(Meta::NONE.cas()).into());
+        }
+        let results = self.run(server, ops)?;
+        let mut missing = vec![false; keys.len()];
+        for (i, gone) in missing.iter_mut().enumerate() {
+            match mutation_at(&results, 2 * i)?.status {
+                MutationStatus::Applied => {}
+                MutationStatus::NotFound => *gone = true,
+                other => return Err(unexpected("replacing a heartbeat", other)),
+            }
+            if !get_at(&results, 2 * i + 1)?.hit() {
+                *gone = true;
+            }
+        }
+        let base = 2 * keys.len();
+        let mut reread: Vec<(&String, &Wanted)> = Vec::new();
+        for (j, (name, wanted)) in checks.iter().enumerate() {
+            let got = get_at(&results, base + j)?;
+            if !got.hit() {
+                self.verified().remove(&(server, name.clone()));
+                for (i, _) in wanted {
+                    missing[*i] = true;
+                }
+                continue;
+            }
+            let fresh = got.item.cas.is_some_and(|cas| {
+                self.verified()
+                    .get(&(server, name.clone()))
+                    .is_some_and(|v| {
+                        v.cas == cas && wanted.iter().all(|(_, id)| v.confirmed.contains(id))
+                    })
+            });
+            if !fresh {
+                reread.push((name, wanted));
+            }
+        }
+        if !reread.is_empty() {
+            let ops = reread
+                .iter()
+                .map(|(name, _)| Get::new(name.as_str()).meta(Meta::NONE.cas()).into())
+                .collect();
+            let results = self.run(server, ops)?;
+            for (j, (name, wanted)) in reread.into_iter().enumerate() {
+                let got: &GetResult = get_at(&results, j)?;
+                let present = match (&got.value, got.hit()) {
+                    (Some(value), true) => index::parse(value).0,
+                    _ => BTreeSet::new(),
+                };
+                let mut confirmed = HashSet::new();
+                for (i, id) in wanted {
+                    if present.contains(id) {
+                        confirmed.insert(id.clone());
+                    } else {
+                        missing[*i] = true;
+                    }
+                }
+                let key = (server, name.clone());
+                match got.item.cas {
+                    Some(cas) if got.hit() => {
+                        self.verified().insert(key, Verified { cas, confirmed });
+                    }
+                    _ => {
+                        self.verified().remove(&key);
+                    }
+                }
+            }
+        }
+        Ok(keys
+            .into_iter()
+            .zip(missing)
+            .filter_map(|(key, gone)| gone.then_some(key))
+            .collect())
+    }
+
+    // ---- single members -------------------------------------------------
+
+    /// Deletes a member: record, heartbeat, then its index entry. Returns whether
+    /// the record existed.
+    pub async fn remove(self: &Arc<Self>, key: &MemberKey) -> Result<bool> {
+        let work = vec![(self.server_of(key), key.clone())];
+        self.on_all(work, Backend::remove_on).await.map(|v| v[0])
+    }
+
+    fn remove_on(&self, server: usize, key: MemberKey) -> Result<bool> {
+        let k = self.member_keys(&key);
+        // Whether it existed comes from the read, so a repeated batch (see
+        // `Server::run_blocking`) cannot turn "deleted" into "not found".
+        let results = self.run(
+            server,
+            vec![
+                Get::new(&k.record).without_value().into(),
+                Delete::new(&k.record).into(),
+                Delete::new(&k.heartbeat).into(),
+            ],
+        )?;
+        let existed = get_at(&results, 0)?.hit();
+        let id = key.member.as_str().as_bytes();
+        for _ in 0..MAX_ATTEMPTS {
+            let results = self.run(
+                server,
+                vec![Get::new(&k.bucket).meta(Meta::NONE.cas()).into()],
+            )?;
+            let got = get_at(&results, 0)?;
+            let (Some(value), Some(cas), true) = (&got.value, got.item.cas, got.hit()) else {
+                return Ok(existed);
+            };
+            let Some(rest) = index::without(value, id) else {
+                return Ok(existed);
+            };
+            let op: Op = if rest.is_empty() {
+                Delete::new(&k.bucket).compare_cas(cas).into()
+            } else {
+                Set::new(&k.bucket, rest).compare_cas(cas).into()
+            };
+            match mutation_at(&self.run(server, vec![op])?, 0)?.status {
+                MutationStatus::Applied => return Ok(existed),
+                MutationStatus::CasMismatch | MutationStatus::NotFound => continue,
+                other => return Err(unexpected("rewriting an index bucket", other)),
+            }
+        }
+        // The record is gone, so listings already ignore the stale line.
+        tracing::warn!(
+            driver = NAME,
+            group = %key.group,
+            member = %key.member,
+            "could not drop {key} from its index bucket after {MAX_ATTEMPTS} attempts (contention); listings ignore it since its record is gone"
+        );
+        Ok(existed)
+    }
+
+    /// Sets the forced-down flag (`replace`: a member that does not exist stays absent).
+    pub async fn set_forced_down(
+        self: &Arc<Self>,
+        key: &MemberKey,
+        forced_down: bool,
+    ) -> Result<bool> {
+        let work = vec![(self.server_of(key), (key.clone(), forced_down))];
+        self.on_all(
+            work,
+            |me: &Backend, server, (key, forced): (MemberKey, bool)| {
+                let k = me.member_keys(&key);
+                let flag: &[u8] = if forced { b"1" } else { b"0" };
+                let results = me.run(server, vec![Set::new(&k.record, flag).replace().into()])?;
+                match mutation_at(&results, 0)?.status {
+                    MutationStatus::Applied => Ok(true),
+                    MutationStatus::NotFound => Ok(false),
+                    other => Err(unexpected("replacing a member record", other)),
+                }
+            },
+        )
+        .await
+        .map(|v| v[0])
+    }
+
+    /// One member's record.
+    pub async fn get(self: &Arc<Self>, key: &MemberKey) -> Result<Option<MemberRecord>> {
+        let work = vec![(self.server_of(key), vec![key.clone()])];
+        let mut found = self.on_all(work, Backend::records_on).await?;
+        Ok(found.pop().and_then(|mut v| v.pop()))
+    }
+
+    /// Records of `keys`, all placed on `server`; members without a record are left out.
+    fn records_on(&self, server: usize, keys: Vec<MemberKey>) -> Result<Vec<MemberRecord>> {
+        let mut ops: Vec<Op> = Vec::with_capacity(keys.len() * 2);
+        for key in &keys {
+            let k = self.member_keys(key);
+            ops.push(Get::new(&k.record).into());
+            ops.push(Get::new(&k.heartbeat).into());
+        }
+        let results = self.run(server, ops)?;
+        let mut records = Vec::with_capacity(keys.len());
+        for (i, key) in keys.into_iter().enumerate() {
+            let record = get_at(&results, 2 * i)?;
+            if !record.hit() {
+                continue;
+            }
+            let beat = get_at(&results, 2 * i + 1)?;
+            records.push(MemberRecord {
+                key,
+                last_heartbeat: if beat.hit() {
+                    parse_time(beat.value.as_ref())
+                } else {
+                    None
+                },
+                freshness: if beat.hit() {
+                    Freshness::Present
+                } else {
+                    Freshness::Absent
+                },
+                forced_down: record.value.as_deref() == Some(b"1"),
+            });
+        }
+        Ok(records)
+    }
+
+    // ---- listings -------------------------------------------------------
+
+    /// Every member of `group` on every server.
+    pub async fn list(self: &Arc<Self>, group: &GroupId) -> Result<Vec<MemberRecord>> {
+        let work = (0..self.servers.len())
+            .map(|s| (s, group.clone()))
+            .collect();
+        let parts = self.on_all(work, Backend::list_on).await?;
+        Ok(parts.into_iter().flatten().collect())
+    }
+
+    fn list_on(&self, server: usize, group: GroupId) -> Result<Vec<MemberRecord>> {
+        let g = group.as_str().as_bytes();
+        let ops = (0..BUCKETS)
+            .map(|b| Get::new(self.keys.bucket(g, b)).into())
+            .collect();
+        let results = self.run(server, ops)?;
+        let mut members: BTreeSet<MemberId> = BTreeSet::new();
+        for b in 0..BUCKETS {
+            let got = get_at(&results, b as usize)?;
+            let (Some(value), true) = (&got.value, got.hit()) else {
+                continue;
+            };
+            let (ids, malformed) = index::parse(value);
+            if malformed > 0 {
+                tracing::warn!(driver = NAME, group = %group, malformed, "skipped malformed lines in an index bucket of group {group}");
+            }
+            for id in ids {
+                let Ok(member) = MemberId::from_bytes(&id) else {
+                    tracing::warn!(driver = NAME, group = %group, "skipped an invalid member id in an index bucket of group {group}");
+                    continue;
+                };
+                // Only entries in the bucket and on the server the member belongs to.
+                if bucket_of(member.as_str(), BUCKETS) == b
+                    && self.placement.server_of(group.as_str(), member.as_str()) == server
+                {
+                    members.insert(member);
+                }
+            }
+        }
+        let keys = members
+            .into_iter()
+            .map(|m| MemberKey::new(group.clone(), m))
+            .collect();
+        self.records_on(server, keys)
+    }
+
+    /// Every group with at least one index entry on some server.
+    pub async fn groups(self: &Arc<Self>) -> Result<Vec<GroupId>> {
+        let work = (0..self.servers.len()).map(|s| (s, ())).collect();
+        let parts = self.on_all(work, Backend::groups_on).await?;
+        let all: BTreeSet<GroupId> = parts.into_iter().flatten().collect();
+        Ok(all.into_iter().collect())
+    }
+
+    fn groups_on(&self, server: usize, (): ()) -> Result<Vec<GroupId>> {
+        let results = self.run(server, vec![Get::new(self.keys.groups()).into()])?;
+        let got = get_at(&results, 0)?;
+        let (Some(value), true) = (&got.value, got.hit()) else {
+            return Ok(Vec::new());
+        };
+        let groups: Vec<GroupId> = index::parse(value)
+            .0
+            .into_iter()
+            .filter_map(|id| GroupId::from_bytes(&id).ok())
+            .collect();
+        let mut ops: Vec<Op> = Vec::with_capacity(groups.len() * BUCKETS as usize);
+        for group in &groups {
+            for b in 0..BUCKETS {
+                ops.push(
+                    Get::new(self.keys.bucket(group.as_str().as_bytes(), b))
+                        .without_value()
+                        .into(),
+                );
+            }
+        }
+        let results = self.run(server, ops)?;
+        let mut out = Vec::new();
+        for (n, group) in groups.into_iter().enumerate() {
+            let base = n * BUCKETS as usize;
+            let mut any = false;
+            for b in 0..BUCKETS as usize {
+                any |= get_at(&results, base + b)?.hit();
+            }
+            if any {
+                out.push(group);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttl_rounds_up_and_adds_a_second() {
+        assert_eq!(heartbeat_ttl(Duration::from_secs(60)), 61);
+        assert_eq!(heartbeat_ttl(Duration::from_millis(60_001)), 62);
+        assert_eq!(heartbeat_ttl(Duration::from_millis(1_500)), 3);
+        assert_eq!(heartbeat_ttl(Duration::from_millis(1)), 2);
+        assert_eq!(heartbeat_ttl(Duration::from_secs(u64::MAX)), u32::MAX);
+    }
+}

@@ -1,0 +1,323 @@
+//! # servicegroup-driver-mc
+//!
+//! The `mc` driver: servicegroup membership in memcached, on one or several
+//! servers. Select it with `driver = "mc"` (Nova: `servicegroup_driver = mc`) and
+//! list the servers in `[mc] servers` (Nova: `memcached_servers`).
+//!
+//! What it fixes in Nova's memcached driver:
+//!
+//! - **Liveness on memcached's clock.** A member's heartbeat key carries a TTL of
+//!   `ceil(service_down_time) + 1` seconds; the member is up while the key exists.
+//!   memcached's whole-second clock drops an item after more than `TTL - 1` and at
+//!   most `TTL` seconds, so a member is never judged down before
+//!   `service_down_time` and always by `ceil(service_down_time) + 1` s (see
+//!   [`backend::heartbeat_ttl`]). No two hosts' wall clocks are compared; the
+//!   stored heartbeat time is informational (`get_updated_time`).
+//! - **Unreachable is not down.** A server that refuses, resets or does not answer
+//!   within `[mc] timeout` gives `Unavailable` or `Timeout`, never "absent".
+//! - **It heals itself.** A member exists through a record key without TTL; group
+//!   listings come from index keys without TTL. Every heartbeat batch checks (in
+//!   the same pipelined round trip) that each member's heartbeat key, record key,
+//!   index bucket entry and group-list entry are still there; whatever memcached
+//!   lost (restart, eviction, `flush_all`) is reported as missing and core
+//!   registers the member again, so every live member is listed up again within
+//!   one `report_interval`.
+//! - **Safe keys.** Ids are encoded injectively into printable ASCII and long ones
+//!   hashed ([`keys`]), so no id can inject a command, collide or exceed 250 bytes.
+//! - **Several servers, stable placement.** Members are placed by rendezvous
+//!   hashing with a hash fixed by this crate ([`placement`]): the same in every
+//!   process and release, moving only ~1/N of the members when a server is added.
+//!   Each server has its own connection pool, built lazily, so a server that is
+//!   down at start (or later) fails only the members placed on it.
+//!
+//! Why core registers lost members again instead of the driver restoring them in
+//! the heartbeat call: core does it under the lock that `leave` takes, so a member
+//! that is leaving while a heartbeat is in flight is never brought back; and core
+//! logs each re-registration, which tells an operator that memcached lost data.
+//!
+//! With no servers (an empty list or `<None>`), the driver keeps membership in
+//! this process, as Nova's driver did, and says so with a WARN: membership is
+//! then not shared between processes.
+//!
+//! Client: the meta-protocol client of the `memcache` crate (`memcache::exp`,
+//! pinned to 0.21.0), one per server: it pipelines a whole batch in one round
+//! trip, has connect and exchange timeouts, and drops a connection after a failed
+//! exchange. The crate's classic `Client` (and `r2d2-memcache`, which pools whole
+//! classic clients) cannot pipeline, keeps broken connections in its pool, and in
+//! ASCII mode loses the "not stored" answer of `add`/`replace`; see
+//! `docs/mc-driver.md`. memcached 1.6 or newer is required (meta protocol).
+//!
+//! Register the driver by naming the crate once in your binary
+//! (`use servicegroup_driver_mc as _;`) or through the `servicegroup` facade's
+//! `mc` feature.
+#![deny(missing_docs)]
+
+pub mod backend;
+mod index;
+pub mod keys;
+pub mod placement;
+mod server;
+
+use std::sync::Arc;
+
+use servicegroup_core::{
+    async_trait, Capabilities, Config, Driver, Error, GroupId, HeartbeatReport, MemberKey,
+    MemberRecord, Result,
+};
+use servicegroup_driver_inproc::InprocDriver;
+
+pub use backend::Backend;
+
+/// The name this driver registers under.
+pub const NAME: &str = "mc";
+
+servicegroup_core::register_driver! {
+    name: NAME,
+    description: "memcached, one or several servers (TTL liveness, self-healing); in-process when no servers are set",
+    build: |config: Config| Box::pin(async move {
+        Ok(Arc::new(McDriver::connect(&config).await?) as Arc<dyn Driver>)
+    }),
+}
+
+/// The `mc` driver: memcached servers, or the in-process store when none are set.
+#[derive(Debug, Clone)]
+pub enum McDriver {
+    /// Membership in memcached.
+    Memcached(Arc<Backend>),
+    /// No servers configured: membership in this process (`[inproc] name`).
+    InProcess(InprocDriver),
+}
+
+/// The configured servers: entries split at commas, trimmed, empty ones and
+/// `<None>` dropped, duplicates removed (first kept).
+pub fn server_list(config: &Config) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for entry in &config.mc.servers {
+        for part in entry.split(',') {
+            let part = part.trim();
+            if part.is_empty()
+                || part.eq_ignore_ascii_case("<None>")
+                || out.iter().any(|s| s == part)
+            {
+                continue;
+            }
+            out.push(part.to_owned());
+        }
+    }
+    out
+}
+
+/// Checks one `host:port` entry of `[mc] servers`.
+fn check_address(address: &str) -> Result<()> {
+    let bad = |why: &str| {
+        Error::config(format!(
+            "`mc.servers` entry {address:?} {why}; expected host:port, e.g. 127.0.0.1:11211 or [::1]:11211"
+        ))
+        .with_driver(NAME)
+    };
+    if address.contains("://") {
+        return Err(bad("has a URL scheme"));
+    }
+    let Some((host, port)) = address.rsplit_once(':') else {
+        return Err(bad("has no port"));
+    };
+    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(bad("has no valid host"));
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(bad("is an IPv6 address without brackets"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(bad("has no valid port")),
+    }
+}
+
+impl McDriver {
+    /// Builds the driver from `config` (`[mc] servers`, `timeout`, `prefix`, and
+    /// `service_down_time` for the heartbeat TTL). Servers are not dialed here: one
+    /// that is down only fails the operations placed on it.
+    pub async fn connect(config: &Config) -> Result<Self> {
+        let servers = server_list(config);
+        if servers.is_empty() {
+            tracing::warn!(
+                driver = NAME,
+                store = %config.inproc.name,
+                "no memcached servers configured (`mc.servers` / memcached_servers is empty or <None>): \
+                 the mc driver keeps membership in this process only; it is NOT shared with other processes"
+            );
+            return Ok(Self::InProcess(InprocDriver::new(&config.inproc.name)));
+        }
+        for address in &servers {
+            check_address(address)?;
+        }
+        keys::check_prefix(&config.mc.prefix).map_err(|m| Error::config(m).with_driver(NAME))?;
+        if config.mc.timeout.is_zero() {
+            return Err(Error::config("`mc.timeout` must be greater than zero").with_driver(NAME));
+        }
+        let (timeout, prefix, sdt) = (
+            config.mc.timeout,
+            config.mc.prefix.clone(),
+            config.service_down_time,
+        );
+        // Resolving host names may block: not on a runtime worker.
+        let backend =
+            tokio::task::spawn_blocking(move || Backend::new(servers, timeout, &prefix, sdt))
+                .await
+                .map_err(|e| {
+                    Error::backend(format!("building the mc driver failed: {e}")).with_driver(NAME)
+                })?;
+        tracing::info!(
+            driver = NAME,
+            servers = ?backend.addresses(),
+            ttl_secs = backend.ttl(),
+            "mc driver on {} memcached server(s)",
+            backend.addresses().len()
+        );
+        Ok(Self::Memcached(Arc::new(backend)))
+    }
+
+    /// The memcached backend, unless the driver runs in-process.
+    pub fn backend(&self) -> Option<&Arc<Backend>> {
+        match self {
+            Self::Memcached(backend) => Some(backend),
+            Self::InProcess(_) => None,
+        }
+    }
+}
+
+#[async_trait]
+impl Driver for McDriver {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        match self {
+            Self::Memcached(backend) => Capabilities::new(backend.resolution()),
+            Self::InProcess(inproc) => inproc.capabilities(),
+        }
+    }
+
+    async fn register(&self, key: &MemberKey) -> Result<()> {
+        match self {
+            Self::Memcached(b) => b.register_many(std::slice::from_ref(key)).await,
+            Self::InProcess(d) => d.register(key).await,
+        }
+    }
+
+    async fn register_many(&self, keys: &[MemberKey]) -> Result<()> {
+        match self {
+            Self::Memcached(b) => b.register_many(keys).await,
+            Self::InProcess(d) => d.register_many(keys).await,
+        }
+    }
+
+    async fn heartbeat(&self, keys: &[MemberKey]) -> Result<HeartbeatReport> {
+        match self {
+            Self::Memcached(b) => b.heartbeat(keys).await,
+            Self::InProcess(d) => d.heartbeat(keys).await,
+        }
+    }
+
+    async fn remove(&self, key: &MemberKey) -> Result<bool> {
+        match self {
+            Self::Memcached(b) => b.remove(key).await,
+            Self::InProcess(d) => d.remove(key).await,
+        }
+    }
+
+    async fn set_forced_down(&self, key: &MemberKey, forced_down: bool) -> Result<bool> {
+        match self {
+            Self::Memcached(b) => b.set_forced_down(key, forced_down).await,
+            Self::InProcess(d) => d.set_forced_down(key, forced_down).await,
+        }
+    }
+
+    async fn get(&self, key: &MemberKey) -> Result<Option<MemberRecord>> {
+        match self {
+            Self::Memcached(b) => b.get(key).await,
+            Self::InProcess(d) => d.get(key).await,
+        }
+    }
+
+    async fn list(&self, group: &GroupId) -> Result<Vec<MemberRecord>> {
+        match self {
+            Self::Memcached(b) => b.list(group).await,
+            Self::InProcess(d) => d.list(group).await,
+        }
+    }
+
+    async fn groups(&self) -> Result<Vec<GroupId>> {
+        match self {
+            Self::Memcached(b) => b.groups().await,
+            Self::InProcess(d) => d.groups().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(servers: &[&str]) -> Config {
+        let mut c = Config::with_driver(NAME);
+        c.mc.servers = servers.iter().map(|s| s.to_string()).collect();
+        c
+    }
+
+    #[test]
+    fn server_lists() {
+        assert!(server_list(&config(&[])).is_empty());
+        assert!(server_list(&config(&["<None>"])).is_empty());
+        assert!(server_list(&config(&[" ", ""])).is_empty());
+        assert_eq!(
+            server_list(&config(&["a:1, b:2", "a:1", "c:3"])),
+            vec!["a:1", "b:2", "c:3"]
+        );
+    }
+
+    #[test]
+    fn addresses() {
+        for ok in [
+            "127.0.0.1:11211",
+            "localhost:1",
+            "[::1]:11211",
+            "mc.example.org:65535",
+        ] {
+            check_address(ok).unwrap();
+        }
+        for bad in [
+            "127.0.0.1",
+            "memcache://a:1",
+            "a:0",
+            "a:70000",
+            ":1",
+            "::1:11211",
+            "a b:1",
+        ] {
+            let e = check_address(bad).unwrap_err();
+            assert_eq!(e.kind(), servicegroup_core::ErrorKind::Config, "{bad}");
+            assert!(e.to_string().contains("mc.servers"), "{e}");
+        }
+    }
+
+    #[tokio::test]
+    async fn no_servers_means_in_process() {
+        let mut c = config(&["<None>"]);
+        c.inproc.name = "mc-unit-fallback".into();
+        let d = McDriver::connect(&c).await.unwrap();
+        assert!(d.backend().is_none());
+        assert!(!d.capabilities().shared_between_processes);
+        assert_eq!(d.name(), "mc");
+    }
+
+    #[tokio::test]
+    async fn bad_prefix_is_a_config_error() {
+        let mut c = config(&["127.0.0.1:1"]);
+        c.mc.prefix = "a b".into();
+        let e = McDriver::connect(&c).await.unwrap_err();
+        assert_eq!(e.kind(), servicegroup_core::ErrorKind::Config);
+        assert!(e.to_string().contains("mc.prefix"), "{e}");
+    }
+}

@@ -1,0 +1,208 @@
+//! Helpers shared by the mc driver's integration tests: the test servers, unique
+//! key prefixes, dedicated servers for restart/outage tests, log capture.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use servicegroup_core::Config;
+
+/// The variable scripts/lib/memcached.sh exports.
+pub const SERVERS_VAR: &str = "SERVICEGROUP_TEST_MEMCACHED_SERVERS";
+
+/// The shared test servers (`host:port`), three of them. Fails loudly when unset:
+/// these tests need real memcached servers, which `scripts/test` starts.
+pub fn shared_servers() -> Vec<String> {
+    let value = std::env::var(SERVERS_VAR).unwrap_or_default();
+    let servers: Vec<String> = value
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect();
+    assert!(
+        !servers.is_empty(),
+        "{SERVERS_VAR} is not set: these tests need real memcached servers. Run them with \
+         `scripts/test` (it starts three throwaway servers), or start some with \
+         `scripts/lib/memcached.sh start DIR PORT` and export {SERVERS_VAR}=127.0.0.1:PORT[,...]"
+    );
+    servers
+}
+
+/// A key prefix no other test (or earlier run) uses.
+pub fn unique_prefix(tag: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "t{tag}-{}-{}-{nanos:x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// An mc configuration on `servers` under a fresh prefix, with test timings.
+pub fn config(servers: &[String], tag: &str) -> Config {
+    let mut c = Config::with_driver("mc");
+    c.mc.servers = servers.to_vec();
+    c.mc.prefix = unique_prefix(tag);
+    c.mc.timeout = Duration::from_millis(500);
+    c.report_interval = Duration::from_millis(200);
+    c.service_down_time = Duration::from_secs(2);
+    c.call_timeout = Duration::from_secs(2);
+    c
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/lib/memcached.sh")
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A memcached server of one test's own (started with scripts/lib/memcached.sh),
+/// stopped when dropped. Restart and outage tests use these, never the shared ones.
+pub struct Dedicated {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Dedicated {
+    /// Starts a server on a free port.
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new().prefix("sg-mc-").tempdir().unwrap();
+        // memcached drops to `nobody` before writing its pid file.
+        Command::new("chmod")
+            .arg("755")
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        let server = Self {
+            dir,
+            port: free_port(),
+        };
+        server.up();
+        server
+    }
+
+    /// `127.0.0.1:port`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn state(&self) -> PathBuf {
+        self.dir.path().join("server")
+    }
+
+    /// Starts the server again (empty) on the same port.
+    pub fn up(&self) {
+        let out = Command::new("bash")
+            .arg(script())
+            .arg("start")
+            .arg(self.state())
+            .arg(self.port.to_string())
+            .output()
+            .expect("run scripts/lib/memcached.sh");
+        assert!(
+            out.status.success(),
+            "scripts/lib/memcached.sh start failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Stops the server (its data is lost).
+    pub fn down(&self) {
+        let out = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(self.state())
+            .output()
+            .expect("run scripts/lib/memcached.sh");
+        assert!(
+            out.status.success(),
+            "scripts/lib/memcached.sh stop failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Dedicated {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(script())
+            .arg("stop")
+            .arg(self.state())
+            .output();
+    }
+}
+
+/// Log lines captured from `tracing` (install with [`capture_logs`]).
+#[derive(Clone, Default)]
+pub struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl Logs {
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+
+    /// How many lines contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.text().lines().filter(|l| l.contains(needle)).count()
+    }
+}
+
+impl Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Captures this thread's `tracing` output (INFO and up) until the guard drops.
+/// Use it with a current-thread runtime, so the heartbeat task logs here too.
+pub fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .finish();
+    let guard = tracing::subscriber::set_default(subscriber);
+    (logs, guard)
+}
+
+/// Polls `check` every 25 ms until it returns `Some`, at most `within`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {within:?} waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
