@@ -1,1 +1,66 @@
-//! Database driver (being written: issue 4).
+//! # servicegroup-driver-db
+//!
+//! The `db` servicegroup driver: membership in a SQL database, on diesel 2.3 +
+//! diesel-async 0.9 with a deadpool connection pool.
+//!
+//! - **Backends** (cargo features, in the spirit of sqlx): `sqlite` (bundled
+//!   libsqlite3, no system library; the embedded default) and `postgres`
+//!   (pure-Rust client, no libpq). A URL whose backend is not compiled in is a
+//!   `Config` error naming the feature to enable.
+//! - **URLs** (`[db] url`): `sqlite:///abs/path.db`, `sqlite://rel.db`,
+//!   `sqlite::memory:`, `postgres://…` / `postgresql://…`, and Nova's SQLAlchemy
+//!   forms (`postgresql+psycopg2://…`, `sqlite:////abs/path`). Unset: a SQLite file
+//!   at [`default_sqlite_path`]. Passwords never appear in errors, logs or `Debug`.
+//! - **Schema**: one row per (group, member) with a unique key, the last heartbeat,
+//!   the forced-down flag and the creation time; no index on the heartbeat column.
+//!   Embedded migrations run when the driver is built, idempotently and safely
+//!   when several processes start at once.
+//! - **Heartbeats**: a batch is one statement, `UPDATE … SET last_seen = <db now>
+//!   WHERE id IN (…) RETURNING id`, ids sorted; members whose row is gone are
+//!   reported back so core registers them again. Listing a group is one query.
+//! - **One clock**: ages are computed by the database (`now() - last_seen`), never
+//!   by comparing a client's clock with a stored time.
+//! - **Timeouts**: connect, statement and pool checkout are bounded by
+//!   `[db] timeout`; an unreachable or slow database is `Unavailable` / `Timeout`,
+//!   never "down".
+//!
+//! Register the driver by naming the crate once in your binary
+//! (`use servicegroup_driver_db as _;`) or through the `servicegroup` facade's
+//! `db` feature: rustc does not link a crate nothing names.
+//!
+//! ```no_run
+//! # async fn demo() -> servicegroup_core::Result<()> {
+//! use servicegroup_core::{Config, ServiceGroup};
+//! use servicegroup_driver_db as _;
+//!
+//! let mut config = Config::with_driver("db");
+//! config.db.url = Some("postgresql://nova:secret@127.0.0.1:5432/nova".into());
+//! let sg = ServiceGroup::connect(config).await?;
+//! let _me = sg.join("compute", "host-1").await?;
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod backend;
+mod driver;
+mod error;
+pub mod schema;
+pub mod url;
+
+use std::sync::Arc;
+
+use servicegroup_core::{Config, Driver};
+
+pub use driver::{default_sqlite_path, statements_sent, DbDriver, Statistics, LIVENESS_RESOLUTION};
+pub use url::{BackendKind, SqliteLocation, Target};
+
+/// The name this driver registers under.
+pub const NAME: &str = "db";
+
+servicegroup_core::register_driver! {
+    name: NAME,
+    description: "SQL database (SQLite file by default, PostgreSQL): batched heartbeats, database clock",
+    build: |config: Config| Box::pin(async move {
+        Ok(Arc::new(DbDriver::connect(&config).await?) as Arc<dyn Driver>)
+    }),
+}

@@ -5,28 +5,46 @@
 //! than `service_down_time`) as a library with pluggable drivers.
 //!
 //! This facade re-exports [`servicegroup_core`] and links the drivers picked by
-//! cargo features: `inproc` (default), later `db` and `mc`. A driver crate must be
-//! named somewhere in the final program or the linker drops it and its
-//! registration; this crate names every enabled one.
+//! cargo features:
+//!
+//! - `db` (default) with its backends `sqlite` (default) and `postgres`, in the
+//!   spirit of sqlx: a build only compiles the backends it names. A `[db] url`
+//!   whose backend is not compiled in is a `Config` error naming the feature.
+//! - `inproc`: the in-process driver.
+//!
+//! A driver crate must be named somewhere in the final program or the linker drops
+//! it and its registration; this crate names every enabled one.
 //!
 //! ```
+//! # #[cfg(feature = "sqlite")]
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> servicegroup::Result<()> {
 //! use servicegroup::{Config, ServiceGroup};
 //!
-//! let mut config = Config::with_driver("inproc");
-//! config.inproc.name = "doc-example".into();
+//! // The db driver; without a URL it uses a SQLite file in ~/.local/state/servicegroup/.
+//! let mut config = Config::with_driver("db");
+//! config.db.url = Some("sqlite::memory:".into());
 //! let sg = ServiceGroup::connect(config).await?;
 //! let me = sg.join("compute", "host-1").await?;
 //! assert!(sg.is_up("compute", "host-1").await?);
 //! me.leave().await?;
 //! # Ok(())
 //! # }
+//! # #[cfg(not(feature = "sqlite"))]
+//! # fn main() {}
 //! ```
 #![deny(missing_docs)]
 
 pub use servicegroup_core::*;
 
+/// The `db` driver crate (feature `db`; backends `sqlite`, `postgres`).
+#[cfg(feature = "db")]
+pub use servicegroup_driver_db as db;
+
 /// The `inproc` driver crate (feature `inproc`).
 #[cfg(feature = "inproc")]
 pub use servicegroup_driver_inproc as inproc;
+
+/// The `mc` driver crate (feature `mc`): memcached, one or several servers.
+#[cfg(feature = "mc")]
+pub use servicegroup_driver_mc as mc;

@@ -1,0 +1,368 @@
+//! PostgreSQL through diesel-async's pure-Rust connection (tokio-postgres) and a
+//! deadpool pool.
+//!
+//! - The clock: `last_seen = now()` and ages `date_part('epoch', now() - last_seen)`,
+//!   both on the server.
+//! - A heartbeat batch is one `UPDATE … WHERE id = ANY($1) RETURNING id` with the
+//!   ids sorted (one array bind), so concurrent batches of several processes lock
+//!   rows in the same order and cannot deadlock.
+//! - Timeouts: `connect_timeout` and `statement_timeout` (through the `options`
+//!   startup parameter, no extra round trip) from `[db] timeout`, plus pool
+//!   checkout/connect timeouts and a bound on every call.
+//! - Pooled connections are not pinged on checkout (a heartbeat stays one
+//!   statement); a connection the server closed is noticed by the client and
+//!   dropped by the pool before reuse.
+//! - Migrations run under `pg_advisory_lock`, so processes starting together apply
+//!   them once.
+
+use std::time::Duration;
+
+use diesel::dsl::{now, sql};
+use diesel::prelude::*;
+use diesel::sql_types::Double;
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::deadpool::Pool;
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use servicegroup_core::async_trait;
+
+use super::{bounded, Row, RowId, Settings, StatementCounter, Store};
+use crate::error::DbError;
+use crate::schema::pg::servicegroup_members as t;
+use crate::url::PostgresUrl;
+
+/// The embedded PostgreSQL migrations.
+pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// Most ids in one heartbeat statement (one array bind; bounds statement time).
+pub(crate) const IDS_PER_STATEMENT: usize = 100_000;
+
+/// Most rows in one multi-row upsert (two binds per row, PostgreSQL allows 65535).
+const ROWS_PER_UPSERT: usize = 10_000;
+
+/// `pg_advisory_lock` key serializing migrations ("sgmigr" in ASCII).
+const MIGRATION_LOCK: i64 = 0x7367_6d69_6772;
+
+fn db_last_seen() -> diesel::expression::SqlLiteral<Double> {
+    sql::<Double>("date_part('epoch', last_seen)")
+}
+
+fn db_age() -> diesel::expression::SqlLiteral<Double> {
+    sql::<Double>("date_part('epoch', now() - last_seen)")
+}
+
+/// The PostgreSQL store.
+pub(crate) struct PostgresStore {
+    pool: Pool<AsyncPgConnection>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The URL handed to tokio-postgres: the configured one plus `connect_timeout`,
+/// `statement_timeout` (in `options`) and an `application_name`.
+fn client_url(url: &PostgresUrl, timeout: Duration) -> String {
+    let connect_secs = timeout.as_secs_f64().ceil().max(1.0) as u64;
+    let statement_ms = timeout.as_millis().max(1);
+    let mut options = url.param("options").unwrap_or("").to_owned();
+    if !options.contains("statement_timeout") {
+        if !options.is_empty() {
+            options.push(' ');
+        }
+        options.push_str(&format!("-c statement_timeout={statement_ms}"));
+    }
+    let mut extra = vec![
+        ("connect_timeout", connect_secs.to_string()),
+        ("options", options),
+    ];
+    if url.param("application_name").is_none() {
+        extra.push(("application_name", "servicegroup".to_owned()));
+    }
+    url.render(&extra)
+}
+
+/// Applies the migrations and builds the pool.
+pub(crate) async fn connect(
+    url: &PostgresUrl,
+    settings: &Settings,
+) -> Result<PostgresStore, DbError> {
+    let client_url = client_url(url, settings.timeout);
+    migrate(client_url.clone(), settings.timeout).await?;
+    let counter = settings.statements.clone();
+    let mut config = ManagerConfig::<AsyncPgConnection>::default();
+    config.recycling_method = RecyclingMethod::Fast;
+    config.custom_setup = Box::new(move |target: &str| {
+        let target = target.to_owned();
+        let counter = counter.clone();
+        Box::pin(async move {
+            let mut conn = AsyncPgConnection::establish(&target).await?;
+            conn.set_instrumentation(StatementCounter(counter));
+            Ok(conn)
+        })
+    });
+    let manager =
+        AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(client_url, config);
+    let pool = super::pool(manager, settings.pool_size, settings.timeout)?;
+    Ok(PostgresStore {
+        pool,
+        timeout: settings.timeout,
+    })
+}
+
+/// Applies pending migrations on a dedicated connection, holding a session
+/// advisory lock so that concurrent processes run them one after the other (the
+/// later ones find nothing pending). Runs in a blocking task: diesel_migrations is
+/// synchronous and works here on any tokio runtime flavour.
+async fn migrate(client_url: String, timeout: Duration) -> Result<(), DbError> {
+    let task = tokio::task::spawn_blocking(move || -> Result<usize, DbError> {
+        let mut c = <AsyncConnectionWrapper<AsyncPgConnection> as diesel::Connection>::establish(
+            &client_url,
+        )?;
+        diesel::RunQueryDsl::execute(
+            diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})")),
+            &mut c,
+        )?;
+        let applied = c
+            .run_pending_migrations(MIGRATIONS)
+            .map(|v| v.len())
+            .map_err(|e| DbError::Other(format!("migration failed: {e}")));
+        let unlocked = diesel::RunQueryDsl::execute(
+            diesel::sql_query(format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})")),
+            &mut c,
+        );
+        let applied = applied?;
+        unlocked?;
+        Ok(applied)
+    });
+    // The blocking task cannot be cancelled, but the caller gets its answer in time.
+    let applied = bounded(timeout * 2, async {
+        task.await
+            .map_err(|e| DbError::Other(format!("the migration task failed: {e}")))?
+    })
+    .await?;
+    if applied > 0 {
+        tracing::info!(applied, backend = "postgres", "applied database migrations");
+    }
+    Ok(())
+}
+
+type Selected = (i64, String, String, f64, f64, bool);
+
+fn row((id, group, member, last_seen, age, forced_down): Selected) -> Row {
+    Row {
+        id,
+        group,
+        member,
+        last_seen,
+        age,
+        forced_down,
+    }
+}
+
+impl PostgresStore {
+    async fn conn(
+        &self,
+    ) -> Result<diesel_async::pooled_connection::deadpool::Object<AsyncPgConnection>, DbError> {
+        Ok(self.pool.get().await?)
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn upsert(&self, keys: &[(&str, &str)]) -> Result<Vec<(RowId, String, String)>, DbError> {
+        bounded(self.timeout, async {
+            let mut conn = self.conn().await?;
+            let mut out = Vec::with_capacity(keys.len());
+            for chunk in keys.chunks(ROWS_PER_UPSERT) {
+                let rows: Vec<_> = chunk
+                    .iter()
+                    .map(|(g, m)| {
+                        (
+                            t::group_id.eq(*g),
+                            t::member_id.eq(*m),
+                            t::last_seen.eq(now),
+                        )
+                    })
+                    .collect();
+                out.extend(
+                    diesel::insert_into(t::table)
+                        .values(rows)
+                        .on_conflict((t::group_id, t::member_id))
+                        .do_update()
+                        .set(t::last_seen.eq(now))
+                        .returning((t::id, t::group_id, t::member_id))
+                        .get_results::<(i64, String, String)>(&mut conn)
+                        .await?,
+                );
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn touch_ids(&self, ids: Vec<RowId>) -> Result<Vec<RowId>, DbError> {
+        bounded(self.timeout, async {
+            let mut conn = self.conn().await?;
+            let mut found = Vec::with_capacity(ids.len());
+            for chunk in ids.chunks(IDS_PER_STATEMENT) {
+                found.extend(
+                    diesel::update(t::table.filter(t::id.eq_any(chunk)))
+                        .set(t::last_seen.eq(now))
+                        .returning(t::id)
+                        .get_results::<i64>(&mut conn)
+                        .await?,
+                );
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn touch_members(
+        &self,
+        group: &str,
+        members: Vec<String>,
+    ) -> Result<Vec<(RowId, String)>, DbError> {
+        bounded(self.timeout, async {
+            let mut conn = self.conn().await?;
+            let mut found = Vec::with_capacity(members.len());
+            for chunk in members.chunks(IDS_PER_STATEMENT) {
+                found.extend(
+                    diesel::update(
+                        t::table
+                            .filter(t::group_id.eq(group))
+                            .filter(t::member_id.eq_any(chunk)),
+                    )
+                    .set(t::last_seen.eq(now))
+                    .returning((t::id, t::member_id))
+                    .get_results::<(i64, String)>(&mut conn)
+                    .await?,
+                );
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn delete(&self, group: &str, member: &str) -> Result<bool, DbError> {
+        bounded(self.timeout, async {
+            let mut conn = self.conn().await?;
+            let n = diesel::delete(
+                t::table
+                    .filter(t::group_id.eq(group))
+                    .filter(t::member_id.eq(member)),
+            )
+            .execute(&mut conn)
+            .await?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn set_forced_down(
+        &self,
+        group: &str,
+        member: &str,
+        forced_down: bool,
+    ) -> Result<bool, DbError> {
+        bounded(self.timeout, async {
+            let mut conn = self.conn().await?;
+            let n = diesel::update(
+                t::table
+                    .filter(t::group_id.eq(group))
+                    .filter(t::member_id.eq(member)),
+            )
+            .set(t::forced_down.eq(forced_down))
+            .execute(&mut conn)
+            .await?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn get(&self, group: &str, member: &str) -> Result<Option<Row>, DbError> {
+        bounded(self.timeout, async {
+            let mut conn = self.conn().await?;
+            let found = t::table
+                .filter(t::group_id.eq(group))
+                .filter(t::member_id.eq(member))
+                .select((
+                    t::id,
+                    t::group_id,
+                    t::member_id,
+                    db_last_seen(),
+                    db_age(),
+                    t::forced_down,
+                ))
+                .get_result::<Selected>(&mut conn)
+                .await
+                .optional()?;
+            Ok(found.map(row))
+        })
+        .await
+    }
+
+    async fn list(&self, group: &str) -> Result<Vec<Row>, DbError> {
+        bounded(self.timeout, async {
+            let mut conn = self.conn().await?;
+            let rows = t::table
+                .filter(t::group_id.eq(group))
+                .select((
+                    t::id,
+                    t::group_id,
+                    t::member_id,
+                    db_last_seen(),
+                    db_age(),
+                    t::forced_down,
+                ))
+                .load::<Selected>(&mut conn)
+                .await?;
+            Ok(rows.into_iter().map(row).collect())
+        })
+        .await
+    }
+
+    async fn groups(&self) -> Result<Vec<String>, DbError> {
+        bounded(self.timeout, async {
+            let mut conn = self.conn().await?;
+            Ok(t::table
+                .select(t::group_id)
+                .distinct()
+                .order(t::group_id)
+                .load::<String>(&mut conn)
+                .await?)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::url::{parse, Target};
+    use servicegroup_core::DatabaseUrl;
+
+    #[test]
+    fn client_url_adds_timeouts_and_keeps_options() {
+        let Target::Postgres(url) = parse(&DatabaseUrl::new(
+            "postgresql://u:pw@h:5/db?options=-c%20search_path%3Dx",
+        ))
+        .unwrap() else {
+            panic!()
+        };
+        let rendered = client_url(&url, Duration::from_millis(1500));
+        assert_eq!(
+            rendered,
+            "postgresql://u:pw@h:5/db?connect_timeout=2&options=-c%20search_path%3Dx%20-c%20statement_timeout%3D1500&application_name=servicegroup"
+        );
+    }
+}

@@ -1,0 +1,516 @@
+//! [`DbDriver`]: the [`Driver`] implementation shared by every backend.
+//!
+//! It keeps a cache from member key to row id (filled by registrations), so a
+//! heartbeat tick is one `UPDATE … WHERE id IN (…)` on the backend; ids the
+//! database no longer has are reported as missing (core registers them again).
+//! Records carry ages computed by the database on its own clock.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use servicegroup_core::{
+    async_trait, Capabilities, Config, DatabaseUrl, Driver, Error, Freshness, GroupId,
+    HeartbeatReport, MemberId, MemberKey, MemberRecord, Result,
+};
+
+use crate::backend::{Row, RowId, Settings, Store};
+use crate::error::{DbError, Redactor};
+use crate::url::{self, BackendKind, SqliteLocation, Target};
+
+/// The granularity of this driver's liveness judgement: ages come from the
+/// database's clock with sub-millisecond (PostgreSQL) or ~1 ms (SQLite) precision.
+pub const LIVENESS_RESOLUTION: Duration = Duration::from_millis(10);
+
+/// Counters of what a driver did, for tests and monitoring.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Statistics {
+    /// Statements sent on the driver's pooled connections (counted by diesel's
+    /// instrumentation at the connection: what the database actually received).
+    pub statements: u64,
+    /// Batch heartbeat calls ([`Driver::heartbeat`]) completed successfully.
+    pub heartbeat_calls: u64,
+    /// Members heartbeated, summed over those calls.
+    pub heartbeated_members: u64,
+}
+
+/// The `db` driver: SQLite or PostgreSQL, picked by `[db] url`.
+pub struct DbDriver {
+    store: Box<dyn Store>,
+    target: Target,
+    location: String,
+    redactor: Redactor,
+    ids: Mutex<HashMap<MemberKey, RowId>>,
+    statements: Arc<AtomicU64>,
+    heartbeat_calls: AtomicU64,
+    heartbeated_members: AtomicU64,
+}
+
+impl std::fmt::Debug for DbDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbDriver")
+            .field("backend", &self.target.kind())
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The embedded default database file: `$XDG_STATE_HOME/servicegroup/servicegroup.db`,
+/// or `$HOME/.local/state/servicegroup/servicegroup.db` when `XDG_STATE_HOME` is unset,
+/// empty or relative (the XDG base directory rules). The driver creates the
+/// directory on first use. Error (`Config`) when neither variable gives a path.
+pub fn default_sqlite_path() -> Result<PathBuf> {
+    default_sqlite_path_from(std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME"))
+}
+
+/// [`default_sqlite_path`] for given `XDG_STATE_HOME` and `HOME` values.
+fn default_sqlite_path_from(
+    xdg_state_home: Option<OsString>,
+    home: Option<OsString>,
+) -> Result<PathBuf> {
+    let from_xdg = xdg_state_home
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute());
+    let base = match from_xdg {
+        Some(state) => state,
+        None => home
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .map(|home| home.join(".local").join("state"))
+            .ok_or_else(|| {
+                Error::config(format!(
+                    "`{}` is not set and neither XDG_STATE_HOME nor HOME gives a directory for \
+                     the default SQLite database: set `{}`",
+                    url::URL_KEY,
+                    url::URL_KEY
+                ))
+                .with_driver(crate::NAME)
+            })?,
+    };
+    Ok(base.join("servicegroup").join("servicegroup.db"))
+}
+
+impl DbDriver {
+    /// Connects to the database `config.db.url` names (the embedded default SQLite
+    /// file when unset), applies pending migrations, and builds the pools.
+    ///
+    /// Errors: a bad URL or a backend not compiled in is `Config` (naming `db.url`);
+    /// a database that cannot be reached is `Unavailable` or `Timeout`.
+    pub async fn connect(config: &Config) -> Result<Self> {
+        let db = &config.db;
+        let (target, is_default) = resolve(db.url.as_ref())?;
+        let redactor = match &target {
+            Target::Postgres(pg) => Redactor::new(pg.secrets()),
+            _ => Redactor::default(),
+        };
+        if let Target::Sqlite(SqliteLocation::File(path)) = &target {
+            prepare_sqlite_dir(path, is_default)?;
+        }
+        if db.pool_size == 0 {
+            return Err(Error::config("`db.pool_size` must be at least 1").with_driver(crate::NAME));
+        }
+        let location = target.redacted();
+        let statements = Arc::new(AtomicU64::new(0));
+        let settings = Settings {
+            timeout: db.timeout,
+            pool_size: db.pool_size as usize,
+            statements: vec![statements.clone(), shared_counter(&location)],
+        };
+        let store = open(&target, &settings)
+            .await
+            .map_err(|e| redactor.error(&location, "connecting and migrating", &e))?;
+        tracing::debug!(
+            driver = crate::NAME,
+            backend = %target.kind(),
+            location = %location,
+            pool_size = db.pool_size,
+            timeout = ?db.timeout,
+            "db driver ready"
+        );
+        Ok(Self {
+            store,
+            target,
+            location,
+            redactor,
+            ids: Mutex::new(HashMap::new()),
+            statements,
+            heartbeat_calls: AtomicU64::new(0),
+            heartbeated_members: AtomicU64::new(0),
+        })
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> BackendKind {
+        self.target.kind()
+    }
+
+    /// Where the database is, without any password (`sqlite:///…`, `postgresql://user:***@…`).
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// What the driver did so far.
+    pub fn statistics(&self) -> Statistics {
+        Statistics {
+            statements: self.statements.load(Ordering::Relaxed),
+            heartbeat_calls: self.heartbeat_calls.load(Ordering::Relaxed),
+            heartbeated_members: self.heartbeated_members.load(Ordering::Relaxed),
+        }
+    }
+
+    fn ids(&self) -> MutexGuard<'_, HashMap<MemberKey, RowId>> {
+        // The map holds plain data; a panic elsewhere cannot leave it inconsistent.
+        self.ids.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn fail(&self, what: &str, e: DbError) -> Error {
+        let error = self.redactor.error(&self.location, what, &e);
+        tracing::debug!(driver = crate::NAME, kind = %error.kind(), error = %error, "db call failed");
+        error
+    }
+
+    fn record(&self, row: Row) -> Result<MemberRecord> {
+        let key = MemberKey::new(
+            GroupId::new(row.group).map_err(|e| self.bad_row(e))?,
+            MemberId::new(row.member).map_err(|e| self.bad_row(e))?,
+        );
+        Ok(MemberRecord {
+            key,
+            last_heartbeat: epoch_to_utc(row.last_seen),
+            // A server whose clock stepped back can yield a tiny negative age: clamp.
+            freshness: Freshness::Age(
+                Duration::try_from_secs_f64(row.age.max(0.0)).unwrap_or(Duration::MAX),
+            ),
+            forced_down: row.forced_down,
+        })
+    }
+
+    fn bad_row(&self, e: Error) -> Error {
+        Error::backend(format!(
+            "the database {} holds a row that is not a valid member: {}",
+            self.location,
+            e.message()
+        ))
+        .with_driver(crate::NAME)
+    }
+
+    async fn upsert(&self, keys: &[MemberKey]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let pairs: Vec<(&str, &str)> = keys
+            .iter()
+            .map(|k| (k.group.as_str(), k.member.as_str()))
+            .collect();
+        let what = if keys.len() == 1 {
+            format!("registering {}", keys[0])
+        } else {
+            format!("registering {} members", keys.len())
+        };
+        let rows = self
+            .store
+            .upsert(&pairs)
+            .await
+            .map_err(|e| self.fail(&what, e))?;
+        let by_pair: HashMap<(&str, &str), &MemberKey> = keys
+            .iter()
+            .map(|k| ((k.group.as_str(), k.member.as_str()), k))
+            .collect();
+        let mut ids = self.ids();
+        for (id, group, member) in &rows {
+            if let Some(key) = by_pair.get(&(group.as_str(), member.as_str())) {
+                ids.insert((*key).clone(), *id);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The target `[db] url` names (the default SQLite file when unset), with a
+/// relative SQLite path made absolute; and whether it is the default.
+fn resolve(url: Option<&DatabaseUrl>) -> Result<(Target, bool)> {
+    let (target, is_default) = match url {
+        Some(u) => (url::parse(u)?, false),
+        None => (
+            Target::Sqlite(SqliteLocation::File(default_sqlite_path()?)),
+            true,
+        ),
+    };
+    let target = match target {
+        Target::Sqlite(SqliteLocation::File(path)) if !path.is_absolute() => {
+            let cwd = std::env::current_dir().map_err(|e| {
+                Error::config(format!(
+                    "`{}`: cannot resolve the relative SQLite path {}: {e}",
+                    url::URL_KEY,
+                    path.display()
+                ))
+                .with_driver(crate::NAME)
+            })?;
+            Target::Sqlite(SqliteLocation::File(cwd.join(path)))
+        }
+        other => other,
+    };
+    Ok((target, is_default))
+}
+
+/// Checks (and for the default, creates) the directory of a SQLite file.
+fn prepare_sqlite_dir(path: &std::path::Path, is_default: bool) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        if is_default {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                Error::unavailable(format!(
+                    "cannot create the directory {} of the default SQLite database \
+                     (set `{}` to use another place): {e}",
+                    dir.display(),
+                    url::URL_KEY
+                ))
+                .with_driver(crate::NAME)
+            })?;
+        } else if !dir.is_dir() {
+            return Err(Error::config(format!(
+                "`{}`: the directory {} of the SQLite database {} does not exist",
+                url::URL_KEY,
+                dir.display(),
+                path.display()
+            ))
+            .with_driver(crate::NAME));
+        }
+    }
+    Ok(())
+}
+
+/// Statement counters shared by every driver of this process on one database.
+static SHARED_COUNTERS: LazyLock<Mutex<HashMap<String, Arc<AtomicU64>>>> =
+    LazyLock::new(Default::default);
+
+fn shared_counter(location: &str) -> Arc<AtomicU64> {
+    SHARED_COUNTERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(location.to_owned())
+        .or_default()
+        .clone()
+}
+
+/// How many statements every `db` driver of this process has sent to the database
+/// `url` names (`None`: the default SQLite file) so far, counted at the connections
+/// by diesel's instrumentation. For tests and the conformance suite's heartbeat
+/// operation counter; [`DbDriver::statistics`] gives one driver's own count.
+pub fn statements_sent(url: Option<&DatabaseUrl>) -> Result<u64> {
+    let (target, _) = resolve(url)?;
+    Ok(shared_counter(&target.redacted()).load(Ordering::Relaxed))
+}
+
+/// Opens the backend the target names.
+async fn open(
+    target: &Target,
+    settings: &Settings,
+) -> std::result::Result<Box<dyn Store>, DbError> {
+    match target {
+        #[cfg(feature = "sqlite")]
+        Target::Sqlite(location) => Ok(Box::new(
+            crate::backend::sqlite::connect(location, settings).await?,
+        )),
+        #[cfg(feature = "postgres")]
+        Target::Postgres(url) => Ok(Box::new(
+            crate::backend::postgres::connect(url, settings).await?,
+        )),
+        #[allow(unreachable_patterns)]
+        other => {
+            let _ = settings;
+            Err(DbError::Other(format!(
+                "the {} backend is not compiled in (cargo feature `{}`)",
+                other.kind(),
+                other.kind().feature()
+            )))
+        }
+    }
+}
+
+fn epoch_to_utc(secs: f64) -> Option<DateTime<Utc>> {
+    if !secs.is_finite() {
+        return None;
+    }
+    let whole = secs.floor();
+    let nanos = ((secs - whole) * 1e9).round().min(999_999_999.0) as u32;
+    DateTime::from_timestamp(whole as i64, nanos)
+}
+
+#[async_trait]
+impl Driver for DbDriver {
+    fn name(&self) -> &str {
+        crate::NAME
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        let mut caps = Capabilities::new(LIVENESS_RESOLUTION);
+        caps.shared_between_processes =
+            !matches!(self.target, Target::Sqlite(SqliteLocation::Memory));
+        caps.follows_tokio_clock = false;
+        caps
+    }
+
+    async fn register(&self, key: &MemberKey) -> Result<()> {
+        self.upsert(std::slice::from_ref(key)).await
+    }
+
+    async fn register_many(&self, keys: &[MemberKey]) -> Result<()> {
+        self.upsert(keys).await
+    }
+
+    async fn heartbeat(&self, keys: &[MemberKey]) -> Result<HeartbeatReport> {
+        if keys.is_empty() {
+            return Ok(HeartbeatReport::default());
+        }
+        // Split into members known by id and members to find by name.
+        let mut by_id: Vec<(RowId, &MemberKey)> = Vec::with_capacity(keys.len());
+        let mut unknown: BTreeMap<&GroupId, Vec<&MemberKey>> = BTreeMap::new();
+        {
+            let ids = self.ids();
+            for key in keys {
+                match ids.get(key) {
+                    Some(id) => by_id.push((*id, key)),
+                    None => unknown.entry(&key.group).or_default().push(key),
+                }
+            }
+        }
+        by_id.sort_unstable_by_key(|(id, _)| *id);
+        let mut report = HeartbeatReport::default();
+        if !by_id.is_empty() {
+            let ids: Vec<RowId> = by_id.iter().map(|(id, _)| *id).collect();
+            let found: HashSet<RowId> = self
+                .store
+                .touch_ids(ids)
+                .await
+                .map_err(|e| self.fail(&format!("heartbeat of {} members", keys.len()), e))?
+                .into_iter()
+                .collect();
+            if found.len() < by_id.len() {
+                let mut cache = self.ids();
+                for (id, key) in &by_id {
+                    if !found.contains(id) {
+                        cache.remove(*key);
+                        report.missing.push((*key).clone());
+                    }
+                }
+            }
+        }
+        for (group, members) in unknown {
+            let names: Vec<String> = members
+                .iter()
+                .map(|k| k.member.as_str().to_owned())
+                .collect();
+            let found = self
+                .store
+                .touch_members(group.as_str(), names)
+                .await
+                .map_err(|e| {
+                    self.fail(
+                        &format!("heartbeat of {} members of group {group}", members.len()),
+                        e,
+                    )
+                })?;
+            let found: HashMap<String, RowId> =
+                found.into_iter().map(|(id, member)| (member, id)).collect();
+            let mut cache = self.ids();
+            for key in members {
+                match found.get(key.member.as_str()) {
+                    Some(id) => {
+                        cache.insert(key.clone(), *id);
+                    }
+                    None => report.missing.push(key.clone()),
+                }
+            }
+        }
+        report.missing.sort();
+        self.heartbeat_calls.fetch_add(1, Ordering::Relaxed);
+        self.heartbeated_members
+            .fetch_add(keys.len() as u64, Ordering::Relaxed);
+        Ok(report)
+    }
+
+    async fn remove(&self, key: &MemberKey) -> Result<bool> {
+        let existed = self
+            .store
+            .delete(key.group.as_str(), key.member.as_str())
+            .await
+            .map_err(|e| self.fail(&format!("removing {key}"), e))?;
+        self.ids().remove(key);
+        Ok(existed)
+    }
+
+    async fn set_forced_down(&self, key: &MemberKey, forced_down: bool) -> Result<bool> {
+        self.store
+            .set_forced_down(key.group.as_str(), key.member.as_str(), forced_down)
+            .await
+            .map_err(|e| self.fail(&format!("setting forced_down of {key}"), e))
+    }
+
+    async fn get(&self, key: &MemberKey) -> Result<Option<MemberRecord>> {
+        let row = self
+            .store
+            .get(key.group.as_str(), key.member.as_str())
+            .await
+            .map_err(|e| self.fail(&format!("reading {key}"), e))?;
+        row.map(|r| self.record(r)).transpose()
+    }
+
+    async fn list(&self, group: &GroupId) -> Result<Vec<MemberRecord>> {
+        let rows = self
+            .store
+            .list(group.as_str())
+            .await
+            .map_err(|e| self.fail(&format!("listing group {group}"), e))?;
+        rows.into_iter().map(|r| self.record(r)).collect()
+    }
+
+    async fn groups(&self) -> Result<Vec<GroupId>> {
+        let groups = self
+            .store
+            .groups()
+            .await
+            .map_err(|e| self.fail("listing groups", e))?;
+        groups
+            .into_iter()
+            .map(|g| GroupId::new(g).map_err(|e| self.bad_row(e)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_path_follows_xdg() {
+        let p = |x: Option<&str>, h: Option<&str>| {
+            default_sqlite_path_from(x.map(Into::into), h.map(Into::into))
+        };
+        assert_eq!(
+            p(Some("/state"), Some("/home/u")).unwrap(),
+            PathBuf::from("/state/servicegroup/servicegroup.db")
+        );
+        for xdg in [None, Some(""), Some("relative")] {
+            assert_eq!(
+                p(xdg, Some("/home/u")).unwrap(),
+                PathBuf::from("/home/u/.local/state/servicegroup/servicegroup.db")
+            );
+        }
+        let err = p(None, None).unwrap_err();
+        assert_eq!(err.kind(), servicegroup_core::ErrorKind::Config);
+        assert!(err.to_string().contains("db.url"), "{err}");
+    }
+
+    #[test]
+    fn epoch_conversion() {
+        let t = epoch_to_utc(1_700_000_000.25).unwrap();
+        assert_eq!(t.timestamp(), 1_700_000_000);
+        assert_eq!(t.timestamp_subsec_millis(), 250);
+        assert_eq!(epoch_to_utc(f64::NAN), None);
+    }
+}

@@ -1,0 +1,36 @@
+//! The `servicegroup_members` table as diesel sees it, per backend (the SQL types
+//! of the heartbeat column differ: `TIMESTAMPTZ` on PostgreSQL, `REAL` epoch
+//! seconds on SQLite). The migrations under `migrations/<backend>/` create it.
+
+/// The table name, as used in raw SQL and docs.
+pub const TABLE: &str = "servicegroup_members";
+
+/// PostgreSQL: `last_seen TIMESTAMPTZ` written with `now()`.
+#[cfg(feature = "postgres")]
+pub(crate) mod pg {
+    diesel::table! {
+        servicegroup_members (id) {
+            id -> BigInt,
+            group_id -> Text,
+            member_id -> Text,
+            last_seen -> Timestamptz,
+            forced_down -> Bool,
+            created_at -> Timestamptz,
+        }
+    }
+}
+
+/// SQLite: `last_seen REAL`, Unix epoch seconds written with `unixepoch('subsec')`.
+#[cfg(feature = "sqlite")]
+pub(crate) mod sqlite {
+    diesel::table! {
+        servicegroup_members (id) {
+            id -> BigInt,
+            group_id -> Text,
+            member_id -> Text,
+            last_seen -> Double,
+            forced_down -> Bool,
+            created_at -> Double,
+        }
+    }
+}
