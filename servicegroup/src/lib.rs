@@ -48,7 +48,3 @@ pub use servicegroup_driver_inproc as inproc;
 /// The `mc` driver crate (feature `mc`): memcached, one or several servers.
 #[cfg(feature = "mc")]
 pub use servicegroup_driver_mc as mc;
-
-/// The `mc` driver crate (feature `mc`): memcached, one or several servers.
-#[cfg(feature = "mc")]
-pub use servicegroup_driver_mc as mc;
