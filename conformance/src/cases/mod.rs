@@ -1,0 +1,215 @@
+//! Every conformance case as a plain `pub async fn`, and the table [`CASES`].
+//!
+//! Each function takes a [`Fixture`] and returns `Ok(())` when the driver behaved,
+//! or a [`CaseFailure`] saying what was observed and what was required. The
+//! [`conformance_suite!`](crate::conformance_suite) macro runs each of them as its
+//! own test; call them directly to run one case, or to check that a deliberately
+//! broken driver fails it:
+//!
+//! ```
+//! # async fn demo(fixture: servicegroup_conformance::Fixture) {
+//! let result = servicegroup_conformance::cases::forced_down_wins_while_heartbeats_continue(fixture).await;
+//! # let _ = result;
+//! # }
+//! ```
+//!
+//! A case checks its [`Need`]s first and fails with
+//! [`FailureKind::MissingRequirement`](crate::FailureKind::MissingRequirement) when the
+//! fixture lacks one.
+
+mod crash;
+mod forced;
+mod ids;
+mod listing;
+mod lookup;
+mod membership;
+mod outage;
+mod scale;
+mod support;
+mod watch;
+
+use crate::ctx::run;
+use crate::failure::CaseFailure;
+use crate::fixture::Fixture;
+use crate::need::{CaseInfo, Need};
+
+/// The result of one case body.
+pub(crate) type CaseResult = Result<(), CaseFailure>;
+
+macro_rules! cases {
+    ($(
+        $(#[doc = $doc:literal])+
+        $name:ident needs [$($need:ident),*] => $body:path;
+    )+) => {
+        $(
+            $(#[doc = $doc])+
+            ///
+            #[doc = concat!("Needs: ", $("[`Need::", stringify!($need), "`] ",)* "nothing beyond a configuration", ".")]
+            pub async fn $name(fixture: Fixture) -> Result<(), CaseFailure> {
+                run(stringify!($name), &[$(Need::$need),*], fixture, $body).await
+            }
+        )+
+
+        /// Every case, in the order the macro emits them.
+        pub const CASES: &[CaseInfo] = &[
+            $(CaseInfo {
+                name: stringify!($name),
+                needs: &[$(Need::$need),*],
+                summary: concat!($($doc, "\n"),+),
+            },)+
+        ];
+    };
+}
+
+cases! {
+    /// Right after `join` returns, the member is up on the joining handle and on another
+    /// handle, listed up, has an update time, and its age is no more than the time since
+    /// join started (plus the liveness resolution): join returns only once the first
+    /// heartbeat is stored.
+    join_is_visible_at_once needs [] => membership::join_is_visible_at_once;
+
+    /// While a member heartbeats, its reported age never exceeds the time since the
+    /// start of its latest successful heartbeat write (plus the resolution), in
+    /// `member()` and in `members()`.
+    live_member_age_is_small needs [] => membership::live_member_age_is_small;
+
+    /// A heartbeating member stays up at every observation for more than twice
+    /// `service_down_time`.
+    heartbeats_keep_member_up_past_down_time needs [] => membership::heartbeats_keep_member_up_past_down_time;
+
+    /// `get_updated_time` of a heartbeating member moves forward by the next heartbeat.
+    get_updated_time_advances needs [] => membership::get_updated_time_advances;
+
+    /// `leave` removes the member at once (not found, not listed, no update time) while
+    /// other members stay, and later heartbeats of the handle do not bring it back.
+    leave_removes_at_once needs [] => membership::leave_removes_at_once;
+
+    /// Joining a member twice on one handle is `AlreadyJoined` and leaves the first
+    /// membership working; after `leave` it can join again; another handle may take it over.
+    join_twice_on_one_handle_is_already_joined needs [] => membership::join_twice_on_one_handle_is_already_joined;
+
+    /// Two handles on the same configuration see each other's members, forced-down
+    /// flags and leaves.
+    two_handles_see_each_others_members needs [] => membership::two_handles_see_each_others_members;
+
+    /// One member id in two groups is two independent members (forced down, leave).
+    member_in_two_groups_is_independent needs [] => membership::member_in_two_groups_is_independent;
+
+    /// A crashed member (heartbeats stopped, no leave) is up at every observation that
+    /// ends before its last heartbeat + `service_down_time` - resolution, and down at
+    /// every observation that starts after last heartbeat + `service_down_time` + resolution.
+    crashed_member_is_up_until_down_time_then_down needs [] => crash::crashed_member_is_up_until_down_time_then_down;
+
+    /// A crashed member that went down is still listed (down, not forced, with its last
+    /// heartbeat and an age of at least `service_down_time`), keeps its group in
+    /// `groups()`, and `is_up` answers `false`, not `NotFound`.
+    crashed_member_is_listed_down_not_dropped needs [] => crash::crashed_member_is_listed_down_not_dropped;
+
+    /// A member that crashed and went down is up at once when it joins again (a restart
+    /// through a new handle), with a fresh age and one listing entry.
+    rejoin_after_crash_is_up_at_once needs [] => crash::rejoin_after_crash_is_up_at_once;
+
+    /// With `service_down_time <= report_interval` the handle uses `report_interval * 2.5`
+    /// (Nova's rule), and a crashed member is judged by that: up past the configured
+    /// down time, down after 2.5 intervals.
+    down_time_not_above_report_interval_is_two_and_a_half_intervals needs [] => crash::down_time_not_above_report_interval_is_two_and_a_half_intervals;
+
+    /// Forced down makes a heartbeating member down at once on every handle and in the
+    /// listing, while its heartbeats go on (`get_updated_time` advances, age stays small).
+    forced_down_wins_while_heartbeats_continue needs [] => forced::forced_down_wins_while_heartbeats_continue;
+
+    /// A member forced down for longer than `service_down_time` is up at the very first
+    /// observation after the flag is cleared, because its heartbeats went on.
+    clearing_forced_down_makes_live_member_up_at_once needs [] => forced::clearing_forced_down_makes_live_member_up_at_once;
+
+    /// The forced-down flag survives a crash and a rejoin (an operator's decision
+    /// survives a restart); clearing it then makes the member up.
+    forced_down_survives_rejoin needs [] => forced::forced_down_survives_rejoin;
+
+    /// Setting or clearing forced down on an unknown member or group is `NotFound` and
+    /// creates no record.
+    forced_down_of_unknown_member_is_not_found needs [] => forced::forced_down_of_unknown_member_is_not_found;
+
+    /// `is_up`, `get_updated_time` and `member` of an unknown member or group are
+    /// `NotFound`, naming the member and the driver.
+    unknown_member_is_not_found needs [] => lookup::unknown_member_is_not_found;
+
+    /// `remove` of an unknown member, of an unknown group, or of a member that left is `NotFound`.
+    remove_of_unknown_member_is_not_found needs [] => lookup::remove_of_unknown_member_is_not_found;
+
+    /// `remove` (operator delete) of a crashed member deletes it at once and for good;
+    /// removing it again is `NotFound`; its emptied group leaves `groups()`.
+    removed_crashed_member_is_gone needs [] => lookup::removed_crashed_member_is_gone;
+
+    /// `remove` of a live member: its next heartbeat reports it missing (the driver does
+    /// not recreate records on heartbeat) and core registers it again, up within one
+    /// report interval plus margin.
+    removed_live_member_registers_again needs [] => lookup::removed_live_member_registers_again;
+
+    /// An unknown group, and a group whose members all left, list empty (not an error)
+    /// and are not in `groups()`.
+    unknown_or_empty_group_lists_empty needs [] => listing::unknown_or_empty_group_lists_empty;
+
+    /// `members()` is sorted by member id and holds only the group's own members.
+    members_are_sorted_and_scoped_to_group needs [] => listing::members_are_sorted_and_scoped_to_group;
+
+    /// `groups()` lists every group with a member (live or crashed), sorted, without
+    /// duplicates, and drops a group once its last member left.
+    groups_lists_groups_with_members needs [] => listing::groups_lists_groups_with_members;
+
+    /// Bad member ids (empty, spaces, `\r\nflush_all`, control characters, 256 bytes,
+    /// non-UTF-8 bytes) are `InvalidId` at every entry point, as `&str` and as `&[u8]`,
+    /// and no driver call is made.
+    invalid_member_ids_are_rejected needs [] => ids::invalid_member_ids_are_rejected;
+
+    /// Bad group ids are `InvalidId` at every entry point (including `members` and
+    /// `watch`), and no driver call is made.
+    invalid_group_ids_are_rejected needs [] => ids::invalid_group_ids_are_rejected;
+
+    /// Valid but awkward ids (255 bytes, multi-byte, `:` `/` `%` quotes, case
+    /// differences, long ids differing in their last byte) round-trip exactly and never
+    /// collide: forcing down or leaving one leaves its look-alike untouched.
+    long_and_unusual_ids_round_trip_without_collisions needs [] => ids::long_and_unusual_ids_round_trip_without_collisions;
+
+    /// 1,000 members on one handle are heartbeated in one driver call per tick carrying
+    /// all 1,000 keys, no member is registered twice, and all are up after
+    /// `service_down_time` (checked with an instrumenting driver wrapper).
+    thousand_members_heartbeated_in_batches needs [] => scale::thousand_members_heartbeated_in_batches;
+
+    /// A heartbeat batch of 1,000 members costs at most 10 backend operations (counted by
+    /// the fixture's [`Fixture::with_heartbeat_ops`] hook), not one per member.
+    heartbeat_batch_costs_few_backend_operations needs [HeartbeatOps] => scale::heartbeat_batch_costs_few_backend_operations;
+
+    /// 8 handles joining 100 members each, concurrently: all 800 listed up, still up after
+    /// `service_down_time`, and gone after they all leave concurrently.
+    eight_handles_hundred_members_all_up needs [] => scale::eight_handles_hundred_members_all_up;
+
+    /// A watch reports `Joined`, `Down` (crash), `Up` (rejoin) and `Left` (leave) of a
+    /// member exactly once each, in order, and nothing else.
+    watch_reports_each_transition_once needs [] => watch::watch_reports_each_transition_once;
+
+    /// A watch reports forcing down as `Down` and clearing it as `Up`, once each.
+    watch_reports_forced_down_and_clear needs [] => watch::watch_reports_forced_down_and_clear;
+
+    /// With the backend unreachable every call (`is_up`, `member`, `get_updated_time`,
+    /// `members`, `groups`, `set_forced_down`, `remove`, `join`, a watch) fails with
+    /// `Unavailable` or `Timeout`, never an answer such as "down", "absent" or "empty";
+    /// after the backend is back the member is up and joins work.
+    outage_is_an_error_never_down needs [Outage] => outage::outage_is_an_error_never_down;
+
+    /// The heartbeat loop notices an outage longer than `service_down_time`
+    /// (`is_healthy()` turns false) and recovers by itself: within one report interval
+    /// plus margin after the backend is back, every member is listed up again (no
+    /// record lost) and stays up.
+    heartbeats_recover_after_outage needs [Outage] => outage::heartbeats_recover_after_outage;
+
+    /// An outage is logged once at WARN ("lost connection to <driver> backend") and the
+    /// recovery once at INFO ("recovered connection to <driver> backend"), however many
+    /// ticks fail.
+    outage_logs_lost_and_recovered_once needs [Outage, LogCapture] => outage::outage_logs_lost_and_recovered_once;
+}
+
+/// The entry of [`CASES`] called `name`.
+pub fn info(name: &str) -> Option<&'static CaseInfo> {
+    CASES.iter().find(|c| c.name == name)
+}

@@ -1,0 +1,234 @@
+//! [`Instrumented`]: a [`Driver`] wrapper that delegates every call and records
+//! what core asked of the driver (calls, batch sizes, when writes happened).
+//!
+//! The suite wraps the driver the registry builds
+//! (`ServiceGroup::with_driver(Arc::new(Instrumented::new(Registry::build(&config).await?)), config)`)
+//! to see how core drives it: one heartbeat call per tick carrying every member, and
+//! the exact window in which the last heartbeat of a crashed member was stored.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use servicegroup_core::{
+    Capabilities, Driver, GroupId, HeartbeatReport, MemberKey, MemberRecord, Result,
+};
+use tokio::time::Instant;
+
+/// One heartbeat call as the wrapper saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatCall {
+    /// When core called the driver.
+    pub started: Instant,
+    /// How many keys the batch carried.
+    pub keys: usize,
+}
+
+/// The time window in which a write (register or heartbeat) was stored: the backend
+/// stored it at some moment between `started` and `ended`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteWindow {
+    /// When the call started.
+    pub started: Instant,
+    /// When it returned (or was abandoned by core's timeout).
+    pub ended: Instant,
+}
+
+/// What the wrapper recorded. Shared: clone the `Arc` from [`Instrumented::counters`].
+#[derive(Debug, Default)]
+pub struct Counters {
+    register_calls: AtomicU64,
+    heartbeat_calls: AtomicU64,
+    remove_calls: AtomicU64,
+    set_forced_down_calls: AtomicU64,
+    get_calls: AtomicU64,
+    list_calls: AtomicU64,
+    groups_calls: AtomicU64,
+    writes_in_flight: AtomicU64,
+    heartbeats: Mutex<Vec<HeartbeatCall>>,
+    missing_reported: Mutex<Vec<MemberKey>>,
+    last_ok_write: Mutex<Option<WriteWindow>>,
+    last_write_end: Mutex<Option<Instant>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Counters {
+    /// `register` calls so far.
+    pub fn register_calls(&self) -> u64 {
+        self.register_calls.load(Ordering::SeqCst)
+    }
+
+    /// `heartbeat` calls so far.
+    pub fn heartbeat_calls(&self) -> u64 {
+        self.heartbeat_calls.load(Ordering::SeqCst)
+    }
+
+    /// Calls of any method so far.
+    pub fn total_calls(&self) -> u64 {
+        [
+            &self.register_calls,
+            &self.heartbeat_calls,
+            &self.remove_calls,
+            &self.set_forced_down_calls,
+            &self.get_calls,
+            &self.list_calls,
+            &self.groups_calls,
+        ]
+        .iter()
+        .map(|c| c.load(Ordering::SeqCst))
+        .sum()
+    }
+
+    /// Every heartbeat call so far, oldest first.
+    pub fn heartbeats(&self) -> Vec<HeartbeatCall> {
+        lock(&self.heartbeats).clone()
+    }
+
+    /// Every key a heartbeat reported missing so far.
+    pub fn missing_reported(&self) -> Vec<MemberKey> {
+        lock(&self.missing_reported).clone()
+    }
+
+    /// Register or heartbeat calls running right now.
+    pub fn writes_in_flight(&self) -> u64 {
+        self.writes_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The window of the latest register or heartbeat call that succeeded.
+    pub fn last_ok_write(&self) -> Option<WriteWindow> {
+        *lock(&self.last_ok_write)
+    }
+
+    /// When the latest register or heartbeat call ended, whatever its result.
+    pub fn last_write_end(&self) -> Option<Instant> {
+        *lock(&self.last_write_end)
+    }
+}
+
+/// Tracks one write call; records its end even if core's timeout drops the future.
+struct WriteGuard<'a> {
+    counters: &'a Counters,
+    started: Instant,
+    ok: bool,
+}
+
+impl<'a> WriteGuard<'a> {
+    fn new(counters: &'a Counters) -> Self {
+        counters.writes_in_flight.fetch_add(1, Ordering::SeqCst);
+        Self {
+            counters,
+            started: Instant::now(),
+            ok: false,
+        }
+    }
+}
+
+impl Drop for WriteGuard<'_> {
+    fn drop(&mut self) {
+        let ended = Instant::now();
+        if self.ok {
+            let mut last = lock(&self.counters.last_ok_write);
+            if last.is_none_or(|w| w.started <= self.started) {
+                *last = Some(WriteWindow {
+                    started: self.started,
+                    ended,
+                });
+            }
+        }
+        {
+            let mut end = lock(&self.counters.last_write_end);
+            if end.is_none_or(|e| e <= ended) {
+                *end = Some(ended);
+            }
+        }
+        self.counters
+            .writes_in_flight
+            .fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A driver wrapper that delegates every call to `inner` and records it in [`Counters`].
+#[derive(Debug)]
+pub struct Instrumented {
+    inner: Arc<dyn Driver>,
+    counters: Arc<Counters>,
+}
+
+impl Instrumented {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Driver>) -> Self {
+        Self {
+            inner,
+            counters: Arc::new(Counters::default()),
+        }
+    }
+
+    /// The shared counters.
+    pub fn counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+}
+
+#[async_trait]
+impl Driver for Instrumented {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn register(&self, key: &MemberKey) -> Result<()> {
+        self.counters.register_calls.fetch_add(1, Ordering::SeqCst);
+        let mut guard = WriteGuard::new(&self.counters);
+        let result = self.inner.register(key).await;
+        guard.ok = result.is_ok();
+        result
+    }
+
+    async fn heartbeat(&self, keys: &[MemberKey]) -> Result<HeartbeatReport> {
+        self.counters.heartbeat_calls.fetch_add(1, Ordering::SeqCst);
+        let mut guard = WriteGuard::new(&self.counters);
+        lock(&self.counters.heartbeats).push(HeartbeatCall {
+            started: guard.started,
+            keys: keys.len(),
+        });
+        let result = self.inner.heartbeat(keys).await;
+        if let Ok(report) = &result {
+            guard.ok = true;
+            lock(&self.counters.missing_reported).extend(report.missing.iter().cloned());
+        }
+        result
+    }
+
+    async fn remove(&self, key: &MemberKey) -> Result<bool> {
+        self.counters.remove_calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.remove(key).await
+    }
+
+    async fn set_forced_down(&self, key: &MemberKey, forced_down: bool) -> Result<bool> {
+        self.counters
+            .set_forced_down_calls
+            .fetch_add(1, Ordering::SeqCst);
+        self.inner.set_forced_down(key, forced_down).await
+    }
+
+    async fn get(&self, key: &MemberKey) -> Result<Option<MemberRecord>> {
+        self.counters.get_calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.get(key).await
+    }
+
+    async fn list(&self, group: &GroupId) -> Result<Vec<MemberRecord>> {
+        self.counters.list_calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.list(group).await
+    }
+
+    async fn groups(&self) -> Result<Vec<GroupId>> {
+        self.counters.groups_calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.groups().await
+    }
+}

@@ -1,0 +1,542 @@
+//! The suite must be able to fail. Each driver here is the real `inproc` driver with
+//! one deliberate defect (a kind of bug real drivers have had), registered under its
+//! own name; each test runs the conformance cases that defect breaks and asserts they
+//! FAIL with a contract violation, and runs the same cases on the correct driver to
+//! show they pass there (so the failure comes from the defect, not from the harness).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use servicegroup_conformance::{cases, unique_name, CaseFailure, FailureKind, Fixture};
+use servicegroup_core::{
+    async_trait, Capabilities, Config, Driver, Error, ErrorKind, Freshness, GroupId,
+    HeartbeatReport, MemberId, MemberKey, MemberRecord, Result,
+};
+use servicegroup_driver_inproc::InprocDriver;
+
+/// The defects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Defect {
+    /// `set_forced_down` answers "done" but stores nothing.
+    IgnoresForcedDown,
+    /// `heartbeat` answers Ok but stores nothing (heartbeats lost).
+    SkipsHeartbeats,
+    /// `heartbeat` answers Ok at once but the write lands 1.5 s later (a write-behind
+    /// queue that falls behind).
+    LateHeartbeats,
+    /// Heartbeat times come from a clock 600 ms behind (a driver trusting a skewed host
+    /// clock): every age reads 600 ms too old.
+    StaleClock,
+    /// With the backend unreachable, answers "absent" / empty / "no such member"
+    /// instead of an error (Nova's memcached driver).
+    AbsentWhenUnreachable,
+    /// Writes a heartbeat batch as one backend operation per member (Nova's db driver).
+    HeartbeatsOneMemberPerCall,
+    /// Drops members whose heartbeat is older than `service_down_time` from listings
+    /// (a verdict in the driver; crashed members vanish instead of being listed down).
+    DropsDownMembers,
+    /// `heartbeat` recreates records that do not exist instead of reporting them missing.
+    UpsertsOnHeartbeat,
+    /// Truncates member ids to 250 bytes (memcached's key limit), so long ids collide.
+    TruncatesLongIds,
+}
+
+/// Backend operations spent on heartbeats, per in-process store name.
+static HEARTBEAT_OPS: LazyLock<Mutex<HashMap<String, Arc<AtomicU64>>>> =
+    LazyLock::new(Default::default);
+
+fn ops_counter(store: &str) -> Arc<AtomicU64> {
+    HEARTBEAT_OPS
+        .lock()
+        .unwrap()
+        .entry(store.to_owned())
+        .or_default()
+        .clone()
+}
+
+#[derive(Debug)]
+struct Broken {
+    name: String,
+    inner: InprocDriver,
+    defect: Option<Defect>,
+    ops: Arc<AtomicU64>,
+    service_down_time: Duration,
+}
+
+impl Broken {
+    fn build(config: &Config, defect: Option<Defect>) -> Arc<dyn Driver> {
+        Arc::new(Broken {
+            name: config.driver.clone(),
+            inner: InprocDriver::new(&config.inproc.name),
+            defect,
+            ops: ops_counter(&config.inproc.name),
+            service_down_time: config.service_down_time,
+        })
+    }
+
+    fn is(&self, defect: Defect) -> bool {
+        self.defect == Some(defect)
+    }
+
+    /// The key as the truncating driver stores it.
+    fn stored(&self, key: &MemberKey) -> MemberKey {
+        if !self.is(Defect::TruncatesLongIds) || key.member.as_str().len() <= 250 {
+            return key.clone();
+        }
+        let s = key.member.as_str();
+        let mut end = 250;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        MemberKey::new(key.group.clone(), MemberId::new(&s[..end]).unwrap())
+    }
+
+    fn adjust(&self, mut record: MemberRecord) -> MemberRecord {
+        if self.is(Defect::StaleClock) {
+            if let Freshness::Age(age) = record.freshness {
+                record.freshness = Freshness::Age(age + Duration::from_millis(600));
+            }
+        }
+        record
+    }
+}
+
+fn unreachable(e: &Error) -> bool {
+    e.kind() == ErrorKind::Unavailable
+}
+
+#[async_trait]
+impl Driver for Broken {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+
+    async fn register(&self, key: &MemberKey) -> Result<()> {
+        self.inner.register(&self.stored(key)).await
+    }
+
+    async fn heartbeat(&self, keys: &[MemberKey]) -> Result<HeartbeatReport> {
+        let keys: Vec<MemberKey> = keys.iter().map(|k| self.stored(k)).collect();
+        match self.defect {
+            Some(Defect::SkipsHeartbeats) => Ok(HeartbeatReport::default()),
+            Some(Defect::LateHeartbeats) => {
+                let inner = self.inner.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                    let _ = inner.heartbeat(&keys).await;
+                });
+                Ok(HeartbeatReport::default())
+            }
+            Some(Defect::HeartbeatsOneMemberPerCall) => {
+                let mut report = HeartbeatReport::default();
+                for key in &keys {
+                    self.ops.fetch_add(1, Ordering::SeqCst);
+                    report.missing.extend(
+                        self.inner
+                            .heartbeat(std::slice::from_ref(key))
+                            .await?
+                            .missing,
+                    );
+                }
+                Ok(report)
+            }
+            Some(Defect::UpsertsOnHeartbeat) => {
+                let report = self.inner.heartbeat(&keys).await?;
+                for key in &report.missing {
+                    self.inner.register(key).await?;
+                }
+                Ok(HeartbeatReport::default())
+            }
+            _ => {
+                self.ops.fetch_add(1, Ordering::SeqCst);
+                self.inner.heartbeat(&keys).await
+            }
+        }
+    }
+
+    async fn remove(&self, key: &MemberKey) -> Result<bool> {
+        match self.inner.remove(&self.stored(key)).await {
+            Err(e) if self.is(Defect::AbsentWhenUnreachable) && unreachable(&e) => Ok(false),
+            other => other,
+        }
+    }
+
+    async fn set_forced_down(&self, key: &MemberKey, forced_down: bool) -> Result<bool> {
+        let key = self.stored(key);
+        if self.is(Defect::IgnoresForcedDown) {
+            return Ok(self.inner.get(&key).await?.is_some());
+        }
+        match self.inner.set_forced_down(&key, forced_down).await {
+            Err(e) if self.is(Defect::AbsentWhenUnreachable) && unreachable(&e) => Ok(false),
+            other => other,
+        }
+    }
+
+    async fn get(&self, key: &MemberKey) -> Result<Option<MemberRecord>> {
+        match self.inner.get(&self.stored(key)).await {
+            Err(e) if self.is(Defect::AbsentWhenUnreachable) && unreachable(&e) => {
+                Ok(Some(MemberRecord {
+                    key: key.clone(),
+                    last_heartbeat: None,
+                    freshness: Freshness::Absent,
+                    forced_down: false,
+                }))
+            }
+            other => Ok(other?.map(|r| self.adjust(r))),
+        }
+    }
+
+    async fn list(&self, group: &GroupId) -> Result<Vec<MemberRecord>> {
+        let records = match self.inner.list(group).await {
+            Err(e) if self.is(Defect::AbsentWhenUnreachable) && unreachable(&e) => Vec::new(),
+            other => other?,
+        };
+        Ok(records
+            .into_iter()
+            .map(|r| self.adjust(r))
+            .filter(|r| {
+                !(self.is(Defect::DropsDownMembers)
+                    && matches!(r.freshness, Freshness::Age(a) if a > self.service_down_time))
+            })
+            .collect())
+    }
+
+    async fn groups(&self) -> Result<Vec<GroupId>> {
+        match self.inner.groups().await {
+            Err(e) if self.is(Defect::AbsentWhenUnreachable) && unreachable(&e) => Ok(Vec::new()),
+            other => other,
+        }
+    }
+}
+
+macro_rules! register {
+    ($name:literal, $defect:expr) => {
+        servicegroup_core::register_driver! {
+            name: $name,
+            description: "inproc with a deliberate defect (conformance self-test)",
+            build: |config: Config| Box::pin(async move { Ok(Broken::build(&config, $defect)) }),
+        }
+    };
+}
+
+register!("correct", None);
+register!("ignores-forced-down", Some(Defect::IgnoresForcedDown));
+register!("skips-heartbeats", Some(Defect::SkipsHeartbeats));
+register!("late-heartbeats", Some(Defect::LateHeartbeats));
+register!("stale-clock", Some(Defect::StaleClock));
+register!(
+    "absent-when-unreachable",
+    Some(Defect::AbsentWhenUnreachable)
+);
+register!(
+    "one-member-per-call",
+    Some(Defect::HeartbeatsOneMemberPerCall)
+);
+register!("drops-down-members", Some(Defect::DropsDownMembers));
+register!("upserts-on-heartbeat", Some(Defect::UpsertsOnHeartbeat));
+register!("truncates-long-ids", Some(Defect::TruncatesLongIds));
+
+/// A fresh fixture on `driver`, with an outage switch and a heartbeat operation counter.
+fn fixture(driver: &str) -> Fixture {
+    let store = unique_name(driver);
+    let mut config = Config::with_driver(driver);
+    config.inproc.name = store.clone();
+    let ops = ops_counter(&store);
+    Fixture::new(config)
+        .with_outage_switch(move |reachable| {
+            servicegroup_driver_inproc::set_reachable(&store, reachable);
+            async { Ok(()) }
+        })
+        .with_heartbeat_ops(move || ops.load(Ordering::SeqCst))
+}
+
+/// A running case.
+type CaseFuture = Pin<Box<dyn Future<Output = std::result::Result<(), CaseFailure>>>>;
+/// A case as a function pointer.
+type Case = fn(Fixture) -> CaseFuture;
+
+macro_rules! case {
+    ($name:ident) => {
+        (stringify!($name), {
+            fn run(fixture: Fixture) -> CaseFuture {
+                Box::pin(cases::$name(fixture))
+            }
+            run as Case
+        })
+    };
+}
+
+/// Runs each case on `driver` and requires a contract violation; runs it on the
+/// correct driver and requires a pass. Returns the failure messages.
+async fn must_fail(driver: &str, named: &[(&str, Case)]) -> Vec<String> {
+    let mut messages = Vec::new();
+    for (name, case) in named {
+        match case(fixture(driver)).await {
+            Ok(()) => panic!("case {name} PASSED on the defective driver {driver:?}; it must fail"),
+            Err(failure) => {
+                assert_eq!(
+                    failure.kind(),
+                    FailureKind::Violation,
+                    "case {name} on {driver:?} failed, but not as a contract violation: {failure}"
+                );
+                assert_eq!(failure.case(), *name);
+                eprintln!("{driver}: {failure}");
+                messages.push(failure.to_string());
+            }
+        }
+        if let Err(failure) = case(fixture("correct")).await {
+            panic!("control: case {name} fails on the correct driver: {failure}");
+        }
+    }
+    messages
+}
+
+/// Requires each case to pass on `driver` (the defect is targeted, not a broken harness).
+async fn must_pass(driver: &str, named: &[(&str, Case)]) {
+    for (name, case) in named {
+        if let Err(failure) = case(fixture(driver)).await {
+            panic!("case {name} should be unaffected by the defect of {driver:?}: {failure}");
+        }
+    }
+}
+
+fn assert_mentions(messages: &[String], needle: &str) {
+    assert!(
+        messages.iter().any(|m| m.contains(needle)),
+        "no failure message mentions {needle:?}: {messages:#?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn ignoring_forced_down_is_caught() {
+    let messages = must_fail(
+        "ignores-forced-down",
+        &[
+            case!(forced_down_wins_while_heartbeats_continue),
+            case!(clearing_forced_down_makes_live_member_up_at_once),
+            case!(forced_down_survives_rejoin),
+            case!(two_handles_see_each_others_members),
+            case!(watch_reports_forced_down_and_clear),
+            case!(member_in_two_groups_is_independent),
+        ],
+    )
+    .await;
+    assert_mentions(&messages, "forced down must win over heartbeats");
+    must_pass(
+        "ignores-forced-down",
+        &[
+            case!(join_is_visible_at_once),
+            case!(crashed_member_is_up_until_down_time_then_down),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn skipped_heartbeats_are_caught() {
+    let messages = must_fail(
+        "skips-heartbeats",
+        &[
+            case!(heartbeats_keep_member_up_past_down_time),
+            case!(get_updated_time_advances),
+            case!(live_member_age_is_small),
+            case!(clearing_forced_down_makes_live_member_up_at_once),
+            case!(thousand_members_heartbeated_in_batches),
+            case!(eight_handles_hundred_members_all_up),
+        ],
+    )
+    .await;
+    assert_mentions(&messages, "its heartbeats are not stored");
+    must_pass("skips-heartbeats", &[case!(join_is_visible_at_once)]).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn late_heartbeats_are_caught() {
+    let messages = must_fail(
+        "late-heartbeats",
+        &[
+            case!(heartbeats_keep_member_up_past_down_time),
+            case!(live_member_age_is_small),
+        ],
+    )
+    .await;
+    assert_mentions(&messages, "was reported down");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_heartbeat_clock_is_caught() {
+    let messages = must_fail(
+        "stale-clock",
+        &[
+            case!(join_is_visible_at_once),
+            case!(live_member_age_is_small),
+            case!(crashed_member_is_up_until_down_time_then_down),
+            case!(rejoin_after_crash_is_up_at_once),
+        ],
+    )
+    .await;
+    assert_mentions(
+        &messages,
+        "it must stay up until service_down_time has passed",
+    );
+    // A heartbeating member still reads up (600 ms + 200 ms < 1 s): only the precise cases see it.
+    must_pass(
+        "stale-clock",
+        &[case!(heartbeats_keep_member_up_past_down_time)],
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn answering_absent_when_unreachable_is_caught() {
+    let messages = must_fail(
+        "absent-when-unreachable",
+        &[case!(outage_is_an_error_never_down)],
+    )
+    .await;
+    assert_mentions(&messages, "returned Ok(false)");
+    must_pass(
+        "absent-when-unreachable",
+        &[
+            case!(heartbeats_recover_after_outage),
+            case!(join_is_visible_at_once),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_backend_operation_per_member_is_caught() {
+    let messages = must_fail(
+        "one-member-per-call",
+        &[case!(heartbeat_batch_costs_few_backend_operations)],
+    )
+    .await;
+    assert_mentions(&messages, "(1000 per batch)");
+    // Core still hands the driver one call per tick; only the backend count shows the defect.
+    must_pass(
+        "one-member-per-call",
+        &[case!(thousand_members_heartbeated_in_batches)],
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_down_members_from_listings_is_caught() {
+    let messages = must_fail(
+        "drops-down-members",
+        &[
+            case!(crashed_member_is_listed_down_not_dropped),
+            case!(watch_reports_each_transition_once),
+        ],
+    )
+    .await;
+    assert_mentions(&messages, "should list the live and the crashed member");
+}
+
+#[tokio::test(start_paused = true)]
+async fn recreating_records_on_heartbeat_is_caught() {
+    let messages = must_fail(
+        "upserts-on-heartbeat",
+        &[case!(removed_live_member_registers_again)],
+    )
+    .await;
+    assert_mentions(&messages, "HeartbeatReport::missing");
+}
+
+#[tokio::test(start_paused = true)]
+async fn truncating_long_ids_is_caught() {
+    let messages = must_fail(
+        "truncates-long-ids",
+        &[case!(long_and_unusual_ids_round_trip_without_collisions)],
+    )
+    .await;
+    assert_mentions(&messages, "members(");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_correct_driver_passes_every_case_that_needs_no_log_capture() {
+    for info in servicegroup_conformance::CASES {
+        if info
+            .needs
+            .contains(&servicegroup_conformance::Need::LogCapture)
+        {
+            continue;
+        }
+        let run = CASE_FNS
+            .iter()
+            .find(|(name, _)| *name == info.name)
+            .unwrap_or_else(|| panic!("case {} missing from CASE_FNS", info.name));
+        if let Err(failure) = (run.1)(fixture("correct")).await {
+            panic!("{failure}");
+        }
+    }
+}
+
+/// A case that needs a hook the fixture lacks fails (never passes), and says how to
+/// declare the skip.
+#[tokio::test(start_paused = true)]
+async fn a_missing_hook_fails_and_says_how_to_declare_the_skip() {
+    let mut config = Config::with_driver("correct");
+    config.inproc.name = unique_name("no-hooks");
+    let failure = cases::outage_is_an_error_never_down(Fixture::new(config.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(failure.kind(), FailureKind::MissingRequirement);
+    let msg = failure.to_string();
+    assert!(msg.contains("outage hook"), "{msg}");
+    assert!(
+        msg.contains("skip: { outage_is_an_error_never_down: \"why\" }"),
+        "{msg}"
+    );
+    let failure = cases::heartbeat_batch_costs_few_backend_operations(Fixture::new(config))
+        .await
+        .unwrap_err();
+    assert_eq!(failure.kind(), FailureKind::MissingRequirement);
+}
+
+/// Every case as a function, for the exhaustive control above.
+const CASE_FNS: &[(&str, Case)] = &[
+    case!(join_is_visible_at_once),
+    case!(live_member_age_is_small),
+    case!(heartbeats_keep_member_up_past_down_time),
+    case!(get_updated_time_advances),
+    case!(leave_removes_at_once),
+    case!(join_twice_on_one_handle_is_already_joined),
+    case!(two_handles_see_each_others_members),
+    case!(member_in_two_groups_is_independent),
+    case!(crashed_member_is_up_until_down_time_then_down),
+    case!(crashed_member_is_listed_down_not_dropped),
+    case!(rejoin_after_crash_is_up_at_once),
+    case!(down_time_not_above_report_interval_is_two_and_a_half_intervals),
+    case!(forced_down_wins_while_heartbeats_continue),
+    case!(clearing_forced_down_makes_live_member_up_at_once),
+    case!(forced_down_survives_rejoin),
+    case!(forced_down_of_unknown_member_is_not_found),
+    case!(unknown_member_is_not_found),
+    case!(remove_of_unknown_member_is_not_found),
+    case!(removed_crashed_member_is_gone),
+    case!(removed_live_member_registers_again),
+    case!(unknown_or_empty_group_lists_empty),
+    case!(members_are_sorted_and_scoped_to_group),
+    case!(groups_lists_groups_with_members),
+    case!(invalid_member_ids_are_rejected),
+    case!(invalid_group_ids_are_rejected),
+    case!(long_and_unusual_ids_round_trip_without_collisions),
+    case!(thousand_members_heartbeated_in_batches),
+    case!(heartbeat_batch_costs_few_backend_operations),
+    case!(eight_handles_hundred_members_all_up),
+    case!(watch_reports_each_transition_once),
+    case!(watch_reports_forced_down_and_clear),
+    case!(outage_is_an_error_never_down),
+    case!(heartbeats_recover_after_outage),
+    case!(outage_logs_lost_and_recovered_once),
+];
