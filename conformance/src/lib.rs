@@ -95,8 +95,14 @@ pub use failure::{CaseFailure, FailureKind};
 pub use fixture::{
     unique_name, Fixture, HeartbeatOps, IntoFixture, Outage, OutageSwitch, SetupFuture, Timings,
 };
-pub use need::{CaseInfo, Need};
+pub use need::{CaseFuture, CaseInfo, Need};
 pub use runner::{run_case, Clock};
+
+/// `docs/writing-a-driver.md`, compiled here so its examples stay correct (they use
+/// this crate, `servicegroup-core`, the inproc driver, chrono and tokio).
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/writing-a-driver.md")]
+pub struct WritingADriverGuide;
 
 /// Runs the whole conformance suite on a driver: one `#[test]` per case in a module
 /// called `$name`.

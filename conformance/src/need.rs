@@ -1,6 +1,14 @@
 //! What a case needs beyond a configuration ([`Need`]) and the case table entry ([`CaseInfo`]).
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::failure::CaseFailure;
+use crate::fixture::Fixture;
+
+/// A running case, boxed.
+pub type CaseFuture = Pin<Box<dyn Future<Output = Result<(), CaseFailure>> + Send>>;
 
 /// A hook or facility a case needs. A case whose need is not met fails with
 /// [`crate::FailureKind::MissingRequirement`] unless the driver declared it skipped in
@@ -45,8 +53,9 @@ impl fmt::Display for Need {
     }
 }
 
-/// One entry of [`crate::CASES`]: a case's name, what it needs and what it checks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One entry of [`crate::CASES`]: a case's name, what it needs, what it checks, and
+/// the case itself ([`CaseInfo::run`]).
+#[derive(Clone, Copy)]
 pub struct CaseInfo {
     /// The name: the function in [`crate::cases`] and the test name the macro emits.
     pub name: &'static str,
@@ -54,4 +63,21 @@ pub struct CaseInfo {
     pub needs: &'static [Need],
     /// What it checks (its doc comment).
     pub summary: &'static str,
+    pub(crate) run: fn(Fixture) -> CaseFuture,
+}
+
+impl CaseInfo {
+    /// Runs the case on `fixture` (the same as calling its function in [`crate::cases`]).
+    pub fn run(&self, fixture: Fixture) -> CaseFuture {
+        (self.run)(fixture)
+    }
+}
+
+impl fmt::Debug for CaseInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CaseInfo")
+            .field("name", &self.name)
+            .field("needs", &self.needs)
+            .finish()
+    }
 }

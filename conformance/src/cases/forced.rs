@@ -186,12 +186,12 @@ pub(crate) async fn forced_down_of_unknown_member_is_not_found(ctx: Ctx) -> Case
     let _m = sg.join(&g, "somebody").await.ctx("join")?;
     for forced in [true, false] {
         expect_kind(
-            format_args!("set_forced_down({g}, nobody, {forced})"),
+            format!("set_forced_down({g}, nobody, {forced})"),
             observer.set_forced_down(&g, "nobody", forced).await,
             ErrorKind::NotFound,
         )?;
         expect_kind(
-            format_args!("set_forced_down(<unknown group>, somebody, {forced})"),
+            format!("set_forced_down(<unknown group>, somebody, {forced})"),
             observer
                 .set_forced_down(&unknown_group, "somebody", forced)
                 .await,

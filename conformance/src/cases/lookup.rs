@@ -18,7 +18,7 @@ pub(crate) async fn unknown_member_is_not_found(ctx: Ctx) -> CaseResult {
     let _m = sg.join(&g, "present").await.ctx("join")?;
     for (group, member) in [(g.as_str(), "absent"), (unknown_group.as_str(), "present")] {
         let err = expect_kind(
-            format_args!("is_up({group}, {member})"),
+            format!("is_up({group}, {member})"),
             observer.is_up(group, member).await,
             ErrorKind::NotFound,
         )?;
@@ -32,12 +32,12 @@ pub(crate) async fn unknown_member_is_not_found(ctx: Ctx) -> CaseResult {
             ctx.driver()
         );
         expect_kind(
-            format_args!("get_updated_time({group}, {member})"),
+            format!("get_updated_time({group}, {member})"),
             observer.get_updated_time(group, member).await,
             ErrorKind::NotFound,
         )?;
         expect_kind(
-            format_args!("member({group}, {member})"),
+            format!("member({group}, {member})"),
             observer.member(group, member).await,
             ErrorKind::NotFound,
         )?;
@@ -92,7 +92,7 @@ pub(crate) async fn removed_crashed_member_is_gone(ctx: Ctx) -> CaseResult {
         .ctx("remove of a crashed member")?;
     for when in ["right after remove", "two report intervals after remove"] {
         expect_kind(
-            format_args!("is_up of a removed member {when}"),
+            format!("is_up of a removed member {when}"),
             observer.is_up(&g, "crasher").await,
             ErrorKind::NotFound,
         )?;

@@ -31,7 +31,7 @@ mod watch;
 use crate::ctx::run;
 use crate::failure::CaseFailure;
 use crate::fixture::Fixture;
-use crate::need::{CaseInfo, Need};
+use crate::need::{CaseFuture, CaseInfo, Need};
 
 /// The result of one case body.
 pub(crate) type CaseResult = Result<(), CaseFailure>;
@@ -56,6 +56,12 @@ macro_rules! cases {
                 name: stringify!($name),
                 needs: &[$(Need::$need),*],
                 summary: concat!($($doc, "\n"),+),
+                run: {
+                    fn boxed(fixture: Fixture) -> CaseFuture {
+                        Box::pin($name(fixture))
+                    }
+                    boxed
+                },
             },)+
         ];
     };
