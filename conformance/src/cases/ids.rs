@@ -91,6 +91,13 @@ where
         ("remove", show(sg.remove(group, member).await)),
         ("members", show(sg.members(group).await)),
         ("watch", show(sg.watch(group).await)),
+        (
+            "watch_with_interval",
+            show(
+                sg.watch_with_interval(group, std::time::Duration::from_millis(10))
+                    .await,
+            ),
+        ),
     ]
 }
 
