@@ -90,10 +90,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             group,
             member,
             clear,
-        } => {
-            commands::operator::force_down(settings::load(&global)?, group, member, clear)
-                .await
-        }
+        } => commands::operator::force_down(settings::load(&global)?, group, member, clear).await,
         Command::Remove { group, member } => {
             commands::operator::remove(settings::load(&global)?, group, member).await
         }

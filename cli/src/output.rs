@@ -176,7 +176,15 @@ mod tests {
     #[test]
     fn table_shows_every_column() {
         let text = member_table(&[MemberRow::from(&status())]);
-        for word in ["GROUP", "compute", "host-1", "down", "yes", "2026-11-24 09:00:00.250Z", "1.2s"] {
+        for word in [
+            "GROUP",
+            "compute",
+            "host-1",
+            "down",
+            "yes",
+            "2026-11-24 09:00:00.250Z",
+            "1.2s",
+        ] {
             assert!(text.contains(word), "{word} missing in\n{text}");
         }
     }

@@ -1,9 +1,9 @@
 //! Loading the configuration for a command (file, environment, flags) and
 //! rendering it for `servicegroup config`.
 
-use std::collections::BTreeMap;
 use servicegroup::config::duration;
 use servicegroup::{Config, ConfigLoader, LoadedConfig, Origin};
+use std::collections::BTreeMap;
 
 /// The environment variable naming a configuration file when `--config` is not given.
 pub const CONFIG_VAR: &str = "SERVICEGROUP_CONFIG";
@@ -15,10 +15,11 @@ use crate::failure::Failure;
 /// environment < `--driver`.
 pub fn load(global: &GlobalArgs) -> Result<LoadedConfig, Failure> {
     let mut loader = ConfigLoader::new().env();
-    let file = global
-        .config
-        .clone()
-        .or_else(|| std::env::var_os(CONFIG_VAR).filter(|v| !v.is_empty()).map(Into::into));
+    let file = global.config.clone().or_else(|| {
+        std::env::var_os(CONFIG_VAR)
+            .filter(|v| !v.is_empty())
+            .map(Into::into)
+    });
     if let Some(path) = file {
         loader = loader.file(path);
     }
@@ -156,10 +157,8 @@ mod tests {
         let mut config = Config::with_driver("db");
         config.db.url = Some(DatabaseUrl::new("postgres://nova:s3cret@db:5432/nova"));
         let mut l = loaded(config);
-        l.origins.insert(
-            "db.url".into(),
-            Origin::Env("SERVICEGROUP_DB__URL".into()),
-        );
+        l.origins
+            .insert("db.url".into(), Origin::Env("SERVICEGROUP_DB__URL".into()));
         l.origins
             .insert("driver".into(), Origin::Override("--driver".into()));
         let lines = lines(&l).unwrap();

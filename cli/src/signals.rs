@@ -16,7 +16,8 @@ impl Shutdown {
     /// Installs the handlers.
     pub fn install() -> Result<Self, Failure> {
         let install = |kind: SignalKind, name: &str| {
-            signal(kind).map_err(|e| Failure::msg(format!("cannot install the {name} handler: {e}")))
+            signal(kind)
+                .map_err(|e| Failure::msg(format!("cannot install the {name} handler: {e}")))
         };
         Ok(Self {
             interrupt: install(SignalKind::interrupt(), "SIGINT")?,

@@ -33,7 +33,10 @@ fn drivers_lists_every_linked_driver() {
     assert!(names.contains(&"db"), "{}", out.stdout);
     assert!(names.contains(&"inproc"), "{}", out.stdout);
     for line in out.stdout.lines() {
-        assert!(line.split_whitespace().count() > 1, "no description: {line:?}");
+        assert!(
+            line.split_whitespace().count() > 1,
+            "no description: {line:?}"
+        );
     }
 }
 
@@ -42,7 +45,17 @@ fn help_and_usage_errors() {
     let env = Env::bare();
     let help = env.run(&["--help"]);
     help.expect_code(0);
-    for cmd in ["drivers", "config", "join", "list", "status", "force-down", "remove", "watch", "simulate"] {
+    for cmd in [
+        "drivers",
+        "config",
+        "join",
+        "list",
+        "status",
+        "force-down",
+        "remove",
+        "watch",
+        "simulate",
+    ] {
         assert!(help.stdout.contains(cmd), "{cmd} missing in --help");
     }
     let bad = env.run(&["status", "only-group"]);
@@ -55,11 +68,24 @@ fn help_and_usage_errors() {
 #[test]
 fn config_shows_origins_and_masks_secrets() {
     let mut env = Env::bare();
-    env.set("SERVICEGROUP_DB__URL", "postgres://nova:s3cr3tpw@db.example:5432/nova");
+    env.set(
+        "SERVICEGROUP_DB__URL",
+        "postgres://nova:s3cr3tpw@db.example:5432/nova",
+    );
     env.set("SERVICEGROUP_REPORT_INTERVAL", "5s");
     let file = env.dir.path().join("sg.toml");
-    std::fs::write(&file, "service_down_time = \"30s\"\n[mc]\nservers = [\"127.0.0.1:11211\"]\n").unwrap();
-    let out = env.run(&["--config", file.to_str().unwrap(), "--driver", "inproc", "config"]);
+    std::fs::write(
+        &file,
+        "service_down_time = \"30s\"\n[mc]\nservers = [\"127.0.0.1:11211\"]\n",
+    )
+    .unwrap();
+    let out = env.run(&[
+        "--config",
+        file.to_str().unwrap(),
+        "--driver",
+        "inproc",
+        "config",
+    ]);
     out.expect_code(0);
     let text = &out.stdout;
     assert!(!text.contains("s3cr3tpw"), "password shown:\n{text}");
@@ -68,12 +94,24 @@ fn config_shows_origins_and_masks_secrets() {
             .find(|l| l.split_whitespace().next() == Some(key))
             .unwrap_or_else(|| panic!("{key} missing:\n{text}"))
     };
-    assert!(line("db.url").contains("nova:***@db.example:5432"), "{text}");
-    assert!(line("db.url").ends_with("# env SERVICEGROUP_DB__URL"), "{text}");
+    assert!(
+        line("db.url").contains("nova:***@db.example:5432"),
+        "{text}"
+    );
+    assert!(
+        line("db.url").ends_with("# env SERVICEGROUP_DB__URL"),
+        "{text}"
+    );
     assert!(line("report_interval").contains("\"5s\""), "{text}");
-    assert!(line("report_interval").ends_with("# env SERVICEGROUP_REPORT_INTERVAL"), "{text}");
+    assert!(
+        line("report_interval").ends_with("# env SERVICEGROUP_REPORT_INTERVAL"),
+        "{text}"
+    );
     assert!(line("service_down_time").contains("30s"), "{text}");
-    assert!(line("service_down_time").contains(&format!("# file {}", file.display())), "{text}");
+    assert!(
+        line("service_down_time").contains(&format!("# file {}", file.display())),
+        "{text}"
+    );
     assert!(line("mc.servers").contains("127.0.0.1:11211"), "{text}");
     assert!(line("driver").contains("\"inproc\""), "{text}");
     assert!(line("driver").ends_with("# flag --driver"), "{text}");
@@ -93,7 +131,11 @@ fn config_reads_nova_conf() {
     out.expect_code(0);
     assert!(out.stdout.contains("\"inproc\""), "{}", out.stdout);
     assert!(out.stdout.contains("\"7s\""), "{}", out.stdout);
-    assert!(out.stdout.contains("1m 10s") || out.stdout.contains("70s"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("1m 10s") || out.stdout.contains("70s"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -109,7 +151,13 @@ fn zero_setup_default_is_sqlite_in_the_state_dir() {
         .unwrap()
         .to_owned();
     assert!(
-        db_line.contains(&state.join("servicegroup").join("servicegroup.db").display().to_string()),
+        db_line.contains(
+            &state
+                .join("servicegroup")
+                .join("servicegroup.db")
+                .display()
+                .to_string()
+        ),
         "{db_line}"
     );
     assert!(out.stdout.contains("\"db\""), "{}", out.stdout);
@@ -121,7 +169,10 @@ fn zero_setup_default_is_sqlite_in_the_state_dir() {
     let mut env = Env::bare();
     env.unset("XDG_STATE_HOME");
     env.run(&["list", "--json"]).json();
-    let home_db = env.dir.path().join("home/.local/state/servicegroup/servicegroup.db");
+    let home_db = env
+        .dir
+        .path()
+        .join("home/.local/state/servicegroup/servicegroup.db");
     assert!(home_db.exists(), "{} missing", home_db.display());
 }
 
@@ -145,12 +196,32 @@ fn bad_config_is_one_line_naming_key_and_file() {
     let env = Env::bare();
     let dir = env.dir.path();
     let cases: Vec<(&str, &str, Vec<&str>)> = vec![
-        ("zero.toml", "report_interval = 0\n", vec!["report_interval", "zero.toml"]),
-        ("neg.toml", "service_down_time = -5\n", vec!["service_down_time", "neg.toml"]),
-        ("words.toml", "report_interval = \"soon\"\n", vec!["report_interval", "words.toml"]),
-        ("unknown.toml", "no_such_option = 1\n", vec!["no_such_option", "unknown.toml"]),
+        (
+            "zero.toml",
+            "report_interval = 0\n",
+            vec!["report_interval", "zero.toml"],
+        ),
+        (
+            "neg.toml",
+            "service_down_time = -5\n",
+            vec!["service_down_time", "neg.toml"],
+        ),
+        (
+            "words.toml",
+            "report_interval = \"soon\"\n",
+            vec!["report_interval", "words.toml"],
+        ),
+        (
+            "unknown.toml",
+            "no_such_option = 1\n",
+            vec!["no_such_option", "unknown.toml"],
+        ),
         ("broken.toml", "report_interval = [\n", vec!["broken.toml"]),
-        ("nova.conf", "[DEFAULT]\nreport_interval = abc\n", vec!["report_interval", "nova.conf"]),
+        (
+            "nova.conf",
+            "[DEFAULT]\nreport_interval = abc\n",
+            vec!["report_interval", "nova.conf"],
+        ),
     ];
     for (name, content, needles) in cases {
         let path = dir.join(name);
@@ -160,7 +231,10 @@ fn bad_config_is_one_line_naming_key_and_file() {
             args.extend(cmd.iter().copied());
             let line = env.run(&args).expect_one_line_error();
             for n in &needles {
-                assert!(line.contains(n), "{name} {cmd:?}: {n:?} not named in {line:?}");
+                assert!(
+                    line.contains(n),
+                    "{name} {cmd:?}: {n:?} not named in {line:?}"
+                );
             }
         }
     }
@@ -170,8 +244,13 @@ fn bad_config_is_one_line_naming_key_and_file() {
         .expect_one_line_error();
     assert!(line.contains("missing.toml"), "{line}");
 
-    let line = env.run(&["--driver", "nosuch", "list"]).expect_one_line_error();
-    assert!(line.contains("nosuch") && line.contains("inproc") && line.contains("db"), "{line}");
+    let line = env
+        .run(&["--driver", "nosuch", "list"])
+        .expect_one_line_error();
+    assert!(
+        line.contains("nosuch") && line.contains("inproc") && line.contains("db"),
+        "{line}"
+    );
 
     let mut env = Env::bare();
     env.set("SERVICEGROUP_REPORT_INTERVAL", "0");
@@ -182,9 +261,12 @@ fn bad_config_is_one_line_naming_key_and_file() {
 #[test]
 fn inproc_status_of_unknown_member_is_3() {
     let env = Env::bare();
-    env.run(&["--driver", "inproc", "status", "g", "m"]).expect_code(3);
-    env.run(&["--driver", "inproc", "force-down", "g", "m"]).expect_code(3);
-    env.run(&["--driver", "inproc", "remove", "g", "m"]).expect_code(3);
+    env.run(&["--driver", "inproc", "status", "g", "m"])
+        .expect_code(3);
+    env.run(&["--driver", "inproc", "force-down", "g", "m"])
+        .expect_code(3);
+    env.run(&["--driver", "inproc", "remove", "g", "m"])
+        .expect_code(3);
     let list = env.run(&["--driver", "inproc", "list", "--json"]).json();
     assert_eq!(list, serde_json::json!([]));
 }
@@ -222,11 +304,36 @@ fn simulate_on_inproc() {
     assert!((60..=140).contains(&batches), "{batches} batches: {r:#}");
 
     let text = env.run_timeout(
-        &["--driver", "inproc", "simulate", "--members", "50", "--duration", "2s", "--kill", "0", "--report-interval", "200ms", "--service-down-time", "1s"],
+        &[
+            "--driver",
+            "inproc",
+            "simulate",
+            "--members",
+            "50",
+            "--duration",
+            "2s",
+            "--kill",
+            "0",
+            "--report-interval",
+            "200ms",
+            "--service-down-time",
+            "1s",
+        ],
         Duration::from_secs(60),
     );
     text.expect_code(0);
-    for word in ["heartbeats", "heartbeat batch", "listing", "detection delay", "false downs        0", "result: OK"] {
-        assert!(text.stdout.contains(word), "{word} missing:\n{}", text.stdout);
+    for word in [
+        "heartbeats",
+        "heartbeat batch",
+        "listing",
+        "detection delay",
+        "false downs        0",
+        "result: OK",
+    ] {
+        assert!(
+            text.stdout.contains(word),
+            "{word} missing:\n{}",
+            text.stdout
+        );
     }
 }

@@ -60,9 +60,16 @@ fn join_list_status(env: Env) {
         assert_eq!(row["member"], member);
         assert_eq!(row["state"], "up");
         assert_eq!(row["forced_down"], false);
-        assert_rfc3339_utc(row["last_heartbeat"].as_str().expect("last_heartbeat string"));
+        assert_rfc3339_utc(
+            row["last_heartbeat"]
+                .as_str()
+                .expect("last_heartbeat string"),
+        );
         let age = row["age_seconds"].as_f64().expect("age_seconds number");
-        assert!((0.0..=SERVICE_DOWN_TIME.as_secs_f64()).contains(&age), "{row}");
+        assert!(
+            (0.0..=SERVICE_DOWN_TIME.as_secs_f64()).contains(&age),
+            "{row}"
+        );
     }
 
     let st = env.run(&["status", &g, "host-a", "--json"]);
@@ -75,8 +82,22 @@ fn join_list_status(env: Env) {
     // The table shows every column.
     let table = env.run(&["list", &g]);
     table.expect_code(0);
-    for word in ["GROUP", "MEMBER", "STATE", "FORCED DOWN", "LAST HEARTBEAT", "AGE", "host-a", "host-b", "up"] {
-        assert!(table.stdout.contains(word), "{word} missing:\n{}", table.stdout);
+    for word in [
+        "GROUP",
+        "MEMBER",
+        "STATE",
+        "FORCED DOWN",
+        "LAST HEARTBEAT",
+        "AGE",
+        "host-a",
+        "host-b",
+        "up",
+    ] {
+        assert!(
+            table.stdout.contains(word),
+            "{word} missing:\n{}",
+            table.stdout
+        );
     }
 
     a.signal("TERM");
@@ -101,7 +122,12 @@ fn list_every_group_sorted(env: Env) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["group"].as_str().unwrap().to_owned(), r["member"].as_str().unwrap().to_owned()))
+        .map(|r| {
+            (
+                r["group"].as_str().unwrap().to_owned(),
+                r["member"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     assert_eq!(
         got,
@@ -161,7 +187,10 @@ fn kill9_goes_down_after_service_down_time(env: Env) {
         }
         sleep(Duration::from_millis(50));
     }
-    assert!(ups_after_1s > 0, "never saw the member up between 1 s after the kill and going down");
+    assert!(
+        ups_after_1s > 0,
+        "never saw the member up between 1 s after the kill and going down"
+    );
     // Down members stay listed until they leave or are removed.
     let list = env.run(&["list", &g, "--json"]).json();
     assert_eq!(list[0]["member"], "victim");
@@ -181,15 +210,29 @@ fn signals_leave(env: Env) {
         assert_eq!(status(&env, &g, member), 0);
         p.signal(signal);
         let exit = p.wait_exit(Duration::from_secs(15));
-        assert_eq!(exit.code(), Some(0), "SIG{signal}: {exit:?} stderr {:?}", p.seen_err);
+        assert_eq!(
+            exit.code(),
+            Some(0),
+            "SIG{signal}: {exit:?} stderr {:?}",
+            p.seen_err
+        );
         assert!(
-            p.seen_out.iter().any(|l| l == &format!("left {g} {member}")),
+            p.seen_out
+                .iter()
+                .any(|l| l == &format!("left {g} {member}")),
             "{:?}",
             p.seen_out
         );
-        assert_eq!(status(&env, &g, member), 3, "SIG{signal}: member still there");
+        assert_eq!(
+            status(&env, &g, member),
+            3,
+            "SIG{signal}: member still there"
+        );
     }
-    assert_eq!(env.run(&["list", &g, "--json"]).json(), serde_json::json!([]));
+    assert_eq!(
+        env.run(&["list", &g, "--json"]).json(),
+        serde_json::json!([])
+    );
 }
 
 /// force-down wins over heartbeats; --clear makes a live member up at once.
@@ -206,18 +249,28 @@ fn force_down_and_clear(env: Env) {
     let row = &env.run(&["list", &g, "--json"]).json()[0];
     assert_eq!(row["state"], "down");
     assert_eq!(row["forced_down"], true);
-    assert!(row["age_seconds"].as_f64().unwrap() < 1.0, "heartbeats go on: {row}");
-    let st: Value = serde_json::from_str(&env.run(&["status", &g, "host", "--json"]).expect_code(1).stdout).unwrap();
+    assert!(
+        row["age_seconds"].as_f64().unwrap() < 1.0,
+        "heartbeats go on: {row}"
+    );
+    let st: Value = serde_json::from_str(
+        &env.run(&["status", &g, "host", "--json"])
+            .expect_code(1)
+            .stdout,
+    )
+    .unwrap();
     assert_eq!(st["forced_down"], true);
 
-    env.run(&["force-down", &g, "host", "--clear"]).expect_code(0);
+    env.run(&["force-down", &g, "host", "--clear"])
+        .expect_code(0);
     env.run(&["status", &g, "host"]).expect_code(0);
     let row = &env.run(&["list", &g, "--json"]).json()[0];
     assert_eq!(row["state"], "up");
     assert_eq!(row["forced_down"], false);
 
     env.run(&["force-down", &g, "nobody"]).expect_code(3);
-    env.run(&["force-down", &g, "nobody", "--clear"]).expect_code(3);
+    env.run(&["force-down", &g, "nobody", "--clear"])
+        .expect_code(3);
     p.signal("TERM");
     assert!(p.wait_exit(Duration::from_secs(15)).success());
 }
@@ -226,7 +279,9 @@ fn force_down_and_clear(env: Env) {
 fn watch_events(env: Env) {
     let g = group("watch");
     let mut w = env.spawn(&["watch", &g, "--json"]);
-    w.wait_stderr("`watching …`", Duration::from_secs(30), |l| l.starts_with("watching group"));
+    w.wait_stderr("`watching …`", Duration::from_secs(30), |l| {
+        l.starts_with("watching group")
+    });
 
     let mut j = env.spawn(&["join", &g, "w1"]);
     j.wait_joined();
@@ -257,7 +312,9 @@ fn watch_events(env: Env) {
 
     // The text form: one line per event, `<at> <event> <group> <member>`.
     let mut w = env.spawn(&["watch", &g]);
-    w.wait_stderr("`watching …`", Duration::from_secs(30), |l| l.starts_with("watching group"));
+    w.wait_stderr("`watching …`", Duration::from_secs(30), |l| {
+        l.starts_with("watching group")
+    });
     let mut j = env.spawn(&["join", &g, "w2"]);
     j.wait_joined();
     let line = w.wait_stdout("joined", Duration::from_secs(5), |_| true);
@@ -278,7 +335,11 @@ fn exit_codes(env: Env) {
     env.run(&["status", &g, "ghost", "--json"]).expect_code(3);
     env.run(&["remove", &g, "ghost"]).expect_code(3);
     let err = env.run(&["status", &g, "ghost"]);
-    assert!(err.stderr.starts_with("error: ") && err.stderr.contains("ghost"), "{}", err.stderr);
+    assert!(
+        err.stderr.starts_with("error: ") && err.stderr.contains("ghost"),
+        "{}",
+        err.stderr
+    );
 
     let mut p = env.spawn(&["join", &g, "real"]);
     p.wait_joined();
@@ -288,7 +349,10 @@ fn exit_codes(env: Env) {
     p.kill9();
     env.run(&["remove", &g, "real"]).expect_code(0);
     env.run(&["status", &g, "real"]).expect_code(3);
-    assert_eq!(env.run(&["list", &g, "--json"]).json(), serde_json::json!([]));
+    assert_eq!(
+        env.run(&["list", &g, "--json"]).json(),
+        serde_json::json!([])
+    );
 
     // Bad ids: exit 2, one line, naming the id.
     for args in [
@@ -301,7 +365,10 @@ fn exit_codes(env: Env) {
         vec!["watch", "a b"],
     ] {
         let line = env.run(&args).expect_one_line_error();
-        assert!(line.contains("invalid") && line.contains("id"), "{args:?}: {line}");
+        assert!(
+            line.contains("invalid") && line.contains("id"),
+            "{args:?}: {line}"
+        );
     }
     let long = "x".repeat(256);
     let line = env.run(&["status", "g", &long]).expect_one_line_error();
@@ -328,9 +395,15 @@ fn unreachable_backend(mut env: Env) {
         let line = env.run(&args).expect_one_line_error();
         assert!(!line.contains("hunter2secret"), "password leaked: {line}");
         if env.backend == "postgres" {
-            assert!(line.contains("127.0.0.1:1"), "{args:?}: address not named: {line}");
+            assert!(
+                line.contains("127.0.0.1:1"),
+                "{args:?}: address not named: {line}"
+            );
         } else {
-            assert!(line.contains("no/such/dir"), "{args:?}: path not named: {line}");
+            assert!(
+                line.contains("no/such/dir"),
+                "{args:?}: path not named: {line}"
+            );
         }
     }
 }

@@ -19,9 +19,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use servicegroup::config::duration;
-use servicegroup::{
-    Driver, ErrorKind, GroupId, Membership, Registry, ServiceGroup, State,
-};
+use servicegroup::{Driver, ErrorKind, GroupId, Membership, Registry, ServiceGroup, State};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -71,20 +69,20 @@ fn style(template: &str) -> ProgressStyle {
 pub async fn run(global: &GlobalArgs, args: SimulateArgs) -> Result<u8, Failure> {
     let loaded = settings::load(global)?;
     let mut config = loaded.config.clone();
-    config.report_interval = args.report_interval.unwrap_or(
-        if settings::is_default(&loaded, "report_interval") {
-            DEMO_REPORT_INTERVAL
-        } else {
-            config.report_interval
-        },
-    );
-    config.service_down_time = args.service_down_time.unwrap_or(
-        if settings::is_default(&loaded, "service_down_time") {
-            DEMO_SERVICE_DOWN_TIME
-        } else {
-            config.service_down_time
-        },
-    );
+    config.report_interval =
+        args.report_interval
+            .unwrap_or(if settings::is_default(&loaded, "report_interval") {
+                DEMO_REPORT_INTERVAL
+            } else {
+                config.report_interval
+            });
+    config.service_down_time =
+        args.service_down_time
+            .unwrap_or(if settings::is_default(&loaded, "service_down_time") {
+                DEMO_SERVICE_DOWN_TIME
+            } else {
+                config.service_down_time
+            });
     let config = config.validated()?;
     let group = GroupId::new(args.group.clone().unwrap_or_else(default_group))?;
     if args.members == 0 {
@@ -125,7 +123,8 @@ pub async fn run(global: &GlobalArgs, args: SimulateArgs) -> Result<u8, Failure>
 
     // 1. Join every member, a bounded number at a time.
     let join_started = Instant::now();
-    let (joined, join_failures) = join_all(&sim, &handles, args.join_batch, args.join_concurrency).await?;
+    let (joined, join_failures) =
+        join_all(&sim, &handles, args.join_batch, args.join_concurrency).await?;
     let join_seconds = join_started.elapsed().as_secs_f64();
 
     // 2. The measured run: heartbeats, observers, kills.
@@ -142,9 +141,8 @@ pub async fn run(global: &GlobalArgs, args: SimulateArgs) -> Result<u8, Failure>
     let kills_planned = schedule.len() as u64;
     let killer = tokio::spawn(kill(sim.clone(), schedule, run_started));
 
-    let bar = ProgressBar::new(args.duration.as_millis() as u64).with_style(style(
-        "{prefix:>9} [{elapsed_precise}] {wide_bar} {msg}",
-    ));
+    let bar = ProgressBar::new(args.duration.as_millis() as u64)
+        .with_style(style("{prefix:>9} [{elapsed_precise}] {wide_bar} {msg}"));
     bar.set_prefix("running");
     let run_end = run_started + args.duration;
     while Instant::now() < run_end {
@@ -308,7 +306,12 @@ async fn join_all(
 
 /// Picks `round(joined * fraction)` joined members and a random kill time for each in
 /// `[10 %, duration - budget]` of the run (so detection fits in the run when it can).
-fn kill_schedule(fleet: &Fleet, fraction: f64, run: Duration, budget: Duration) -> Vec<(Duration, usize)> {
+fn kill_schedule(
+    fleet: &Fleet,
+    fraction: f64,
+    run: Duration,
+    budget: Duration,
+) -> Vec<(Duration, usize)> {
     let mut rng = fastrand::Rng::new();
     let mut candidates: Vec<u32> = (0..fleet.len())
         .filter(|&i| fleet.is_joined(i))
@@ -325,7 +328,12 @@ fn kill_schedule(fleet: &Fleet, fraction: f64, run: Duration, budget: Duration) 
     let span = (latest - earliest).as_secs_f64();
     let mut schedule: Vec<(Duration, usize)> = candidates[..k]
         .iter()
-        .map(|&i| (earliest + Duration::from_secs_f64(span * rng.f64()), i as usize))
+        .map(|&i| {
+            (
+                earliest + Duration::from_secs_f64(span * rng.f64()),
+                i as usize,
+            )
+        })
         .collect();
     schedule.sort_unstable();
     schedule
@@ -411,10 +419,11 @@ async fn clean_up(sim: &Arc<Sim>, observer: &ServiceGroup, concurrency: u32) {
     bar.set_prefix("cleaning");
     let mut set = JoinSet::new();
     let mut failures = 0u64;
-    let mut tasks = memberships
-        .into_iter()
-        .map(|(_, m)| Op::Leave(m))
-        .chain(killed.into_iter().map(|i| Op::Remove(sim.fleet.member_id(i))));
+    let mut tasks = memberships.into_iter().map(|(_, m)| Op::Leave(m)).chain(
+        killed
+            .into_iter()
+            .map(|i| Op::Remove(sim.fleet.member_id(i))),
+    );
     loop {
         while set.len() < concurrency as usize {
             let Some(op) = tasks.next() else { break };
@@ -429,7 +438,9 @@ async fn clean_up(sim: &Arc<Sim>, observer: &ServiceGroup, concurrency: u32) {
                 }
             });
         }
-        let Some(done) = set.join_next().await else { break };
+        let Some(done) = set.join_next().await else {
+            break;
+        };
         bar.inc(1);
         if !matches!(done, Ok(Ok(()))) {
             failures += 1;

@@ -113,7 +113,10 @@ impl Report {
         let _ = writeln!(
             s,
             "  heartbeats         {:.0}/s ({} in {:.1} s, {} batches)",
-            self.heartbeats_per_second, self.heartbeats, self.duration_seconds, self.heartbeat_batches
+            self.heartbeats_per_second,
+            self.heartbeats,
+            self.duration_seconds,
+            self.heartbeat_batches
         );
         let h = &self.heartbeat_batch_latency_ms;
         let _ = writeln!(

@@ -52,7 +52,10 @@ impl Env {
                 "XDG_STATE_HOME".to_owned(),
                 dir.path().join("state").display().to_string(),
             ),
-            ("HOME".to_owned(), dir.path().join("home").display().to_string()),
+            (
+                "HOME".to_owned(),
+                dir.path().join("home").display().to_string(),
+            ),
         ];
         Self {
             dir,
@@ -299,9 +302,22 @@ impl Run {
         self.expect_code(2);
         let text = self.stderr.trim_end();
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 1, "`{}`: expected one stderr line, got {lines:#?}", self.args);
-        assert!(lines[0].starts_with("error: "), "`{}`: {:?}", self.args, lines[0]);
-        assert!(!text.contains("panicked") && !text.contains("backtrace"), "{text}");
+        assert_eq!(
+            lines.len(),
+            1,
+            "`{}`: expected one stderr line, got {lines:#?}",
+            self.args
+        );
+        assert!(
+            lines[0].starts_with("error: "),
+            "`{}`: {:?}",
+            self.args,
+            lines[0]
+        );
+        assert!(
+            !text.contains("panicked") && !text.contains("backtrace"),
+            "{text}"
+        );
         lines[0].to_owned()
     }
 }
@@ -323,7 +339,12 @@ impl Bg {
     }
 
     /// Waits for a stdout line matching `pred` (within `timeout`) and returns it.
-    pub fn wait_stdout(&mut self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+    pub fn wait_stdout(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -349,7 +370,12 @@ impl Bg {
     }
 
     /// Waits for a stderr line matching `pred`.
-    pub fn wait_stderr(&mut self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+    pub fn wait_stderr(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -482,18 +508,31 @@ pub fn assert_simulation_ok(r: &Value, members: u64, killed: u64, sdt: f64, ri: 
     let budget_ms = (sdt + ri + 1.0) * 1000.0;
     assert_eq!(r["detection_budget_ms"].as_f64().unwrap(), budget_ms);
     for q in ["p50", "p99", "max"] {
-        let d = r["detection_delay_ms"][q].as_f64().unwrap_or_else(|| panic!("{r:#}"));
-        assert!(d <= budget_ms, "detection {q} {d} ms over budget {budget_ms} ms: {r:#}");
-        assert!(r["heartbeat_batch_latency_ms"][q].as_f64().is_some(), "{r:#}");
+        let d = r["detection_delay_ms"][q]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{r:#}"));
+        assert!(
+            d <= budget_ms,
+            "detection {q} {d} ms over budget {budget_ms} ms: {r:#}"
+        );
+        assert!(
+            r["heartbeat_batch_latency_ms"][q].as_f64().is_some(),
+            "{r:#}"
+        );
         assert!(r["listing_latency_ms"][q].as_f64().is_some(), "{r:#}");
     }
     // Killed members cannot be detected before service_down_time minus one interval.
     let min_possible = (sdt - ri) * 1000.0 - 100.0;
-    assert!(r["detection_delay_ms"]["p50"].as_f64().unwrap() >= min_possible, "{r:#}");
+    assert!(
+        r["detection_delay_ms"]["p50"].as_f64().unwrap() >= min_possible,
+        "{r:#}"
+    );
     let hb = r["heartbeats_per_second"].as_f64().unwrap();
     let expected_hb = members as f64 / ri;
-    assert!(hb > expected_hb * 0.5, "heartbeats/s {hb} far below {expected_hb}: {r:#}");
+    assert!(
+        hb > expected_hb * 0.5,
+        "heartbeats/s {hb} far below {expected_hb}: {r:#}"
+    );
     assert!(r["listings"].as_u64().unwrap() > 0 && r["checks"].as_u64().unwrap() > 0);
     assert!(r["errors"].as_object().unwrap().is_empty(), "{r:#}");
 }
-
