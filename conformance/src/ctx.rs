@@ -110,7 +110,13 @@ impl Ctx {
             guards,
             paused_clock,
         } = fixture;
-        let probe = Registry::build(&config).await.map_err(|e| {
+        let probe_config = config.clone().validated().map_err(|e| {
+            CaseFailure::new(
+                FailureKind::Setup,
+                format!("the fixture's configuration is invalid: {e}"),
+            )
+        })?;
+        let probe = Registry::build(&probe_config).await.map_err(|e| {
             CaseFailure::new(
                 FailureKind::Setup,
                 format!(
@@ -189,6 +195,9 @@ impl Ctx {
         &self,
         config: Config,
     ) -> Result<(ServiceGroup, Arc<Counters>), CaseFailure> {
+        // Exactly what `ServiceGroup::connect` does: the driver gets the validated
+        // configuration (Nova's down-time rule applied), as a TTL driver must.
+        let config = config.validated().ctx("Config::validated")?;
         let driver = Registry::build(&config)
             .await
             .ctx(format_args!("Registry::build (driver {:?})", self.driver()))?;
