@@ -10,3 +10,6 @@ pub mod architecture {}
 
 #[doc = include_str!("../configuration.md")]
 pub mod configuration {}
+
+#[doc = include_str!("../writing-a-driver.md")]
+pub mod writing_a_driver {}
