@@ -466,3 +466,115 @@ on_every_backend!(
     unreachable_backend,
     simulate_small_fleet,
 );
+
+/// A PostgreSQL server this test owns (scripts/lib/postgres.sh in a temp dir), so it
+/// can stop and restart it.
+struct OwnServer {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl OwnServer {
+    fn script() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/lib/postgres.sh")
+    }
+
+    fn run(action: &str, dir: &std::path::Path) -> String {
+        let out = std::process::Command::new("bash")
+            .arg(Self::script())
+            .arg(action)
+            .arg(dir)
+            .output()
+            .expect("bash scripts/lib/postgres.sh");
+        assert!(
+            out.status.success(),
+            "scripts/lib/postgres.sh {action} failed (the PostgreSQL tests need the server \
+             binaries that scripts/test installs): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("sg-cli-pg-")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        let url = Self::run("start", dir.path());
+        assert!(url.starts_with("postgres://"), "{url}");
+        Self { dir, url }
+    }
+
+    fn stop(&self) {
+        Self::run("stop", self.dir.path());
+    }
+
+    fn restart(&self) {
+        let url = Self::run("start", self.dir.path());
+        assert_eq!(url, self.url, "the server came back on another port");
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("bash")
+            .arg(Self::script())
+            .arg("destroy")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+/// `join` keeps going through a backend outage: "lost connection" logged once,
+/// "recovered" once, the member up again afterwards, and SIGTERM still leaves.
+#[test]
+fn postgres_join_keeps_going_through_an_outage() {
+    let server = OwnServer::start();
+    let mut env = Env::bare();
+    env.set("SERVICEGROUP_DRIVER", "db");
+    env.set("SERVICEGROUP_DB__URL", &server.url);
+    env.set("SERVICEGROUP_REPORT_INTERVAL", "200ms");
+    env.set("SERVICEGROUP_SERVICE_DOWN_TIME", "2s");
+    env.set("SERVICEGROUP_CALL_TIMEOUT", "1s");
+    env.set("SERVICEGROUP_DB__TIMEOUT", "1s");
+    let g = group("outage");
+    let mut p = env.spawn(&["join", &g, "survivor"]);
+    p.wait_joined();
+    server.stop();
+    p.wait_stderr("with `lost connection`", Duration::from_secs(10), |l| {
+        l.contains("lost connection to db backend")
+    });
+    // Still running while the backend is away; status cannot tell: exit 2, never 1.
+    sleep(Duration::from_millis(500));
+    assert!(
+        p.child.try_wait().unwrap().is_none(),
+        "join exited during the outage"
+    );
+    env.run(&["status", &g, "survivor"]).expect_one_line_error();
+    server.restart();
+    p.wait_stderr("with `recovered`", Duration::from_secs(20), |l| {
+        l.contains("recovered connection to db backend")
+    });
+    env.run(&["status", &g, "survivor"]).expect_code(0);
+    p.signal("TERM");
+    assert_eq!(p.wait_exit(Duration::from_secs(15)).code(), Some(0));
+    let lost = p
+        .seen_err
+        .iter()
+        .filter(|l| l.contains("lost connection"))
+        .count();
+    let recovered = p
+        .seen_err
+        .iter()
+        .filter(|l| l.contains("recovered connection"))
+        .count();
+    assert_eq!((lost, recovered), (1, 1), "{:#?}", p.seen_err);
+    assert!(
+        p.seen_out
+            .iter()
+            .any(|l| l == &format!("left {g} survivor")),
+        "{:?}",
+        p.seen_out
+    );
+    env.run(&["status", &g, "survivor"]).expect_code(3);
+}

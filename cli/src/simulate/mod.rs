@@ -102,7 +102,7 @@ pub async fn run(global: &GlobalArgs, args: SimulateArgs) -> Result<u8, Failure>
     let ri = config.report_interval;
     let sdt = config.service_down_time;
     let budget = sdt + ri + Duration::from_secs(1);
-    tracing::info!(
+    tracing::debug!(
         driver = observer.driver_name(),
         group = %group,
         members = args.members,
