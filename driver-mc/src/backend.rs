@@ -4,30 +4,31 @@
 //!
 //! | key | value | TTL | meaning |
 //! |---|---|---|---|
-//! | `P:r:G:M` (record) | `0` / `1` (forced down) | none | the member exists |
+//! | `P:r:G:M` (record) | last heartbeat wall time, unix ms | none | the member exists |
 //! | `P:h:G:M` (heartbeat) | heartbeat wall time, unix ms | liveness TTL | present = fresh |
+//! | `P:f:G:M` (forced down) | `1` | none | present = forced down |
 //! | `P:i:G:BB` (index bucket) | member ids, one per line | none | listing |
 //! | `P:groups` | group ids, one per line | none | `groups()` |
 //!
-//! The record key is the member's existence and holds the forced-down flag, so
-//! the flag survives heartbeat expiry (a crashed member stays listed as down,
-//! still forced down) and is never touched by heartbeats. The index buckets and
-//! the group list only say where to look; entries without a record are ignored,
-//! as are entries found on a server the member is not placed on (left behind
-//! when the server list changed).
+//! The record key is the member's existence and keeps the time of its last
+//! heartbeat after the heartbeat key expired (a crashed member is listed down with
+//! its last heartbeat). The forced-down flag has its own key, which heartbeats and
+//! re-registrations never write, so it survives both. The index buckets and the
+//! group list only say where to look; entries without a record are ignored, as
+//! are entries found on a server the member is not placed on (left behind when
+//! the server list changed).
 //!
 //! Heartbeats of a batch go out in one pipelined exchange per server (chunked
-//! at [`crate::server::CHUNK`] operations): a `replace` of each heartbeat key
-//! (it fails when the key is gone) and a value-less read of each record key,
-//! plus a value-less CAS read of each index bucket and group list the batch
+//! at [`crate::server::CHUNK`] operations): a `replace` of each record key (it
+//! fails when memcached lost the record) and a `set` of each heartbeat key, plus a value-less CAS read of each index bucket and group list the batch
 //! depends on. A bucket is re-read only when its CAS changed since this driver
 //! last found its members in it. Whatever is gone is reported in
 //! [`HeartbeatReport::missing`], and core registers those members again; see
 //! the crate docs for why the driver does not restore them itself.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
@@ -39,8 +40,12 @@ use servicegroup_core::{
 use crate::index::{self, BUCKETS};
 use crate::keys::Keys;
 use crate::placement::{bucket_of, Placement};
-use crate::server::{get_at, mutation_at, Server};
+use crate::server::{get_at, mutation_at, Server, CHUNK};
 use crate::NAME;
+
+/// Members of one server whose heartbeats go out as one sequence of pipelined
+/// exchanges; a larger share of a batch is split into parts sent in parallel.
+const PARALLEL_PART: usize = 5_000;
 
 /// Batch members an index key must hold: (position in the batch, id).
 type Wanted = Vec<(usize, Vec<u8>)>;
@@ -62,6 +67,25 @@ pub fn heartbeat_ttl(service_down_time: Duration) -> u32 {
     u32::try_from(whole.saturating_add(1)).unwrap_or(u32::MAX)
 }
 
+/// Heartbeat exchanges per key prefix in this process (see [`heartbeat_exchanges`]).
+static HEARTBEAT_EXCHANGES: LazyLock<Mutex<HashMap<String, Arc<AtomicU64>>>> =
+    LazyLock::new(Default::default);
+
+fn exchange_counter(prefix: &str) -> Arc<AtomicU64> {
+    let mut all = HEARTBEAT_EXCHANGES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    all.entry(prefix.to_owned()).or_default().clone()
+}
+
+/// How many pipelined exchanges (round trips to one server) the drivers of this
+/// process with key prefix `prefix` have spent on heartbeat batches so far. A
+/// batch costs one or two exchanges per server and [`CHUNK`] operations (two per
+/// member); tests use it to check that heartbeats are batched.
+pub fn heartbeat_exchanges(prefix: &str) -> u64 {
+    exchange_counter(prefix).load(Ordering::Relaxed)
+}
+
 /// What this driver last confirmed about one index key on one server.
 #[derive(Debug)]
 struct Verified {
@@ -80,6 +104,7 @@ pub struct Backend {
     service_down_time: Duration,
     verified: Mutex<HashMap<(usize, String), Verified>>,
     server_up: Vec<AtomicBool>,
+    exchanges: Arc<AtomicU64>,
 }
 
 fn now_millis() -> u64 {
@@ -109,6 +134,7 @@ fn join_error(error: tokio::task::JoinError) -> Error {
 struct MemberKeys {
     heartbeat: String,
     record: String,
+    forced: String,
     bucket: String,
 }
 
@@ -133,6 +159,7 @@ impl Backend {
             service_down_time,
             verified: Mutex::new(HashMap::new()),
             server_up,
+            exchanges: exchange_counter(prefix),
         }
     }
 
@@ -168,12 +195,20 @@ impl Backend {
         MemberKeys {
             heartbeat: self.keys.heartbeat(g, m),
             record: self.keys.record(g, m),
+            forced: self.keys.forced(g, m),
             bucket: self.keys.bucket(g, bucket_of(key.member.as_str(), BUCKETS)),
         }
     }
 
     fn run(&self, server: usize, ops: Vec<Op>) -> Result<Vec<OpResult>> {
         self.servers[server].run_blocking(ops)
+    }
+
+    /// [`Self::run`] for heartbeats, counted in [`heartbeat_exchanges`].
+    fn run_counted(&self, server: usize, ops: Vec<Op>) -> Result<Vec<OpResult>> {
+        self.exchanges
+            .fetch_add(ops.len().div_ceil(CHUNK) as u64, Ordering::Relaxed);
+        self.run(server, ops)
     }
 
     fn verified(&self) -> MutexGuard<'_, HashMap<(usize, String), Verified>> {
@@ -233,7 +268,7 @@ impl Backend {
     // ---- register -------------------------------------------------------
 
     /// Registers `keys` (any servers): index entries, group lists, records
-    /// (kept when present, so the forced-down flag survives), fresh heartbeats.
+    /// and fresh heartbeats. The forced-down flag is not touched, so it survives.
     pub async fn register_many(self: &Arc<Self>, keys: &[MemberKey]) -> Result<()> {
         let work = self.by_server(keys).into_iter().collect();
         self.on_all(work, Backend::register_on).await.map(|_| ())
@@ -256,7 +291,7 @@ impl Backend {
         let mut ops: Vec<Op> = Vec::with_capacity(keys.len() * 2);
         for key in &keys {
             let k = self.member_keys(key);
-            ops.push(Set::new(&k.record, b"0").add().into());
+            ops.push(Set::new(&k.record, now.as_bytes()).into());
             ops.push(
                 Set::new(&k.heartbeat, now.as_bytes())
                     .ttl(Ttl::secs(self.ttl))
@@ -266,8 +301,8 @@ impl Backend {
         let results = self.run(server, ops)?;
         for i in 0..keys.len() {
             match mutation_at(&results, 2 * i)?.status {
-                MutationStatus::Applied | MutationStatus::AlreadyExists => {}
-                other => return Err(unexpected("adding a member record", other)),
+                MutationStatus::Applied => {}
+                other => return Err(unexpected("storing a member record", other)),
             }
             match mutation_at(&results, 2 * i + 1)?.status {
                 MutationStatus::Applied => {}
@@ -359,7 +394,16 @@ impl Backend {
     /// Heartbeats `keys`; see the module docs. Servers that fail are logged
     /// (once per outage); the call fails only when every server involved failed.
     pub async fn heartbeat(self: &Arc<Self>, keys: &[MemberKey]) -> Result<HeartbeatReport> {
-        let work: Vec<(usize, Vec<MemberKey>)> = self.by_server(keys).into_iter().collect();
+        // Large batches run as several exchanges in parallel, each on its own connection.
+        let work: Vec<(usize, Vec<MemberKey>)> = self
+            .by_server(keys)
+            .into_iter()
+            .flat_map(|(server, keys)| {
+                keys.chunks(PARALLEL_PART)
+                    .map(|part| (server, part.to_vec()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         let results = self.on_servers(work, Backend::heartbeat_on).await;
         let mut report = HeartbeatReport::default();
         let mut first_error = None;
@@ -408,13 +452,12 @@ impl Backend {
         let groups_key = self.keys.groups();
         for (i, key) in keys.iter().enumerate() {
             let k = self.member_keys(key);
+            ops.push(Set::new(&k.record, now.as_bytes()).replace().into());
             ops.push(
                 Set::new(&k.heartbeat, now.as_bytes())
                     .ttl(Ttl::secs(self.ttl))
-                    .replace()
                     .into(),
             );
-            ops.push(Get::new(&k.record).without_value().into());
             checks
                 .entry(k.bucket)
                 .or_default()
@@ -427,16 +470,17 @@ impl Backend {
         for name in checks.keys() {
             ops.push(Get::new(name).without_value().meta(Meta::NONE.cas()).into());
         }
-        let results = self.run(server, ops)?;
+        let results = self.run_counted(server, ops)?;
         let mut missing = vec![false; keys.len()];
         for (i, gone) in missing.iter_mut().enumerate() {
             match mutation_at(&results, 2 * i)?.status {
                 MutationStatus::Applied => {}
                 MutationStatus::NotFound => *gone = true,
-                other => return Err(unexpected("replacing a heartbeat", other)),
+                other => return Err(unexpected("replacing a member record", other)),
             }
-            if !get_at(&results, 2 * i + 1)?.hit() {
-                *gone = true;
+            match mutation_at(&results, 2 * i + 1)?.status {
+                MutationStatus::Applied => {}
+                other => return Err(unexpected("storing a heartbeat", other)),
             }
         }
         let base = 2 * keys.len();
@@ -466,7 +510,7 @@ impl Backend {
                 .iter()
                 .map(|(name, _)| Get::new(name.as_str()).meta(Meta::NONE.cas()).into())
                 .collect();
-            let results = self.run(server, ops)?;
+            let results = self.run_counted(server, ops)?;
             for (j, (name, wanted)) in reread.into_iter().enumerate() {
                 let got: &GetResult = get_at(&results, j)?;
                 let present = match (&got.value, got.hit()) {
@@ -484,7 +528,15 @@ impl Backend {
                 let key = (server, name.clone());
                 match got.item.cas {
                     Some(cas) if got.hit() => {
-                        self.verified().insert(key, Verified { cas, confirmed });
+                        // Parts of one batch check the same keys in parallel: pool
+                        // what they confirmed at the same CAS.
+                        let mut verified = self.verified();
+                        match verified.get_mut(&key) {
+                            Some(v) if v.cas == cas => v.confirmed.extend(confirmed),
+                            _ => {
+                                verified.insert(key, Verified { cas, confirmed });
+                            }
+                        }
                     }
                     _ => {
                         self.verified().remove(&key);
@@ -501,7 +553,7 @@ impl Backend {
 
     // ---- single members -------------------------------------------------
 
-    /// Deletes a member: record, heartbeat, then its index entry. Returns whether
+    /// Deletes a member: record, heartbeat, forced-down flag, then its index entry. Returns whether
     /// the record existed.
     pub async fn remove(self: &Arc<Self>, key: &MemberKey) -> Result<bool> {
         let work = vec![(self.server_of(key), key.clone())];
@@ -518,6 +570,7 @@ impl Backend {
                 Get::new(&k.record).without_value().into(),
                 Delete::new(&k.record).into(),
                 Delete::new(&k.heartbeat).into(),
+                Delete::new(&k.forced).into(),
             ],
         )?;
         let existed = get_at(&results, 0)?.hit();
@@ -555,28 +608,37 @@ impl Backend {
         Ok(existed)
     }
 
-    /// Sets the forced-down flag (`replace`: a member that does not exist stays absent).
+    /// Sets or clears the forced-down flag of an existing member.
     pub async fn set_forced_down(
         self: &Arc<Self>,
         key: &MemberKey,
         forced_down: bool,
     ) -> Result<bool> {
         let work = vec![(self.server_of(key), (key.clone(), forced_down))];
-        self.on_all(
-            work,
-            |me: &Backend, server, (key, forced): (MemberKey, bool)| {
-                let k = me.member_keys(&key);
-                let flag: &[u8] = if forced { b"1" } else { b"0" };
-                let results = me.run(server, vec![Set::new(&k.record, flag).replace().into()])?;
-                match mutation_at(&results, 0)?.status {
-                    MutationStatus::Applied => Ok(true),
-                    MutationStatus::NotFound => Ok(false),
-                    other => Err(unexpected("replacing a member record", other)),
-                }
-            },
-        )
-        .await
-        .map(|v| v[0])
+        self.on_all(work, Backend::set_forced_down_on)
+            .await
+            .map(|v| v[0])
+    }
+
+    fn set_forced_down_on(&self, server: usize, (key, forced): (MemberKey, bool)) -> Result<bool> {
+        let k = self.member_keys(&key);
+        let flag: Op = if forced {
+            Set::new(&k.forced, b"1").into()
+        } else {
+            Delete::new(&k.forced).into()
+        };
+        let results = self.run(
+            server,
+            vec![Get::new(&k.record).without_value().into(), flag],
+        )?;
+        if get_at(&results, 0)?.hit() {
+            return Ok(true);
+        }
+        // No such member: take back a flag just set (a concurrent `remove` deletes it too).
+        if forced {
+            self.run(server, vec![Delete::new(&k.forced).into()])?;
+        }
+        Ok(false)
     }
 
     /// One member's record.
@@ -588,33 +650,30 @@ impl Backend {
 
     /// Records of `keys`, all placed on `server`; members without a record are left out.
     fn records_on(&self, server: usize, keys: Vec<MemberKey>) -> Result<Vec<MemberRecord>> {
-        let mut ops: Vec<Op> = Vec::with_capacity(keys.len() * 2);
+        let mut ops: Vec<Op> = Vec::with_capacity(keys.len() * 3);
         for key in &keys {
             let k = self.member_keys(key);
             ops.push(Get::new(&k.record).into());
-            ops.push(Get::new(&k.heartbeat).into());
+            ops.push(Get::new(&k.heartbeat).without_value().into());
+            ops.push(Get::new(&k.forced).without_value().into());
         }
         let results = self.run(server, ops)?;
         let mut records = Vec::with_capacity(keys.len());
         for (i, key) in keys.into_iter().enumerate() {
-            let record = get_at(&results, 2 * i)?;
+            let record = get_at(&results, 3 * i)?;
             if !record.hit() {
                 continue;
             }
-            let beat = get_at(&results, 2 * i + 1)?;
+            let fresh = get_at(&results, 3 * i + 1)?.hit();
             records.push(MemberRecord {
                 key,
-                last_heartbeat: if beat.hit() {
-                    parse_time(beat.value.as_ref())
-                } else {
-                    None
-                },
-                freshness: if beat.hit() {
+                last_heartbeat: parse_time(record.value.as_ref()),
+                freshness: if fresh {
                     Freshness::Present
                 } else {
                     Freshness::Absent
                 },
-                forced_down: record.value.as_deref() == Some(b"1"),
+                forced_down: get_at(&results, 3 * i + 2)?.hit(),
             });
         }
         Ok(records)

@@ -124,10 +124,15 @@ impl Keys {
         self.member_key('h', group, member)
     }
 
-    /// The record key (no TTL; value = the forced-down flag). Its presence is
+    /// The record key (no TTL; value = last heartbeat time). Its presence is
     /// what makes a member exist.
     pub fn record(&self, group: &[u8], member: &[u8]) -> String {
         self.member_key('r', group, member)
+    }
+
+    /// The forced-down key (no TTL; present = forced down).
+    pub fn forced(&self, group: &[u8], member: &[u8]) -> String {
+        self.member_key('f', group, member)
     }
 
     /// One index bucket of a group on one server (no TTL; value = member ids).

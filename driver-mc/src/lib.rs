@@ -15,13 +15,15 @@
 //!   stored heartbeat time is informational (`get_updated_time`).
 //! - **Unreachable is not down.** A server that refuses, resets or does not answer
 //!   within `[mc] timeout` gives `Unavailable` or `Timeout`, never "absent".
-//! - **It heals itself.** A member exists through a record key without TTL; group
-//!   listings come from index keys without TTL. Every heartbeat batch checks (in
-//!   the same pipelined round trip) that each member's heartbeat key, record key,
-//!   index bucket entry and group-list entry are still there; whatever memcached
-//!   lost (restart, eviction, `flush_all`) is reported as missing and core
-//!   registers the member again, so every live member is listed up again within
-//!   one `report_interval`.
+//! - **It heals itself.** A member exists through a record key without TTL (it
+//!   also keeps the last heartbeat time, so a crashed member is listed down with
+//!   it); the forced-down flag has a key of its own; group listings come from index
+//!   keys without TTL. Every heartbeat batch checks, in the same pipelined round
+//!   trip, that each member's record (a `replace`, which fails when the key is
+//!   gone), index bucket entry and group-list entry are still there; whatever
+//!   memcached lost (restart, eviction, `flush_all`) is reported as missing and
+//!   core registers the member again, so every live member is listed up again
+//!   within one `report_interval`.
 //! - **Safe keys.** Ids are encoded injectively into printable ASCII and long ones
 //!   hashed ([`keys`]), so no id can inject a command, collide or exceed 250 bytes.
 //! - **Several servers, stable placement.** Members are placed by rendezvous
@@ -66,7 +68,7 @@ use servicegroup_core::{
 };
 use servicegroup_driver_inproc::InprocDriver;
 
-pub use backend::Backend;
+pub use backend::{heartbeat_exchanges, Backend};
 
 /// The name this driver registers under.
 pub const NAME: &str = "mc";

@@ -20,7 +20,7 @@ _sg_mc_lib_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 . "$_sg_mc_lib_dir/common.sh"
 
 # Memory per server (MiB); small, these are test servers.
-SG_MEMCACHED_MEMORY=${SG_MEMCACHED_MEMORY:-64}
+SG_MEMCACHED_MEMORY=${SG_MEMCACHED_MEMORY:-256}
 
 # memcached_start_one DIR PORT: one daemonized server on 127.0.0.1:PORT; pid file in DIR.
 memcached_start_one() {

@@ -1,0 +1,79 @@
+//! Measures members heartbeated per second, in batches, against one memcached.
+//!
+//! ```text
+//! cargo run --release -p servicegroup-driver-mc --example heartbeat_bench -- 127.0.0.1:11211 [members] [rounds]
+//! ```
+//!
+//! Registers `members` (default 100 000) under a fresh key prefix, then times
+//! `rounds` (default 5) heartbeat calls covering every member, as core's loop
+//! does once per `report_interval` (one `Driver::heartbeat` call per handle and
+//! tick). Prints the median rate. Not a test: a figure for docs/mc-driver.md.
+
+use std::time::{Duration, Instant};
+
+use servicegroup_core::{Config, Driver, MemberKey};
+use servicegroup_driver_mc::McDriver;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let server = args
+        .next()
+        .ok_or("usage: heartbeat_bench HOST:PORT [members] [rounds]")?;
+    let members: usize = args
+        .next()
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(100_000);
+    let rounds: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(5);
+
+    let mut config = Config::with_driver("mc");
+    config.mc.servers = vec![server.clone()];
+    config.mc.prefix = format!("bench-{}", std::process::id());
+    config.mc.timeout = Duration::from_secs(2);
+    let driver = McDriver::connect(&config.validated()?).await?;
+
+    let group = "compute".parse()?;
+    let keys: Vec<MemberKey> = (0..members)
+        .map(|i| {
+            Ok(MemberKey::new(
+                Clone::clone(&group),
+                format!("host-{i:07}.example.org").parse()?,
+            ))
+        })
+        .collect::<Result<_, servicegroup_core::Error>>()?;
+    let started = Instant::now();
+    for chunk in keys.chunks(5_000) {
+        driver.register_many(chunk).await?;
+    }
+    let register = started.elapsed();
+    println!(
+        "registered {members} members in {register:.2?} ({:.0}/s)",
+        members as f64 / register.as_secs_f64()
+    );
+
+    let mut rates = Vec::new();
+    for round in 0..rounds {
+        let started = Instant::now();
+        let report = driver.heartbeat(&keys).await?;
+        let took = started.elapsed();
+        assert!(
+            report.missing.is_empty(),
+            "{} missing",
+            report.missing.len()
+        );
+        let rate = members as f64 / took.as_secs_f64();
+        println!("round {round}: {members} heartbeats in {took:.2?} = {rate:.0} members/s");
+        rates.push(rate);
+    }
+    rates.sort_by(f64::total_cmp);
+    println!(
+        "median: {:.0} members/s (one batch of {members}, one server {server})",
+        rates[rates.len() / 2]
+    );
+
+    let started = Instant::now();
+    let listed = driver.list(&group).await?.len();
+    println!("listing {listed} members took {:.2?}", started.elapsed());
+    Ok(())
+}
