@@ -11,17 +11,15 @@ mod args;
 mod commands;
 mod drivers_linked;
 mod failure;
+mod logging;
 mod output;
 mod settings;
 mod signals;
 mod simulate;
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
-
 // The facade names every enabled driver crate, so their registrations are linked.
 use servicegroup as _;
 
@@ -30,7 +28,7 @@ use crate::failure::Failure;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli);
+    logging::init(cli.global.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -42,32 +40,6 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(failure) => failure.report(),
     }
-}
-
-/// Logs go to stderr. Long-running commands log at INFO by default (so "lost
-/// connection" / "recovered" lines show), the others only WARN and above. Each `-v`
-/// raises the level; RUST_LOG, when set, decides instead.
-fn init_logging(cli: &Cli) {
-    let long_running = matches!(
-        cli.command,
-        Command::Join { .. } | Command::Watch { .. } | Command::Simulate(_)
-    );
-    let levels = ["warn", "info", "debug", "trace"];
-    let base = usize::from(long_running) + usize::from(cli.global.verbose);
-    let level = levels[base.min(levels.len() - 1)];
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(spec) if !spec.trim().is_empty() => EnvFilter::try_new(spec).unwrap_or_else(|e| {
-            eprintln!("warning: ignoring RUST_LOG ({e}); using {level}");
-            EnvFilter::new(level)
-        }),
-        _ => EnvFilter::new(level),
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
 }
 
 async fn dispatch(cli: Cli) -> Result<u8, Failure> {

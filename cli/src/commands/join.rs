@@ -16,6 +16,7 @@ pub async fn join(loaded: LoadedConfig, group: String, member: String) -> Result
     let mut shutdown = Shutdown::install()?;
     let sg = connect(loaded).await?;
     let membership = sg.join(&group, &member).await?;
+    crate::logging::running();
     let config = sg.config();
     println!(
         "joined {group} {member} (driver {}, report_interval {}, service_down_time {}); SIGINT or SIGTERM leaves",

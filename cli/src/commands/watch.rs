@@ -16,6 +16,7 @@ pub async fn watch(loaded: LoadedConfig, group: String, json: bool) -> Result<u8
     let sg = connect(loaded).await?;
     let interval = sg.config().effective_watch_interval();
     let mut watch = sg.watch(&group).await?;
+    crate::logging::running();
     eprintln!(
         "watching group {group} (polling every {}); SIGINT or SIGTERM stops",
         duration::render(interval)

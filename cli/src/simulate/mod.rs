@@ -98,6 +98,7 @@ pub async fn run(global: &GlobalArgs, args: SimulateArgs) -> Result<u8, Failure>
     let observer = ServiceGroup::with_driver(driver.clone(), config.clone())?;
     // Fail early and clearly when the backend cannot be reached at all.
     observer.members(&group).await?;
+    crate::logging::running();
 
     let ri = config.report_interval;
     let sdt = config.service_down_time;

@@ -115,6 +115,45 @@ impl Env {
         env
     }
 
+    /// The `mc` driver on the memcached servers scripts/test starts
+    /// (`SERVICEGROUP_TEST_MEMCACHED_SERVERS`), with a key prefix of its own so tests
+    /// don't see each other. Fails when no servers are configured.
+    pub fn memcached(test: &str) -> Self {
+        let Ok(servers) = std::env::var("SERVICEGROUP_TEST_MEMCACHED_SERVERS") else {
+            panic!(
+                "SERVICEGROUP_TEST_MEMCACHED_SERVERS is not set: the memcached tests need the \
+                 servers that scripts/test starts. Run `scripts/test` (or set the variable to \
+                 host:port[,host:port…])."
+            );
+        };
+        let prefix = format!(
+            "cli{}x{}x{}",
+            test.chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .take(20)
+                .collect::<String>(),
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let mut env = Self::bare();
+        env.set("SERVICEGROUP_DRIVER", "mc");
+        env.set("SERVICEGROUP_MC__SERVERS", &servers);
+        env.set("SERVICEGROUP_MC__PREFIX", &prefix);
+        env.short_intervals();
+        env.backend = "memcached";
+        env
+    }
+
+    /// How much later than `service_down_time` after the last heartbeat a member may
+    /// still be up: memcached's TTL has whole seconds (`ceil(sdt) + 1`).
+    pub fn liveness_slack(&self) -> Duration {
+        if self.backend == "memcached" {
+            Duration::from_secs(1)
+        } else {
+            Duration::ZERO
+        }
+    }
+
     fn short_intervals(&mut self) {
         self.set("SERVICEGROUP_REPORT_INTERVAL", "200ms");
         self.set("SERVICEGROUP_SERVICE_DOWN_TIME", "2s");
