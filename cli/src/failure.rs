@@ -47,7 +47,7 @@ impl Failure {
 
     /// Prints `error: …` on stderr as one line and returns the exit code.
     pub fn report(self) -> ExitCode {
-        eprintln!("error: {}", one_line(&self.message));
+        crate::console::err_line(format_args!("error: {}", one_line(&self.message)));
         ExitCode::from(self.code)
     }
 }

@@ -9,6 +9,7 @@
 
 mod args;
 mod commands;
+mod console;
 mod drivers_linked;
 mod failure;
 mod logging;

@@ -337,3 +337,52 @@ fn simulate_on_inproc() {
         );
     }
 }
+
+#[test]
+fn closed_stdout_is_no_panic() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let env = Env::bare();
+    let mut watch = env
+        .command(&["watch", "compute", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(watch.stderr.take().unwrap());
+    let mut first = String::new();
+    stderr.read_line(&mut first).unwrap();
+    assert!(first.starts_with("watching group compute"), "{first}");
+    // Nobody reads the events any more.
+    drop(watch.stdout.take());
+    let mut joined = env.spawn(&["join", "compute", "h1"]);
+    joined.wait_joined();
+    // The next event hits the closed pipe: watch ends quietly, exit 0.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = watch.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "watch did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    assert_eq!(status.code(), Some(0), "{rest}");
+    assert!(!rest.contains("panicked"), "{rest}");
+    joined.signal("TERM");
+    assert!(joined.wait_exit(Duration::from_secs(20)).success());
+
+    // A one-shot command whose reader is gone keeps its exit code.
+    let mut list = env
+        .command(&["status", "compute", "nobody", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(list.stdout.take());
+    let out = list.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}

@@ -2,6 +2,7 @@
 
 use servicegroup::{LoadedConfig, Registry};
 
+use crate::console;
 use crate::failure::{Failure, EXIT_OK};
 use crate::settings;
 
@@ -10,7 +11,7 @@ pub fn drivers() -> Result<u8, Failure> {
     let factories = Registry::factories();
     let width = factories.iter().map(|f| f.name.len()).max().unwrap_or(0);
     for f in factories {
-        println!("{:width$}  {}", f.name, f.description);
+        console::line(format_args!("{:width$}  {}", f.name, f.description))?;
     }
     Ok(EXIT_OK)
 }
@@ -26,7 +27,10 @@ pub fn config(loaded: &LoadedConfig) -> Result<u8, Failure> {
         .unwrap_or(0)
         .min(60);
     for l in &lines {
-        println!("{:kw$} = {:vw$}  # {}", l.key, l.value, l.origin);
+        console::line(format_args!(
+            "{:kw$} = {:vw$}  # {}",
+            l.key, l.value, l.origin
+        ))?;
     }
     Ok(EXIT_OK)
 }

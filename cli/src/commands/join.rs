@@ -4,6 +4,7 @@ use servicegroup::config::duration;
 use servicegroup::{GroupId, LoadedConfig, MemberId};
 
 use crate::commands::connect;
+use crate::console;
 use crate::failure::{describe, Failure, EXIT_OK};
 use crate::signals::Shutdown;
 
@@ -18,17 +19,17 @@ pub async fn join(loaded: LoadedConfig, group: String, member: String) -> Result
     let membership = sg.join(&group, &member).await?;
     crate::logging::running();
     let config = sg.config();
-    println!(
+    console::line(format_args!(
         "joined {group} {member} (driver {}, report_interval {}, service_down_time {}); SIGINT or SIGTERM leaves",
         sg.driver_name(),
         duration::render(config.report_interval),
         duration::render(config.service_down_time),
-    );
+    ))?;
     let signal = shutdown.wait().await;
     tracing::info!(signal, group = %group, member = %member, "leaving");
     match membership.leave().await {
         Ok(()) => {
-            println!("left {group} {member}");
+            console::line(format_args!("left {group} {member}"))?;
             Ok(EXIT_OK)
         }
         Err(error) => Err(Failure::msg(format!(

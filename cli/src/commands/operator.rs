@@ -3,6 +3,7 @@
 use servicegroup::{GroupId, LoadedConfig, MemberId};
 
 use crate::commands::connect;
+use crate::console;
 use crate::failure::{Failure, EXIT_OK};
 
 /// Sets or clears the forced-down flag. Unknown member: exit 3.
@@ -18,9 +19,9 @@ pub async fn force_down(
         .await
         .map_err(Failure::not_found_is_3)?;
     if clear {
-        println!("{group} {member}: forced-down flag cleared");
+        console::line(format_args!("{group} {member}: forced-down flag cleared"))?;
     } else {
-        println!("{group} {member}: forced down");
+        console::line(format_args!("{group} {member}: forced down"))?;
     }
     Ok(EXIT_OK)
 }
@@ -32,6 +33,6 @@ pub async fn remove(loaded: LoadedConfig, group: String, member: String) -> Resu
     sg.remove(&group, &member)
         .await
         .map_err(Failure::not_found_is_3)?;
-    println!("{group} {member}: removed");
+    console::line(format_args!("{group} {member}: removed"))?;
     Ok(EXIT_OK)
 }

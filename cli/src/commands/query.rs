@@ -3,6 +3,7 @@
 use servicegroup::{GroupId, LoadedConfig, MemberStatus};
 
 use crate::commands::connect;
+use crate::console;
 use crate::failure::{Failure, EXIT_DOWN, EXIT_OK};
 use crate::output::{human_age, member_table, MemberRow};
 
@@ -22,9 +23,9 @@ pub async fn list(loaded: LoadedConfig, group: Option<String>, json: bool) -> Re
     }
     rows.sort_by(|a, b| (&a.group, &a.member).cmp(&(&b.group, &b.member)));
     if json {
-        println!("{}", to_json(&rows)?);
+        console::line(to_json(&rows)?)?;
     } else {
-        print!("{}", member_table(&rows));
+        console::out(&member_table(&rows))?;
     }
     Ok(EXIT_OK)
 }
@@ -45,7 +46,7 @@ pub async fn status(
         .map_err(Failure::not_found_is_3)?;
     let row = MemberRow::from(&status);
     if json {
-        println!("{}", to_json(&row)?);
+        console::line(to_json(&row)?)?;
     } else {
         let mut line = format!("{} {} {}", row.group, row.member, row.state);
         if row.forced_down {
@@ -58,7 +59,7 @@ pub async fn status(
             (Some(t), None) => line.push_str(&format!(", last heartbeat {t}")),
             _ => line.push_str(", no heartbeat stored"),
         }
-        println!("{line}");
+        console::line(line)?;
     }
     Ok(if status.is_up() { EXIT_OK } else { EXIT_DOWN })
 }

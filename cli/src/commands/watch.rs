@@ -4,6 +4,7 @@ use servicegroup::config::duration;
 use servicegroup::{GroupId, LoadedConfig};
 
 use crate::commands::connect;
+use crate::console::{self, Sink};
 use crate::failure::{describe, Failure, EXIT_OK};
 use crate::output::EventRow;
 use crate::signals::Shutdown;
@@ -17,10 +18,10 @@ pub async fn watch(loaded: LoadedConfig, group: String, json: bool) -> Result<u8
     let interval = sg.config().effective_watch_interval();
     let mut watch = sg.watch(&group).await?;
     crate::logging::running();
-    eprintln!(
+    console::err_line(format_args!(
         "watching group {group} (polling every {}); SIGINT or SIGTERM stops",
         duration::render(interval)
-    );
+    ));
     let mut failing = false;
     loop {
         tokio::select! {
@@ -32,12 +33,14 @@ pub async fn watch(loaded: LoadedConfig, group: String, json: bool) -> Result<u8
                         tracing::info!(group = %group, "watch recovered: the backend answers again");
                     }
                     let row = EventRow::from(&event);
-                    if json {
-                        let line = serde_json::to_string(&row)
-                            .map_err(|e| Failure::msg(format!("cannot encode JSON: {e}")))?;
-                        println!("{line}");
+                    let line = if json {
+                        serde_json::to_string(&row)
+                            .map_err(|e| Failure::msg(format!("cannot encode JSON: {e}")))?
                     } else {
-                        println!("{} {} {} {}", row.at, row.event, row.group, row.member);
+                        format!("{} {} {} {}", row.at, row.event, row.group, row.member)
+                    };
+                    if console::line(line)? == Sink::Closed {
+                        break; // nobody reads the events any more
                     }
                 }
                 Err(error) => {

@@ -24,6 +24,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::args::{GlobalArgs, SimulateArgs};
+use crate::console;
 use crate::failure::{describe, Failure, EXIT_DOWN, EXIT_OK};
 use crate::settings;
 use fleet::Fleet;
@@ -217,9 +218,9 @@ pub async fn run(global: &GlobalArgs, args: SimulateArgs) -> Result<u8, Failure>
     if args.json {
         let line = serde_json::to_string(&report)
             .map_err(|e| Failure::msg(format!("cannot encode the report as JSON: {e}")))?;
-        println!("{line}");
+        console::line(line)?;
     } else {
-        print!("{}", report.text());
+        console::out(&report.text())?;
     }
     Ok(if report.ok { EXIT_OK } else { EXIT_DOWN })
 }
