@@ -118,21 +118,32 @@ impl Inner {
             return;
         }
         let _guard = self.write_lock.lock().await;
-        for key in report.missing {
-            if self.joined().get(&key) != Some(&Slot::Joined) {
-                continue; // left meanwhile
+        // Members that left meanwhile are not brought back.
+        let missing: Vec<MemberKey> = report
+            .missing
+            .into_iter()
+            .filter(|key| self.joined().get(key) == Some(&Slot::Joined))
+            .collect();
+        // In chunks, like join_many: after a backend lost everything (memcached
+        // restarted empty) every member of the handle is missing at once.
+        for chunk in missing.chunks(JOIN_CHUNK) {
+            let registered = if let [key] = chunk {
+                self.call("register", self.driver.register(key)).await
+            } else {
+                self.call("register_many", self.driver.register_many(chunk))
+                    .await
+            };
+            if let Err(error) = registered {
+                self.health.failed(driver, &error);
+                return;
             }
-            match self.call("register", self.driver.register(&key)).await {
-                Ok(()) => tracing::warn!(
+            for key in chunk {
+                tracing::warn!(
                     driver,
                     group = %key.group,
                     member = %key.member,
                     "member record of {key} was gone from the {driver} backend; registered it again"
-                ),
-                Err(error) => {
-                    self.health.failed(driver, &error);
-                    return;
-                }
+                );
             }
         }
     }
