@@ -1,0 +1,406 @@
+//! The db driver on real PostgreSQL servers: migrations, batched heartbeats counted
+//! by the driver and by pg_stat_statements, the database clock, an outage of a
+//! dedicated server (stopped and started with scripts/lib/postgres.sh), and
+//! passwords kept out of errors and logs.
+//!
+//! Needs `SERVICEGROUP_TEST_POSTGRES_URL` (scripts/test sets it); without it every
+//! test here fails with a message saying so.
+#![cfg(feature = "postgres")]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use servicegroup_core::{Driver, Error, ErrorKind, ServiceGroup};
+use servicegroup_driver_db::{BackendKind, DbDriver};
+// Name the driver crate so it is linked and registered.
+use servicegroup_driver_db as _;
+use tokio::time::Instant;
+
+/// Run by the multi-process tests as a separate OS process (see `common::spawn_helper`).
+#[test]
+#[ignore = "helper process for the multi-process tests (they start it themselves)"]
+fn helper_process() {
+    helper_main();
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent_and_safe_from_two_processes() {
+    for _ in 0..3 {
+        let a = fresh_pg_database("sg_migr_a").await;
+        let b = fresh_pg_database("sg_migr_b").await;
+        migrations_are_idempotent_and_concurrency_safe(&a, &b).await;
+    }
+}
+
+#[tokio::test]
+async fn heartbeat_batch_of_ten_thousand_is_one_statement() {
+    direct_batch_is_one_statement(&fresh_pg_database("sg_batch").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handle_with_ten_thousand_members_takes_one_statement_per_tick() {
+    let url = fresh_pg_database("sg_ticks").await;
+    let (statements, ticks) = handle_ticks_are_one_statement_each(&url).await;
+    assert!(ticks >= 3 && statements == ticks);
+}
+
+/// The server's own count: three batches of 10,000 members are three statements in
+/// pg_stat_statements, all of them the one `UPDATE … = ANY($1)`.
+#[tokio::test]
+async fn pg_stat_statements_counts_one_update_per_batch() {
+    #[derive(diesel::QueryableByName, Debug)]
+    struct Stat {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        query: String,
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        calls: i64,
+    }
+    let admin = pg_admin_url();
+    let url = fresh_pg_database("sg_pgss").await;
+    let dbname = url
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    pg_exec(
+        &admin,
+        &["CREATE EXTENSION IF NOT EXISTS pg_stat_statements".to_owned()],
+    )
+    .await;
+
+    let driver = DbDriver::connect(&config(&url)).await.unwrap();
+    let keys = keys("compute", 10_000);
+    register_all(&driver, &keys).await;
+    pg_exec(
+        &admin,
+        &[format!(
+            "SELECT pg_stat_statements_reset(0, (SELECT oid FROM pg_database WHERE datname = '{dbname}'), 0)"
+        )],
+    )
+    .await;
+    for _ in 0..3 {
+        assert!(driver.heartbeat(&keys).await.unwrap().missing.is_empty());
+    }
+
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+    let mut conn = AsyncPgConnection::establish(&admin).await.unwrap();
+    let stats: Vec<Stat> = diesel::sql_query(format!(
+        "SELECT query, calls FROM pg_stat_statements \
+         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = '{dbname}') AND calls > 0"
+    ))
+    .load(&mut conn)
+    .await
+    .unwrap();
+    let total: i64 = stats.iter().map(|s| s.calls).sum();
+    assert_eq!(
+        total, 3,
+        "3 batches of 10,000 members must be 3 statements; the server saw {stats:#?}"
+    );
+    assert!(
+        stats[0].query.contains("UPDATE") && stats[0].query.contains("ANY"),
+        "{stats:#?}"
+    );
+}
+
+#[tokio::test]
+async fn age_is_measured_on_the_database_clock() {
+    age_comes_from_the_database(
+        &fresh_pg_database("sg_clock").await,
+        "UPDATE servicegroup_members SET last_seen = now() - interval '30 seconds'",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn url_forms_reach_the_same_database() {
+    let url = fresh_pg_database("sg_forms").await;
+    let rest = url.split_once("://").unwrap().1.to_owned();
+    let first = DbDriver::connect(&config(&format!("postgres://{rest}")))
+        .await
+        .unwrap();
+    assert_eq!(first.backend(), BackendKind::Postgres);
+    let key = keys("forms", 1).remove(0);
+    first.register(&key).await.unwrap();
+    for url in [
+        format!("postgresql://{rest}"),
+        format!("postgresql+psycopg2://{rest}?client_encoding=utf8"),
+    ] {
+        let d = DbDriver::connect(&config(&url)).await.unwrap();
+        assert!(d.get(&key).await.unwrap().is_some(), "{url}");
+    }
+}
+
+/// `scripts/lib/postgres.sh`, for a server of the test's own.
+fn pg_script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/lib/postgres.sh")
+}
+
+/// A PostgreSQL server owned by one test (never the shared one), destroyed on drop.
+struct OwnServer {
+    dir: PathBuf,
+    _tmp: tempfile::TempDir,
+}
+
+impl OwnServer {
+    fn start() -> (Self, String) {
+        let tmp = open_tempdir();
+        let dir = tmp.path().join("pg");
+        let server = Self { dir, _tmp: tmp };
+        let url = server.run("start");
+        (server, url)
+    }
+
+    fn run(&self, action: &str) -> String {
+        let out = Command::new("bash")
+            .arg(pg_script())
+            .arg(action)
+            .arg(&self.dir)
+            .output()
+            .expect("run scripts/lib/postgres.sh");
+        assert!(
+            out.status.success(),
+            "scripts/lib/postgres.sh {action} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+impl Drop for OwnServer {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(pg_script())
+            .arg("destroy")
+            .arg(&self.dir)
+            .output();
+    }
+}
+
+/// Waits until `check` holds, polling every 20 ms, at most `limit`.
+async fn wait_for(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const SECRET: &str = "Sup3r-S3cret_pw";
+
+fn assert_no_secret(what: &str, text: &str) {
+    assert!(
+        !text.contains(SECRET),
+        "the password appears in {what}: {text}"
+    );
+}
+
+fn assert_unreachable(what: &str, result: Result<impl std::fmt::Debug, Error>) -> Error {
+    match result {
+        Ok(v) => panic!("{what} answered {v:?} while PostgreSQL is down: it must be an error"),
+        Err(e) => {
+            assert!(
+                e.kind().is_unreachable(),
+                "{what} while PostgreSQL is down must be Unavailable or Timeout, got {e}"
+            );
+            assert_no_secret(what, &format!("{e} {e:?}"));
+            e
+        }
+    }
+}
+
+/// PostgreSQL (a dedicated server) stopped mid-run: reads are `Unavailable`/`Timeout`,
+/// never "down"; the heartbeat loop logs "lost" once and "recovered" once; after the
+/// restart every member is up again within one report_interval (plus a margin), and
+/// no member record was lost. The URL's password appears in no error or log line.
+#[test]
+fn outage_of_a_dedicated_server() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (logs, _guard) = capture_logs();
+    let (server, url) = OwnServer::start();
+    let url = url.replacen("postgres@", &format!("postgres:{SECRET}@"), 1);
+    assert!(url.contains(SECRET));
+    let server = &server;
+    rt.block_on(async move {
+        let mut config = config(&url);
+        config.report_interval = Duration::from_millis(300);
+        config.service_down_time = Duration::from_secs(1);
+        config.call_timeout = Duration::from_secs(1);
+        config.db.timeout = Duration::from_millis(500);
+        let report_interval = config.report_interval;
+        let names: Vec<String> = (0..5).map(|i| format!("host-{i}")).collect();
+
+        let sg = ServiceGroup::connect(config.clone()).await.unwrap();
+        let members = sg.join_many("compute", &names).await.unwrap();
+        let observer = ServiceGroup::connect(config.clone()).await.unwrap();
+        assert!(observer
+            .members("compute")
+            .await
+            .unwrap()
+            .iter()
+            .all(|m| m.is_up()));
+        assert_no_secret("Debug of the handle", &format!("{sg:?} {config:?}"));
+
+        // Stop PostgreSQL.
+        let stopped_at = Instant::now();
+        server.run("stop");
+        assert_unreachable("is_up", observer.is_up("compute", "host-0").await);
+        assert_unreachable("members", observer.members("compute").await);
+        assert_unreachable("groups", observer.groups().await);
+        assert_unreachable("member", observer.member("compute", "host-1").await);
+        assert_unreachable("join", observer.join("compute", "late").await);
+        wait_for(
+            "the heartbeat loop logs the lost connection",
+            Duration::from_secs(5),
+            async || logs.count("lost connection to db backend") >= 1,
+        )
+        .await;
+        assert!(!sg.is_healthy());
+        // Stay down past service_down_time, so the members' last heartbeats are stale.
+        let outage = config.service_down_time + Duration::from_millis(500);
+        tokio::time::sleep_until(stopped_at + outage).await;
+        assert_unreachable("members (later)", observer.members("compute").await);
+
+        // Start it again (same data directory, same port).
+        server.run("start");
+        let restarted = Instant::now();
+        let took = wait_for(
+            "every member up again after the restart",
+            report_interval + Duration::from_secs(5),
+            async || match observer.members("compute").await {
+                Ok(list) => list.len() == names.len() && list.iter().all(|m| m.is_up()),
+                Err(_) => false,
+            },
+        )
+        .await;
+        assert!(
+            took <= report_interval + Duration::from_secs(1),
+            "members came back up {took:?} after the restart; must be within one report_interval \
+             ({report_interval:?}) plus a 1 s margin"
+        );
+        wait_for(
+            "the heartbeat loop logs the recovery",
+            Duration::from_secs(3),
+            async || logs.count("recovered connection to db backend") >= 1,
+        )
+        .await;
+        assert!(sg.is_healthy());
+        // A few more ticks: no further lost/recovered lines.
+        tokio::time::sleep_until(restarted + report_interval * 4).await;
+        let text = logs.text();
+        assert_eq!(logs.count("lost connection to db backend"), 1, "{text}");
+        assert_eq!(
+            logs.count("recovered connection to db backend"),
+            1,
+            "{text}"
+        );
+        assert!(
+            !text.contains("registered it again"),
+            "a member record was lost during the outage: {text}"
+        );
+        let listed = observer.members("compute").await.unwrap();
+        assert_eq!(
+            listed
+                .iter()
+                .map(|m| m.member.to_string())
+                .collect::<Vec<_>>(),
+            names,
+            "no member record is lost"
+        );
+        assert_no_secret("the captured logs", &text);
+        drop(members);
+    });
+}
+
+/// A password in the URL appears in no error, `Debug` output or log line, whatever
+/// fails: an unreachable server, an unknown database, a bad URL.
+#[test]
+fn password_never_appears() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (logs, _guard) = capture_logs();
+    let admin = pg_admin_url();
+    rt.block_on(async {
+        let with_secret = admin.replacen("postgres@", &format!("postgres:{SECRET}@"), 1);
+        assert!(with_secret.contains(SECRET), "{with_secret}");
+
+        // Works (trust authentication ignores the password), and shows no password.
+        let driver = DbDriver::connect(&config(&with_secret)).await.unwrap();
+        let shown = format!(
+            "{driver:?} {} {:?}",
+            driver.location(),
+            config(&with_secret)
+        );
+        assert_no_secret("Debug of the driver and config", &shown);
+        assert!(shown.contains("***"), "{shown}");
+
+        // A closed port: Unavailable, quickly, without the password.
+        let closed = with_dbname(&format!("postgresql://nova:{SECRET}@127.0.0.1:1"), "nova");
+        let started = Instant::now();
+        let err = DbDriver::connect(&config(&closed)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_no_secret("the connect error", &format!("{err} {err:?}"));
+        assert!(err.to_string().contains("nova:***@127.0.0.1:1"), "{err}");
+
+        // An unknown database.
+        let unknown = with_dbname(&with_secret, "no_such_database_here");
+        let err = DbDriver::connect(&config(&unknown)).await.unwrap_err();
+        assert!(err.kind().is_unreachable(), "{err}");
+        assert!(err.to_string().contains("no_such_database_here"), "{err}");
+        assert_no_secret("the unknown-database error", &format!("{err} {err:?}"));
+
+        // Through the registry and the handle too.
+        let err = ServiceGroup::connect(config(&closed)).await.unwrap_err();
+        assert_no_secret("the handle's connect error", &format!("{err} {err:?}"));
+        let err = ServiceGroup::connect(config(&format!("postgresql://u:{SECRET}@h:notaport/db")))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.to_string().contains("db.url"), "{err}");
+        assert_no_secret("the bad-URL error", &format!("{err} {err:?}"));
+    });
+    assert_no_secret("the captured logs", &logs.text());
+}
+
+/// A server that accepts connections but never answers: `Timeout`/`Unavailable`
+/// within `[db] timeout`, not a hang.
+#[tokio::test]
+async fn silent_server_times_out() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            if let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        }
+    });
+    let mut config = config(&format!("postgresql://u:{SECRET}@127.0.0.1:{port}/db"));
+    config.db.timeout = Duration::from_millis(500);
+    let started = Instant::now();
+    let err = DbDriver::connect(&config).await.unwrap_err();
+    assert!(err.kind().is_unreachable(), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_no_secret("the timeout error", &format!("{err} {err:?}"));
+    hold.abort();
+}

@@ -1,0 +1,179 @@
+//! The db driver on SQLite files: migrations, several OS processes on one file,
+//! batched heartbeats, the database clock, URLs.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use servicegroup_core::{Driver, ErrorKind, ServiceGroup};
+use servicegroup_driver_db::{BackendKind, DbDriver};
+// Name the driver crate so it is linked and registered.
+use servicegroup_driver_db as _;
+
+/// Run by the multi-process tests as a separate OS process (see `common::spawn_helper`).
+#[test]
+#[ignore = "helper process for the multi-process tests (they start it themselves)"]
+fn helper_process() {
+    helper_main();
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent_and_safe_from_two_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..3 {
+        let a = sqlite_url(dir.path(), &format!("a{round}.db"));
+        let b = sqlite_url(dir.path(), &format!("b{round}.db"));
+        migrations_are_idempotent_and_concurrency_safe(&a, &b).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_file_see_each_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path(), "shared.db");
+    let mut child = spawn_helper("join", &url, "compute", "child-host");
+    read_until(&mut child, "SG READY");
+
+    let sg = ServiceGroup::connect(config(&url)).await.unwrap();
+    assert!(
+        sg.is_up("compute", "child-host").await.unwrap(),
+        "the other process's member is up here"
+    );
+    let me = sg.join("compute", "parent-host").await.unwrap();
+
+    // A third process lists both.
+    let mut lister = spawn_helper("list", &url, "compute", "");
+    let lines = read_until(&mut lister, "SG DONE");
+    assert!(lister.wait().unwrap().success());
+    assert!(
+        lines.contains(&"SG MEMBER child-host up".to_owned()),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"SG MEMBER parent-host up".to_owned()),
+        "{lines:?}"
+    );
+
+    // The child's heartbeats keep its member fresh here, then it leaves.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let m = sg.member("compute", "child-host").await.unwrap();
+    assert!(
+        m.age.unwrap() < Duration::from_millis(900),
+        "heartbeats from the other process: {m:?}"
+    );
+    drop(child.stdin.take());
+    read_until(&mut child, "SG LEFT");
+    assert!(child.wait().unwrap().success());
+    let err = sg.member("compute", "child-host").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    me.leave().await.unwrap();
+}
+
+#[tokio::test]
+async fn heartbeat_batch_of_ten_thousand_is_one_statement() {
+    let dir = tempfile::tempdir().unwrap();
+    direct_batch_is_one_statement(&sqlite_url(dir.path(), "batch.db")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handle_with_ten_thousand_members_takes_one_statement_per_tick() {
+    let dir = tempfile::tempdir().unwrap();
+    let (statements, ticks) =
+        handle_ticks_are_one_statement_each(&sqlite_url(dir.path(), "ticks.db")).await;
+    assert!(ticks >= 3 && statements == ticks);
+}
+
+#[tokio::test]
+async fn age_is_measured_on_the_database_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    age_comes_from_the_database(
+        &sqlite_url(dir.path(), "clock.db"),
+        "UPDATE servicegroup_members SET last_seen = unixepoch('subsec') - 30",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn url_forms_reach_the_same_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("forms.db");
+    let abs = path.display().to_string();
+    let sqlx = format!("sqlite://{abs}");
+    let nova = format!("sqlite:///{abs}"); // sqlite:////abs/path (SQLAlchemy)
+    let alchemy_driver = format!("sqlite+pysqlite:///{abs}");
+    let first = DbDriver::connect(&config(&sqlx)).await.unwrap();
+    let key = keys("forms", 1).remove(0);
+    first.register(&key).await.unwrap();
+    for url in [nova, alchemy_driver] {
+        let d = DbDriver::connect(&config(&url)).await.unwrap();
+        assert_eq!(d.backend(), BackendKind::Sqlite);
+        assert_eq!(d.location(), format!("sqlite://{abs}"));
+        assert!(d.get(&key).await.unwrap().is_some(), "{url}");
+    }
+}
+
+#[tokio::test]
+async fn missing_directory_is_a_config_error_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir.path().join("no/such/dir"), "x.db");
+    let err = DbDriver::connect(&config(&url)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("db.url"), "{err}");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+#[tokio::test]
+async fn memory_database_is_private_to_its_driver() {
+    let sg = ServiceGroup::connect(config("sqlite::memory:"))
+        .await
+        .unwrap();
+    assert!(!sg.capabilities().shared_between_processes);
+    let me = sg.join("g", "m").await.unwrap();
+    assert!(sg.is_up("g", "m").await.unwrap());
+    assert_eq!(sg.groups().await.unwrap().len(), 1);
+    let other = ServiceGroup::connect(config("sqlite::memory:"))
+        .await
+        .unwrap();
+    assert!(
+        other.groups().await.unwrap().is_empty(),
+        "another memory database is another database"
+    );
+    me.leave().await.unwrap();
+    assert!(sg.members("g").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn register_keeps_forced_down_and_remove_forgets() {
+    let dir = tempfile::tempdir().unwrap();
+    let driver = DbDriver::connect(&config(&sqlite_url(dir.path(), "flags.db")))
+        .await
+        .unwrap();
+    let key = keys("g", 1).remove(0);
+    assert!(
+        !driver.set_forced_down(&key, true).await.unwrap(),
+        "no such member yet"
+    );
+    driver.register(&key).await.unwrap();
+    assert!(driver.set_forced_down(&key, true).await.unwrap());
+    driver.register(&key).await.unwrap();
+    assert!(
+        driver.get(&key).await.unwrap().unwrap().forced_down,
+        "a restart keeps the operator's flag"
+    );
+    assert!(driver.remove(&key).await.unwrap());
+    assert!(!driver.remove(&key).await.unwrap());
+    assert_eq!(
+        driver
+            .heartbeat(std::slice::from_ref(&key))
+            .await
+            .unwrap()
+            .missing,
+        vec![key.clone()]
+    );
+    driver.register(&key).await.unwrap();
+    assert!(
+        !driver.get(&key).await.unwrap().unwrap().forced_down,
+        "a new record starts not forced down"
+    );
+}
