@@ -158,23 +158,24 @@ fn kill9_goes_down_after_service_down_time(env: Env) {
     p.kill9();
 
     // Earliest legitimate down: last heartbeat (>= kill - report_interval) + service_down_time.
+    // A `down` answer asked before that is wrong; so is an `up` answer asked after the
+    // latest moment (the verdict is taken after the process was started, so "asked"
+    // is the safe time to judge by, whatever the machine's load).
     let earliest = killed + SERVICE_DOWN_TIME - REPORT_INTERVAL - Duration::from_millis(100);
-    let latest = killed + SERVICE_DOWN_TIME + env.liveness_slack() + Duration::from_millis(1500);
-    let mut ups_after_1s = 0;
+    let latest = killed + SERVICE_DOWN_TIME + env.liveness_slack() + Duration::from_millis(500);
+    let give_up = latest + Duration::from_secs(10);
+    let mut ups = 0;
     loop {
         let asked = Instant::now();
-        let code = status(&env, &g, "victim");
-        let answered = Instant::now();
-        match code {
+        assert!(asked < give_up, "never went down after kill -9");
+        match status(&env, &g, "victim") {
             0 => {
                 assert!(
-                    answered <= latest,
-                    "still up {:?} after kill -9 (service_down_time {SERVICE_DOWN_TIME:?})",
-                    answered - killed
+                    asked <= latest,
+                    "still up when asked {:?} after kill -9 (service_down_time {SERVICE_DOWN_TIME:?})",
+                    asked - killed
                 );
-                if asked > killed + Duration::from_secs(1) {
-                    ups_after_1s += 1;
-                }
+                ups += 1;
             }
             1 => {
                 assert!(
@@ -188,10 +189,7 @@ fn kill9_goes_down_after_service_down_time(env: Env) {
         }
         sleep(Duration::from_millis(50));
     }
-    assert!(
-        ups_after_1s > 0,
-        "never saw the member up between 1 s after the kill and going down"
-    );
+    assert!(ups > 0, "never saw the member up after the kill");
     // Down members stay listed until they leave or are removed.
     let list = env.run(&["list", &g, "--json"]).json();
     assert_eq!(list[0]["member"], "victim");
@@ -433,10 +431,11 @@ fn unreachable_backend(mut env: Env) {
 fn simulate_small_fleet(env: Env) {
     // memcached's whole-second TTL (ceil(sdt) + 1) needs a report_interval that leaves
     // room in the budget sdt + ri + 1 s; the databases take the tight setting.
+    // Intervals with room for a loaded test machine (other tests run in parallel).
     let (ri, sdt, ri_text, sdt_text) = if env.backend == "memcached" {
         (1.0, 2.0, "1s", "2s")
     } else {
-        (0.2, 1.0, "200ms", "1s")
+        (0.5, 2.0, "500ms", "2s")
     };
     let out = env.run_timeout(
         &[
@@ -446,7 +445,7 @@ fn simulate_small_fleet(env: Env) {
             "--handles",
             "3",
             "--duration",
-            "7s",
+            "8s",
             "--kill",
             "0.1",
             "--report-interval",
