@@ -618,3 +618,57 @@ fn postgres_join_keeps_going_through_an_outage() {
     );
     env.run(&["status", &g, "survivor"]).expect_code(3);
 }
+
+/// The simulator really detects false downs: an operator forcing down a live member
+/// during the run makes it report one false down and exit 1.
+#[test]
+fn sqlite_simulate_counts_a_false_down() {
+    let env = Env::sqlite();
+    let g = group("simfalse");
+    let sim = env
+        .command(&[
+            "simulate",
+            "--group",
+            &g,
+            "--members",
+            "100",
+            "--handles",
+            "2",
+            "--duration",
+            "5s",
+            "--kill",
+            "0",
+            "--report-interval",
+            "200ms",
+            "--service-down-time",
+            "1s",
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once the fleet is in, force one live member down.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let code = env.run(&["force-down", &g, "m50"]).code();
+        if code == 0 {
+            break;
+        }
+        assert_eq!(code, 3, "force-down failed");
+        assert!(Instant::now() < deadline, "m50 never joined");
+        sleep(Duration::from_millis(50));
+    }
+    let out = sim.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(r["false_downs"], 1, "{r:#}");
+    assert_eq!(r["ok"], false, "{r:#}");
+    assert_eq!(r["killed"], 0, "{r:#}");
+}
