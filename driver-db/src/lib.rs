@@ -16,8 +16,9 @@
 //!   Embedded migrations run when the driver is built, idempotently and safely
 //!   when several processes start at once.
 //! - **Heartbeats**: a batch is one statement, `UPDATE … SET last_seen = <db now>
-//!   WHERE id IN (…) RETURNING id`, ids sorted; members whose row is gone are
-//!   reported back so core registers them again. Listing a group is one query.
+//!   WHERE id IN (…)` with the ids sorted and bound as one array (PostgreSQL
+//!   `= ANY($1)`, SQLite `json_each(?)`); members whose row is gone are reported back
+//!   so core registers them again. Listing a group is one query.
 //! - **One clock**: ages are computed by the database (`now() - last_seen`), never
 //!   by comparing a client's clock with a stored time.
 //! - **Timeouts**: connect, statement and pool checkout are bounded by

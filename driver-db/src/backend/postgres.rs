@@ -3,7 +3,7 @@
 //!
 //! - The clock: `last_seen = now()` and ages `date_part('epoch', now() - last_seen)`,
 //!   both on the server.
-//! - A heartbeat batch is one `UPDATE … WHERE id = ANY($1) RETURNING id` with the
+//! - A heartbeat batch is one `UPDATE … WHERE id = ANY($1)` with the
 //!   ids sorted (one array bind), so concurrent batches of several processes lock
 //!   rows in the same order and cannot deadlock.
 //! - Timeouts: `connect_timeout` and `statement_timeout` (through the `options`
@@ -214,13 +214,24 @@ impl Store for PostgresStore {
             let mut conn = self.conn().await?;
             let mut found = Vec::with_capacity(ids.len());
             for chunk in ids.chunks(IDS_PER_STATEMENT) {
-                found.extend(
-                    diesel::update(t::table.filter(t::id.eq_any(chunk)))
-                        .set(t::last_seen.eq(now))
-                        .returning(t::id)
-                        .get_results::<i64>(&mut conn)
-                        .await?,
-                );
+                // The row count tells whether every row still exists; only when some
+                // are gone (rare: an operator removed a member) a second statement
+                // finds out which. Ids are never reused, so nothing can appear between.
+                let updated = diesel::update(t::table.filter(t::id.eq_any(chunk)))
+                    .set(t::last_seen.eq(now))
+                    .execute(&mut conn)
+                    .await?;
+                if updated == chunk.len() {
+                    found.extend_from_slice(chunk);
+                } else {
+                    found.extend(
+                        t::table
+                            .select(t::id)
+                            .filter(t::id.eq_any(chunk))
+                            .load::<i64>(&mut conn)
+                            .await?,
+                    );
+                }
             }
             Ok(found)
         })

@@ -19,7 +19,7 @@ use diesel::connection::SimpleConnection;
 use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::result::QueryResult;
-use diesel::sql_types::Double;
+use diesel::sql_types::{Bool, Double, Text};
 use diesel::sqlite::SqliteConnection;
 use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{
@@ -54,6 +54,20 @@ fn db_now() -> diesel::expression::SqlLiteral<Double> {
 /// Age of the last heartbeat in seconds, on the database's clock.
 fn db_age() -> diesel::expression::SqlLiteral<Double> {
     sql::<Double>("unixepoch('subsec') - last_seen")
+}
+
+/// `[1,2,3]`: ids as a JSON array, for `json_each`.
+fn json_array(ids: &[RowId]) -> String {
+    let mut json = String::with_capacity(ids.len() * 8 + 2);
+    json.push('[');
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        json.push_str(&id.to_string());
+    }
+    json.push(']');
+    json
 }
 
 /// The SQLite store.
@@ -267,23 +281,25 @@ impl Store for SqliteStore {
     }
 
     async fn touch_ids(&self, ids: Vec<RowId>) -> Result<Vec<RowId>, DbError> {
+        // One statement with one bind whatever the batch size: the ids travel as a
+        // JSON array expanded by json_each, so there is no bind limit to chunk around
+        // and the statement text is the same every tick. Its row count tells whether
+        // every row still exists; only when some are gone (rare: an operator removed
+        // a member) a second statement finds out which.
+        let json = json_array(&ids);
         self.run(&self.writer, move |c| {
-            let touch = |c: &mut SqliteConnection, chunk: &[i64]| {
-                diesel::update(t::table.filter(t::id.eq_any(chunk)))
-                    .set(t::last_seen.eq(db_now()))
-                    .returning(t::id)
-                    .get_results::<i64>(c)
+            let ids_in = |json: String| {
+                sql::<Bool>("id IN (SELECT value FROM json_each(")
+                    .bind::<Text, _>(json)
+                    .sql("))")
             };
-            if ids.len() <= IDS_PER_STATEMENT {
-                return touch(c, &ids);
+            let updated = diesel::update(t::table.filter(ids_in(json.clone())))
+                .set(t::last_seen.eq(db_now()))
+                .execute(c)?;
+            if updated == ids.len() {
+                return Ok(ids);
             }
-            c.immediate_transaction(|c| {
-                let mut found = Vec::with_capacity(ids.len());
-                for chunk in ids.chunks(IDS_PER_STATEMENT) {
-                    found.extend(touch(c, chunk)?);
-                }
-                Ok(found)
-            })
+            t::table.select(t::id).filter(ids_in(json)).load::<i64>(c)
         })
         .await
     }
