@@ -531,6 +531,31 @@ mod tests {
         }
     }
 
+    #[cfg(not(feature = "postgres"))]
+    #[test]
+    fn postgres_url_without_the_feature_names_it() {
+        let err = parse(&DatabaseUrl::new("postgresql://u:hunter2@h/db")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        let msg = err.to_string();
+        assert!(
+            msg.contains("db.url") && msg.contains("`postgres` cargo feature"),
+            "{msg}"
+        );
+        assert!(!msg.contains("hunter2"), "{msg}");
+    }
+
+    #[cfg(not(feature = "sqlite"))]
+    #[test]
+    fn sqlite_url_without_the_feature_names_it() {
+        let err = parse(&DatabaseUrl::new("sqlite:///x.db")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        let msg = err.to_string();
+        assert!(
+            msg.contains("db.url") && msg.contains("`sqlite` cargo feature"),
+            "{msg}"
+        );
+    }
+
     #[test]
     fn percent_round_trip() {
         assert_eq!(percent_decode("a%20b%3d%zz%"), "a b=%zz%");
