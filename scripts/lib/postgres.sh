@@ -85,7 +85,7 @@ _pg_start() {
         --encoding=UTF8 --no-locale >"$dir/initdb.log" 2>&1 \
       || { echo "error: initdb failed:" >&2; cat "$dir/initdb.log" >&2; return 1; }
     mkdir -p "$dir/socket"
-    [ "$(id -u)" = 0 ] && chown postgres "$dir/socket"
+    if [ "$(id -u)" = 0 ]; then chown postgres "$dir/socket"; fi
   fi
   # Keep the port across restarts of the same directory (the outage test restarts it).
   local port
