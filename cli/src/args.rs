@@ -145,6 +145,22 @@ pub struct SimulateArgs {
     /// Leave the member records in place at the end (default: remove them).
     #[arg(long)]
     pub keep: bool,
+    /// Run a baseline instead of the configured driver: `nova` is Nova's own database
+    /// driver (one read-then-update transaction per member heartbeat, client clock),
+    /// on the PostgreSQL of `db.url`, in its own table `nova_services`.
+    #[arg(long, value_enum)]
+    pub baseline: Option<Baseline>,
+    /// Process id of the database server on this machine: the report then includes
+    /// its CPU time and memory during the measured run.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+}
+
+/// Baselines `simulate` can measure instead of a driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Baseline {
+    /// Nova's database servicegroup driver.
+    Nova,
 }
 
 /// Parses `10`, `0.5`, `200ms`, `1m` with the same rules as the configuration.

@@ -12,6 +12,9 @@ const ALIVE: u64 = u64::MAX;
 const JOINED: u8 = 1;
 const DETECTED: u8 = 2;
 const FALSE_DOWN: u8 = 4;
+/// False downs logged one by one; the rest are only counted (an overloaded baseline
+/// has thousands).
+const LOGGED_FALSE_DOWNS: u64 = 10;
 
 /// The simulated members: ids `m<index>` zero-padded, so listings sort by index.
 #[derive(Debug)]
@@ -99,8 +102,12 @@ impl Fleet {
         let killed_at = self.killed_at[i].load(Ordering::SeqCst);
         if killed_at == ALIVE {
             if self.flags[i].fetch_or(FALSE_DOWN, Ordering::SeqCst) & FALSE_DOWN == 0 {
-                self.false_downs.fetch_add(1, Ordering::SeqCst);
-                tracing::warn!(member, "false down: a live member was judged down");
+                let before = self.false_downs.fetch_add(1, Ordering::SeqCst);
+                if before < LOGGED_FALSE_DOWNS {
+                    tracing::warn!(member, "false down: a live member was judged down");
+                } else if before == LOGGED_FALSE_DOWNS {
+                    tracing::warn!("more false downs: counted in the report, no longer logged");
+                }
             }
         } else if self.flags[i].fetch_or(DETECTED, Ordering::SeqCst) & DETECTED == 0 {
             let delay = Duration::from_nanos(self.nanos_now().saturating_sub(killed_at));

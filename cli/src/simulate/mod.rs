@@ -7,11 +7,16 @@
 //! judged down. The driver is wrapped in a [`timing::TimingDriver`] to time the
 //! heartbeat batches. Per-member state is a few flat arrays ([`fleet::Fleet`]); no
 //! task per member.
+//!
+//! `--baseline nova` runs Nova's own database driver instead ([`baseline`]): same
+//! fleet, kill schedule, observers and report, on the PostgreSQL of `db.url`.
 
+mod baseline;
 mod fleet;
 mod histogram;
 mod report;
 mod timing;
+mod usage;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,10 +28,11 @@ use servicegroup::{Driver, ErrorKind, GroupId, Membership, Registry, ServiceGrou
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::args::{GlobalArgs, SimulateArgs};
+use crate::args::{Baseline, GlobalArgs, SimulateArgs};
 use crate::console;
 use crate::failure::{describe, Failure, EXIT_DOWN, EXIT_OK};
 use crate::settings;
+use baseline::Nova;
 use fleet::Fleet;
 use histogram::Histogram;
 use report::{Quantiles, Report};
@@ -38,6 +44,28 @@ const DEMO_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 const DEMO_SERVICE_DOWN_TIME: Duration = Duration::from_secs(3);
 /// Single-member checks an observer makes after each listing.
 const CHECKS_PER_ROUND: usize = 8;
+/// How often a run without a terminal logs a progress line.
+const PROGRESS_LINE_EVERY: Duration = Duration::from_secs(10);
+
+/// What is being measured.
+enum System {
+    /// Our driver (the configured one) behind `--handles` ServiceGroup handles.
+    Ours {
+        handles: Vec<ServiceGroup>,
+        observer: ServiceGroup,
+    },
+    /// Nova's database driver, reproduced.
+    Nova(Arc<Nova>),
+}
+
+impl System {
+    fn name(&self) -> &str {
+        match self {
+            System::Ours { observer, .. } => observer.driver_name(),
+            System::Nova(_) => "nova-db",
+        }
+    }
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -59,6 +87,13 @@ struct Sim {
     observed: Observed,
     stop: AtomicBool,
     memberships: Mutex<Vec<Option<Membership>>>,
+}
+
+impl Sim {
+    /// Whether the simulation is over.
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
 }
 
 fn style(template: &str) -> ProgressStyle {
@@ -91,21 +126,41 @@ pub async fn run(global: &GlobalArgs, args: SimulateArgs) -> Result<u8, Failure>
     }
 
     let stats = Arc::new(Stats::default());
-    let inner = Registry::build(&config).await?;
-    let driver: Arc<dyn Driver> = Arc::new(TimingDriver::new(inner, stats.clone()));
-    let handles = (0..args.handles)
-        .map(|_| ServiceGroup::with_driver(driver.clone(), config.clone()))
-        .collect::<Result<Vec<_>, _>>()?;
-    let observer = ServiceGroup::with_driver(driver.clone(), config.clone())?;
-    // Fail early and clearly when the backend cannot be reached at all.
-    observer.members(&group).await?;
-    crate::logging::running();
-
     let ri = config.report_interval;
     let sdt = config.service_down_time;
     let budget = sdt + ri + Duration::from_secs(1);
+    let sim = Arc::new(Sim {
+        group: group.clone(),
+        fleet: Fleet::new(args.members),
+        stats: stats.clone(),
+        observed: Observed::default(),
+        stop: AtomicBool::new(false),
+        memberships: Mutex::new(Vec::new()),
+    });
+
+    // The system under test: our driver behind ServiceGroup handles, or Nova's.
+    let system = match args.baseline {
+        None => {
+            let inner = Registry::build(&config).await?;
+            let driver: Arc<dyn Driver> = Arc::new(TimingDriver::new(inner, stats.clone()));
+            let handles = (0..args.handles)
+                .map(|_| ServiceGroup::with_driver(driver.clone(), config.clone()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let observer = ServiceGroup::with_driver(driver.clone(), config.clone())?;
+            // Fail early and clearly when the backend cannot be reached at all.
+            observer.members(&group).await?;
+            *lock(&sim.memberships) = (0..args.members).map(|_| None).collect();
+            System::Ours { handles, observer }
+        }
+        Some(Baseline::Nova) => {
+            let nova =
+                Nova::connect(config.db.url.as_ref(), config.db.timeout, sim.fleet.len()).await?;
+            System::Nova(Arc::new(nova))
+        }
+    };
+    crate::logging::running();
     tracing::debug!(
-        driver = observer.driver_name(),
+        driver = system.name(),
         group = %group,
         members = args.members,
         handles = args.handles,
@@ -114,30 +169,52 @@ pub async fn run(global: &GlobalArgs, args: SimulateArgs) -> Result<u8, Failure>
         "simulation starting"
     );
 
-    let sim = Arc::new(Sim {
-        group: group.clone(),
-        fleet: Fleet::new(args.members),
-        stats: stats.clone(),
-        observed: Observed::default(),
-        stop: AtomicBool::new(false),
-        memberships: Mutex::new((0..args.members).map(|_| None).collect()),
-    });
-
     // 1. Join every member, a bounded number at a time.
+    let join_mark = usage::mark(None);
     let join_started = Instant::now();
-    let (joined, join_failures) =
-        join_all(&sim, &handles, args.join_batch, args.join_concurrency).await?;
+    let (joined, join_failures) = match &system {
+        System::Ours { handles, .. } => {
+            join_all(&sim, handles, args.join_batch, args.join_concurrency).await?
+        }
+        System::Nova(nova) => join_nova(&sim, nova, args.join_concurrency).await?,
+    };
     let join_seconds = join_started.elapsed().as_secs_f64();
 
     // 2. The measured run: heartbeats, observers, kills.
     stats.reset_latency();
     let hb_before = stats.heartbeats.load(Ordering::SeqCst);
     let batches_before = stats.batches.load(Ordering::SeqCst);
+    let run_mark = usage::mark(args.server_pid);
     let run_started = Instant::now();
+    let mut workers = JoinSet::new();
+    if let System::Nova(nova) = &system {
+        // As many connections as ours gets from its pool, each busy with one
+        // member's transaction at a time.
+        let schedule = Arc::new(baseline::Schedule::new(run_started, ri));
+        for _ in 0..config.db.pool_size.max(1) {
+            workers.spawn(baseline::worker(
+                sim.clone(),
+                nova.clone(),
+                schedule.clone(),
+            ));
+        }
+    }
     let observe_interval = (ri / 4).clamp(Duration::from_millis(20), Duration::from_millis(500));
     let mut observers = JoinSet::new();
     for _ in 0..args.observers {
-        observers.spawn(observe(sim.clone(), observer.clone(), observe_interval));
+        match &system {
+            System::Ours { observer, .. } => {
+                observers.spawn(observe(sim.clone(), observer.clone(), observe_interval));
+            }
+            System::Nova(nova) => {
+                observers.spawn(observe_nova(
+                    sim.clone(),
+                    nova.clone(),
+                    sdt,
+                    observe_interval,
+                ));
+            }
+        }
     }
     let schedule = kill_schedule(&sim.fleet, args.kill, args.duration, budget);
     let kills_planned = schedule.len() as u64;
@@ -147,14 +224,25 @@ pub async fn run(global: &GlobalArgs, args: SimulateArgs) -> Result<u8, Failure>
         .with_style(style("{prefix:>9} [{elapsed_precise}] {wide_bar} {msg}"));
     bar.set_prefix("running");
     let run_end = run_started + args.duration;
+    let mut last_line = Instant::now();
     while Instant::now() < run_end {
         tokio::time::sleep(Duration::from_millis(200).min(run_end - Instant::now())).await;
         bar.set_position(run_started.elapsed().as_millis() as u64);
-        bar.set_message(progress_message(&sim, hb_before, run_started));
+        let message = progress_message(&sim, hb_before, run_started);
+        if bar.is_hidden() && last_line.elapsed() >= PROGRESS_LINE_EVERY {
+            // No terminal (a benchmark's log): a plain line now and then.
+            tracing::info!(elapsed_s = run_started.elapsed().as_secs(), "{message}");
+            last_line = Instant::now();
+        }
+        bar.set_message(message);
     }
     let run_seconds = run_started.elapsed().as_secs_f64();
     let heartbeats = stats.heartbeats.load(Ordering::SeqCst) - hb_before;
     let batches = stats.batches.load(Ordering::SeqCst) - batches_before;
+    let simulator_usage = usage::simulator(join_mark, run_mark, joined);
+    let server_usage = args
+        .server_pid
+        .map(|pid| usage::server(pid, run_mark, joined));
     bar.finish_and_clear();
     if killer.await.is_err() {
         return Err(Failure::msg("the simulator's kill task failed"));
@@ -173,17 +261,27 @@ pub async fn run(global: &GlobalArgs, args: SimulateArgs) -> Result<u8, Failure>
     bar.finish_and_clear();
     sim.stop.store(true, Ordering::SeqCst);
     while observers.join_next().await.is_some() {}
+    workers.abort_all();
+    while workers.join_next().await.is_some() {}
 
     let killed = sim.fleet.killed();
     let detected = sim.fleet.detected();
     let false_downs = sim.fleet.false_downs();
     let listing_latency = lock(&sim.observed.listing_latency).clone();
+    let lateness = match &system {
+        System::Nova(nova) => Some(Quantiles::from(&*lock(&nova.lateness))),
+        System::Ours { .. } => None,
+    };
     let report = Report {
-        driver: observer.driver_name().to_owned(),
+        driver: system.name().to_owned(),
+        baseline: args.baseline.map(|_| "nova".to_owned()),
         group: group.to_string(),
         members: joined,
         join_failures,
-        handles: args.handles,
+        handles: match &system {
+            System::Ours { .. } => args.handles,
+            System::Nova(_) => config.db.pool_size,
+        },
         observers: args.observers,
         join_seconds,
         duration_seconds: run_seconds,
@@ -193,6 +291,7 @@ pub async fn run(global: &GlobalArgs, args: SimulateArgs) -> Result<u8, Failure>
         heartbeats_per_second: heartbeats as f64 / run_seconds.max(1e-9),
         heartbeat_batches: batches,
         heartbeat_batch_latency_ms: Quantiles::from(&stats.batch_latency()),
+        heartbeat_lateness_ms: lateness,
         listings: sim.observed.listings.load(Ordering::SeqCst),
         listing_latency_ms: Quantiles::from(&listing_latency),
         checks: sim.observed.checks.load(Ordering::SeqCst),
@@ -203,16 +302,29 @@ pub async fn run(global: &GlobalArgs, args: SimulateArgs) -> Result<u8, Failure>
         detection_budget_ms: budget.as_secs_f64() * 1000.0,
         false_downs,
         errors: stats.errors.snapshot(),
+        simulator: simulator_usage,
+        server: server_usage,
         ok: false_downs == 0 && detected == killed,
     };
 
-    // 4. Clean up: leave the live members, remove the killed ones.
-    if args.keep {
-        stats.close();
-        drop(handles);
-    } else {
-        clean_up(&sim, &observer, args.cleanup_concurrency).await;
-        drop(handles);
+    // 4. Clean up: leave the live members, remove the killed ones (Nova: one DELETE).
+    match system {
+        System::Ours { handles, observer } => {
+            if args.keep {
+                stats.close();
+            } else {
+                clean_up(&sim, &observer, args.cleanup_concurrency).await;
+            }
+            drop(handles);
+        }
+        System::Nova(nova) => {
+            stats.close();
+            if !args.keep {
+                if let Err(error) = nova.clean_up(&sim).await {
+                    tracing::warn!(group = %sim.group, "cleaning up nova_services failed: {error}");
+                }
+            }
+        }
     }
 
     if args.json {
@@ -306,6 +418,56 @@ async fn join_all(
     Ok((joined, failed))
 }
 
+/// Joins the Nova baseline's fleet: `concurrency` tasks, each with its own
+/// connection, inserting a contiguous part of the fleet. Returns (joined, failed).
+async fn join_nova(
+    sim: &Arc<Sim>,
+    nova: &Arc<Nova>,
+    concurrency: u32,
+) -> Result<(u64, u64), Failure> {
+    let n = sim.fleet.len();
+    let bar = ProgressBar::new(n as u64).with_style(style(
+        "{prefix:>9} [{elapsed_precise}] {wide_bar} {pos}/{len} members",
+    ));
+    bar.set_prefix("joining");
+    let parts = (concurrency as usize).clamp(1, n);
+    let per_part = n.div_ceil(parts);
+    let mut set = JoinSet::new();
+    for p in 0..parts {
+        let range = (p * per_part)..((p + 1) * per_part).min(n);
+        let (sim, nova, bar) = (sim.clone(), nova.clone(), bar.clone());
+        set.spawn(async move {
+            let mut conn = nova.connection().await?;
+            let mut joined = 0;
+            let mut start = range.start;
+            while start < range.end {
+                let end = (start + 10_000).min(range.end);
+                joined += nova.join(&mut conn, &sim, start..end).await?;
+                bar.inc((end - start) as u64);
+                start = end;
+            }
+            Ok::<u64, servicegroup::Error>(joined)
+        });
+    }
+    let (mut joined, mut first_error) = (0, None);
+    while let Some(done) = set.join_next().await {
+        match done {
+            Ok(Ok(k)) => joined += k,
+            Ok(Err(error)) => {
+                sim.stats.errors.add(error.kind());
+                first_error.get_or_insert(error);
+            }
+            Err(join_error) => tracing::warn!("join task failed: {join_error}"),
+        }
+    }
+    bar.finish_and_clear();
+    if let Some(error) = first_error {
+        // All or nothing, so the measured fleet is the requested one.
+        return Err(Failure::from(error));
+    }
+    Ok((joined, n as u64 - joined))
+}
+
 /// Picks `round(joined * fraction)` joined members and a random kill time for each in
 /// `[10 %, duration - budget]` of the run (so detection fits in the run when it can).
 fn kill_schedule(
@@ -347,7 +509,7 @@ async fn kill(sim: Arc<Sim>, schedule: Vec<(Duration, usize)>, started: Instant)
     for (at, i) in schedule {
         tokio::time::sleep_until(started + at).await;
         sim.fleet.mark_killed(i);
-        let membership = lock(&sim.memberships)[i].take();
+        let membership = lock(&sim.memberships).get_mut(i).and_then(Option::take);
         if let Some(m) = membership {
             m.crash();
         }
@@ -386,6 +548,63 @@ async fn observe(sim: Arc<Sim>, sg: ServiceGroup, pause: Duration) {
                     }
                 }
                 Err(error) => sim.stats.errors.add(error.kind()),
+            }
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// One observer of the Nova baseline: list the group (`service_get_all_by_topic`),
+/// judge every row on the client clock, check a few single members, pause, repeat.
+async fn observe_nova(sim: Arc<Sim>, nova: Arc<Nova>, sdt: Duration, pause: Duration) {
+    let mut rng = fastrand::Rng::new();
+    let n = sim.fleet.len();
+    let mut conn = None;
+    while !sim.stop.load(Ordering::SeqCst) {
+        if conn.is_none() {
+            match nova.connection().await {
+                Ok(c) => conn = Some(c),
+                Err(error) => {
+                    sim.stats.errors.add(error.kind());
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let started = Instant::now();
+        match nova.list(c, &sim, sdt).await {
+            Ok(rows) => {
+                lock(&sim.observed.listing_latency).record(started.elapsed());
+                sim.observed.listings.fetch_add(1, Ordering::Relaxed);
+                for (i, _) in rows.into_iter().filter(|(_, up)| !up) {
+                    sim.fleet.judged_down(i, &sim.fleet.member_id(i));
+                }
+            }
+            Err(error) => {
+                sim.stats.errors.add(error.kind());
+                conn = None;
+                continue;
+            }
+        }
+        for _ in 0..CHECKS_PER_ROUND {
+            let i = rng.usize(..n);
+            if !sim.fleet.is_joined(i) {
+                continue;
+            }
+            let Some(c) = conn.as_mut() else { break };
+            match nova.check(c, &sim, i, sdt).await {
+                Ok(Some(up)) => {
+                    sim.observed.checks.fetch_add(1, Ordering::Relaxed);
+                    if !up {
+                        sim.fleet.judged_down(i, &sim.fleet.member_id(i));
+                    }
+                }
+                Ok(None) => sim.stats.errors.add(ErrorKind::NotFound),
+                Err(error) => {
+                    sim.stats.errors.add(error.kind());
+                    conn = None;
+                }
             }
         }
         tokio::time::sleep(pause).await;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::histogram::Histogram;
+use super::usage::{ServerUsage, SimulatorUsage};
 
 /// p50 / p99 / max of a latency, in milliseconds (null when nothing was measured).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -36,15 +37,18 @@ impl From<&Histogram> for Quantiles {
 /// Everything `servicegroup simulate` measured. Keys are documented in docs/cli.md.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// Driver name.
+    /// Driver name (`nova-db` for the Nova baseline).
     pub driver: String,
+    /// `nova` when the Nova baseline ran instead of a driver, else null.
+    pub baseline: Option<String>,
     /// Group the members joined.
     pub group: String,
     /// Members that joined (and so took part).
     pub members: u64,
     /// Members whose join failed.
     pub join_failures: u64,
-    /// Heartbeating handles.
+    /// Heartbeating handles (Nova baseline: connections, each running one member's
+    /// report at a time).
     pub handles: u32,
     /// Observer tasks.
     pub observers: u32,
@@ -64,6 +68,9 @@ pub struct Report {
     pub heartbeat_batches: u64,
     /// Latency of one heartbeat batch (one driver call for all members of a handle), ms.
     pub heartbeat_batch_latency_ms: Quantiles,
+    /// Nova baseline only: how late reports started after they were due (the drift
+    /// an overloaded database forces on every member), ms.
+    pub heartbeat_lateness_ms: Option<Quantiles>,
     /// Group listings by observers.
     pub listings: u64,
     /// Latency of one group listing, ms.
@@ -84,6 +91,10 @@ pub struct Report {
     pub false_downs: u64,
     /// Errors by kind (`timeout`, `unavailable`, `backend`, ...), from every call.
     pub errors: BTreeMap<String, u64>,
+    /// The simulator's own CPU and memory.
+    pub simulator: SimulatorUsage,
+    /// The database server's CPU and memory (with `--server-pid`), else null.
+    pub server: Option<ServerUsage>,
     /// True when there were no false downs and every killed member was detected.
     pub ok: bool,
 }
@@ -94,6 +105,10 @@ fn q(v: Option<f64>) -> String {
         Some(ms) if ms >= 1000.0 => format!("{:.2} s", ms / 1000.0),
         Some(ms) => format!("{ms:.1} ms"),
     }
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"))
 }
 
 impl Report {
@@ -126,6 +141,15 @@ impl Report {
             q(h.p99),
             q(h.max)
         );
+        if let Some(l) = &self.heartbeat_lateness_ms {
+            let _ = writeln!(
+                s,
+                "  report lateness    p50 {}   p99 {}   max {}",
+                q(l.p50),
+                q(l.p99),
+                q(l.max)
+            );
+        }
         let l = &self.listing_latency_ms;
         let _ = writeln!(
             s,
@@ -152,6 +176,23 @@ impl Report {
             q(Some(self.detection_budget_ms))
         );
         let _ = writeln!(s, "  false downs        {}", self.false_downs);
+        let u = &self.simulator;
+        let _ = writeln!(
+            s,
+            "  simulator          CPU {}% of a core, peak RSS {} MB ({} MB per 100k members)",
+            opt(u.cpu_percent),
+            opt(u.peak_rss_mb),
+            opt(u.peak_rss_mb_per_100k_members)
+        );
+        if let Some(v) = &self.server {
+            let _ = writeln!(
+                s,
+                "  server (pid {})   CPU {}% of a core, PSS {} MB",
+                v.pid,
+                opt(v.cpu_percent),
+                opt(v.pss_mb)
+            );
+        }
         let errors = if self.errors.is_empty() {
             "none".to_owned()
         } else {

@@ -78,6 +78,13 @@ impl Stats {
         lock(&self.batch_latency).clone()
     }
 
+    /// Records one successful heartbeat call of `stored` members that took `elapsed`.
+    pub fn record_heartbeat(&self, elapsed: std::time::Duration, stored: u64) {
+        lock(&self.batch_latency).record(elapsed);
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.heartbeats.fetch_add(stored, Ordering::Relaxed);
+    }
+
     /// Marks the shutdown: cancelled calls are no longer errors.
     pub fn close(&self) {
         self.closing.store(true, Ordering::SeqCst);
@@ -141,10 +148,8 @@ impl Driver for TimingDriver {
         in_flight.finished = true;
         match &result {
             Ok(report) => {
-                lock(&self.stats.batch_latency).record(elapsed);
-                self.stats.batches.fetch_add(1, Ordering::Relaxed);
                 let stored = keys.len().saturating_sub(report.missing.len()) as u64;
-                self.stats.heartbeats.fetch_add(stored, Ordering::Relaxed);
+                self.stats.record_heartbeat(elapsed, stored);
             }
             Err(error) => self.stats.errors.add(error.kind()),
         }
