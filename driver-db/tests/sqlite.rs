@@ -71,6 +71,30 @@ async fn two_processes_on_one_file_see_each_other() {
 }
 
 #[tokio::test]
+async fn database_file_is_in_wal_mode() {
+    #[derive(diesel::QueryableByName)]
+    struct Mode {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        journal_mode: String,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(dir.path(), "wal.db");
+    DbDriver::connect(&config(&url)).await.unwrap();
+    let path = dir.path().join("wal.db");
+    let mode = tokio::task::spawn_blocking(move || {
+        use diesel::{Connection, RunQueryDsl};
+        let mut c = diesel::SqliteConnection::establish(path.to_str().unwrap()).unwrap();
+        diesel::sql_query("PRAGMA journal_mode")
+            .get_result::<Mode>(&mut c)
+            .unwrap()
+            .journal_mode
+    })
+    .await
+    .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[tokio::test]
 async fn heartbeat_batch_of_ten_thousand_is_one_statement() {
     let dir = tempfile::tempdir().unwrap();
     direct_batch_is_one_statement(&sqlite_url(dir.path(), "batch.db")).await;

@@ -3,9 +3,9 @@
 //!
 //! - The clock: `last_seen = now()` and ages `date_part('epoch', now() - last_seen)`,
 //!   both on the server.
-//! - A heartbeat batch is one `UPDATE … WHERE id = ANY($1)` with the
-//!   ids sorted (one array bind), so concurrent batches of several processes lock
-//!   rows in the same order and cannot deadlock.
+//! - A heartbeat batch is one `UPDATE … WHERE id = ANY($1)` (one array bind) that
+//!   first locks its rows in id order (`ORDER BY id FOR NO KEY UPDATE` in a sub-select), so
+//!   concurrent batches of several processes cannot deadlock.
 //! - Timeouts: `connect_timeout` and `statement_timeout` (through the `options`
 //!   startup parameter, no extra round trip) from `[db] timeout`, plus pool
 //!   checkout/connect timeouts and a bound on every call.
@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use diesel::dsl::{now, sql};
 use diesel::prelude::*;
-use diesel::sql_types::Double;
+use diesel::sql_types::{Array, BigInt, Double, Text};
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{
@@ -45,6 +45,24 @@ const ROWS_PER_UPSERT: usize = 10_000;
 
 /// `pg_advisory_lock` key serializing migrations ("sgmigr" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7367_6d69_6772;
+
+/// The heartbeat batch. The rows are locked in id order first (`ORDER BY id FOR NO
+/// KEY UPDATE`, the lock an UPDATE takes anyway: the lock step runs on the sorted
+/// rows) and only then updated, so batches of several processes over overlapping
+/// rows never deadlock, whatever plan the update takes. Sorting the ids alone is not
+/// enough: a sequential scan visits rows in physical order, which every HOT update
+/// changes (`concurrent_overlapping_batches_never_deadlock` failed with a plain
+/// `UPDATE … WHERE id = ANY($1)`). Costs ~1.5x the plain update. One statement, one
+/// array bind.
+const TOUCH_IDS: &str = "UPDATE servicegroup_members AS t SET last_seen = now() \
+     FROM (SELECT id FROM servicegroup_members WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE) AS s \
+     WHERE t.id = s.id";
+
+/// [`TOUCH_IDS`] for members known by name.
+const TOUCH_MEMBERS: &str = "UPDATE servicegroup_members AS t SET last_seen = now() \
+     FROM (SELECT id FROM servicegroup_members WHERE group_id = $1 AND member_id = ANY($2) \
+           ORDER BY id FOR NO KEY UPDATE) AS s \
+     WHERE t.id = s.id RETURNING t.id, t.member_id";
 
 fn db_last_seen() -> diesel::expression::SqlLiteral<Double> {
     sql::<Double>("date_part('epoch', last_seen)")
@@ -217,8 +235,8 @@ impl Store for PostgresStore {
                 // The row count tells whether every row still exists; only when some
                 // are gone (rare: an operator removed a member) a second statement
                 // finds out which. Ids are never reused, so nothing can appear between.
-                let updated = diesel::update(t::table.filter(t::id.eq_any(chunk)))
-                    .set(t::last_seen.eq(now))
+                let updated = diesel::sql_query(TOUCH_IDS)
+                    .bind::<Array<BigInt>, _>(chunk)
                     .execute(&mut conn)
                     .await?;
                 if updated == chunk.len() {
@@ -243,21 +261,23 @@ impl Store for PostgresStore {
         group: &str,
         members: Vec<String>,
     ) -> Result<Vec<(RowId, String)>, DbError> {
+        #[derive(diesel::QueryableByName)]
+        struct Touched {
+            #[diesel(sql_type = BigInt)]
+            id: i64,
+            #[diesel(sql_type = Text)]
+            member_id: String,
+        }
         bounded(self.timeout, async {
             let mut conn = self.conn().await?;
             let mut found = Vec::with_capacity(members.len());
             for chunk in members.chunks(IDS_PER_STATEMENT) {
-                found.extend(
-                    diesel::update(
-                        t::table
-                            .filter(t::group_id.eq(group))
-                            .filter(t::member_id.eq_any(chunk)),
-                    )
-                    .set(t::last_seen.eq(now))
-                    .returning((t::id, t::member_id))
-                    .get_results::<(i64, String)>(&mut conn)
-                    .await?,
-                );
+                let touched: Vec<Touched> = diesel::sql_query(TOUCH_MEMBERS)
+                    .bind::<Text, _>(group)
+                    .bind::<Array<Text>, _>(chunk)
+                    .load(&mut conn)
+                    .await?;
+                found.extend(touched.into_iter().map(|r| (r.id, r.member_id)));
             }
             Ok(found)
         })
