@@ -54,6 +54,7 @@ conformance_suite!(sqlite, sqlite, skip: {
 async fn postgres() -> Result<Fixture, BoxError> {
     use servicegroup_conformance::proxy::OutageProxy;
     let direct = common::fresh_pg_database("sg_conf").await;
+    let drop_database = common::DropDatabase::for_url(&direct);
     // postgres://user@HOST:PORT/db -> upstream HOST:PORT, replaced by the proxy's address.
     let (scheme, rest) = direct.split_once("://").ok_or("URL without ://")?;
     let (authority, path) = rest.split_once('/').ok_or("URL without a database")?;
@@ -67,7 +68,8 @@ async fn postgres() -> Result<Fixture, BoxError> {
             async { Ok(()) }
         })
         .with_heartbeat_ops(statement_counter(&url))
-        .keep(proxy))
+        .keep(proxy)
+        .keep(drop_database))
 }
 
 #[cfg(feature = "postgres")]

@@ -7,6 +7,8 @@
 //!   by SQLite's file lock and the busy timeout.
 //! - The clock: `last_seen` is `unixepoch('subsec')` (REAL epoch seconds) and ages
 //!   are `unixepoch('subsec') - last_seen`, both computed by SQLite.
+//! - A heartbeat batch is one `UPDATE … WHERE id IN (SELECT value FROM json_each(?))`:
+//!   one bind (a JSON array of the ids) whatever the batch size.
 //! - Queries run as plain diesel inside diesel-async's `SyncConnectionWrapper`
 //!   (`spawn_blocking`), which also allows multi-statement transactions.
 //! - `sqlite::memory:`: one connection serves everything (a second connection would
@@ -39,8 +41,9 @@ use crate::url::SqliteLocation;
 /// The embedded SQLite migrations.
 pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
-/// SQLite's limit of bound parameters per statement (SQLITE_MAX_VARIABLE_NUMBER of
-/// the bundled build is 32766); one heartbeat statement stays well under it.
+/// Most member names bound in one statement when members are looked up by name
+/// (SQLITE_MAX_VARIABLE_NUMBER of the bundled build is 32766, one group bind more).
+/// Heartbeats by id bind a single JSON array and need no chunking.
 pub(crate) const IDS_PER_STATEMENT: usize = 32_000;
 
 type Conn = SyncConnectionWrapper<SqliteConnection>;

@@ -536,3 +536,50 @@ pub async fn migrations_are_idempotent_and_concurrency_safe(url_a: &str, url_b: 
     }
     assert_eq!(applied_migrations(url_b).await, 1);
 }
+
+/// Drops a database of the shared test server when dropped (so a run's throwaway
+/// databases do not pile up), terminating connections still open to it.
+pub struct DropDatabase {
+    admin_url: String,
+    name: String,
+}
+
+impl DropDatabase {
+    /// A guard for the database `url` names.
+    pub fn for_url(url: &str) -> Self {
+        let name = url
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .split('?')
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        Self {
+            admin_url: pg_admin_url(),
+            name,
+        }
+    }
+}
+
+impl Drop for DropDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin_url.clone(), self.name.clone());
+        // Its own thread and runtime: the case's runtime may be shutting down.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+                let mut conn = AsyncPgConnection::establish(&admin).await.ok()?;
+                diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
