@@ -307,7 +307,7 @@ fn outage_of_a_dedicated_server() {
             "{text}"
         );
         assert!(
-            !text.contains("registered it again"),
+            !text.contains("registered them again"),
             "a member record was lost during the outage: {text}"
         );
         let listed = observer.members("compute").await.unwrap();

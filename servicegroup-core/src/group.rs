@@ -124,28 +124,37 @@ impl Inner {
             .into_iter()
             .filter(|key| self.joined().get(key) == Some(&Slot::Joined))
             .collect();
-        // In chunks, like join_many: after a backend lost everything (memcached
-        // restarted empty) every member of the handle is missing at once.
-        for chunk in missing.chunks(JOIN_CHUNK) {
-            let registered = if let [key] = chunk {
-                self.call("register", self.driver.register(key)).await
+        // After a backend lost everything (memcached restarted empty) every member
+        // of the handle is missing at once: one WARN for the tick, not one per member.
+        if let Err(error) = self.register_all(&missing).await {
+            self.health.failed(driver, &error);
+            return;
+        }
+        if let Some(first) = missing.first() {
+            tracing::warn!(
+                driver,
+                count = missing.len(),
+                first = %first,
+                "{} member record(s) were gone from the {driver} backend (first: {first}); registered them again",
+                missing.len()
+            );
+        }
+        for key in &missing {
+            tracing::debug!(driver, group = %key.group, member = %key.member, "registered again");
+        }
+    }
+
+    /// Registers `keys` (sorted) in chunks of [`JOIN_CHUNK`], one driver call per chunk.
+    async fn register_all(&self, keys: &[MemberKey]) -> Result<()> {
+        for chunk in keys.chunks(JOIN_CHUNK) {
+            if let [key] = chunk {
+                self.call("register", self.driver.register(key)).await?;
             } else {
                 self.call("register_many", self.driver.register_many(chunk))
-                    .await
-            };
-            if let Err(error) = registered {
-                self.health.failed(driver, &error);
-                return;
-            }
-            for key in chunk {
-                tracing::warn!(
-                    driver,
-                    group = %key.group,
-                    member = %key.member,
-                    "member record of {key} was gone from the {driver} backend; registered it again"
-                );
+                    .await?;
             }
         }
+        Ok(())
     }
 }
 
@@ -280,22 +289,13 @@ impl ServiceGroup {
         })?;
         let mut sorted = keys.clone();
         sorted.sort();
-        for chunk in sorted.chunks(JOIN_CHUNK) {
-            let registered = if let [key] = chunk {
-                inner.call("register", inner.driver.register(key)).await
-            } else {
-                inner
-                    .call("register_many", inner.driver.register_many(chunk))
-                    .await
-            };
-            if let Err(error) = registered {
-                inner.update_joined(|joined| {
-                    for key in &keys {
-                        joined.remove(key);
-                    }
-                });
-                return Err(error);
-            }
+        if let Err(error) = inner.register_all(&sorted).await {
+            inner.update_joined(|joined| {
+                for key in &keys {
+                    joined.remove(key);
+                }
+            });
+            return Err(error);
         }
         inner.update_joined(|joined| {
             for key in &keys {

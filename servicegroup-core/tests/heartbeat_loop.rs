@@ -247,9 +247,16 @@ async fn a_member_whose_record_vanished_is_registered_again_and_logged_once() {
     driver.rows.lock().unwrap().clear();
     tokio::time::sleep(Duration::from_secs(11)).await;
     assert_eq!(driver.rows.lock().unwrap().len(), 1);
-    assert_eq!(logs.count("was gone from the scripted backend"), 1);
+    assert_eq!(logs.count("gone from the scripted backend"), 1);
     tokio::time::sleep(Duration::from_secs(30)).await;
-    assert_eq!(logs.count("was gone from the scripted backend"), 1);
+    assert_eq!(logs.count("gone from the scripted backend"), 1);
+    // Many at once: one line for the tick, naming how many.
+    let _more = sg.join_many("compute", ["b", "c", "d"]).await.unwrap();
+    driver.rows.lock().unwrap().clear();
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(driver.rows.lock().unwrap().len(), 4);
+    assert_eq!(logs.count("gone from the scripted backend"), 2);
+    assert_eq!(logs.count("4 member record(s) were gone"), 1);
 }
 
 #[tokio::test(start_paused = true)]
