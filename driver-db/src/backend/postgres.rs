@@ -228,32 +228,36 @@ impl Store for PostgresStore {
     }
 
     async fn touch_ids(&self, ids: Vec<RowId>) -> Result<Vec<RowId>, DbError> {
-        bounded(self.timeout, async {
-            let mut conn = self.conn().await?;
-            let mut found = Vec::with_capacity(ids.len());
-            for chunk in ids.chunks(IDS_PER_STATEMENT) {
-                // The row count tells whether every row still exists; only when some
-                // are gone (rare: an operator removed a member) a second statement
-                // finds out which. Ids are never reused, so nothing can appear between.
-                let updated = diesel::sql_query(TOUCH_IDS)
+        // Bounds per checkout and per statement: a batch of several chunks (more than
+        // IDS_PER_STATEMENT members) may take longer than one `[db] timeout` in all.
+        let mut conn = bounded(self.timeout, self.conn()).await?;
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(IDS_PER_STATEMENT) {
+            // The row count tells whether every row still exists; only when some are
+            // gone (rare: an operator removed a member) a second statement finds out
+            // which. Ids are never reused, so nothing can appear in between.
+            let updated = bounded(self.timeout, async {
+                Ok(diesel::sql_query(TOUCH_IDS)
                     .bind::<Array<BigInt>, _>(chunk)
                     .execute(&mut conn)
-                    .await?;
-                if updated == chunk.len() {
-                    found.extend_from_slice(chunk);
-                } else {
-                    found.extend(
-                        t::table
-                            .select(t::id)
-                            .filter(t::id.eq_any(chunk))
-                            .load::<i64>(&mut conn)
-                            .await?,
-                    );
-                }
+                    .await?)
+            })
+            .await?;
+            if updated == chunk.len() {
+                found.extend_from_slice(chunk);
+            } else {
+                let existing = bounded(self.timeout, async {
+                    Ok(t::table
+                        .select(t::id)
+                        .filter(t::id.eq_any(chunk))
+                        .load::<i64>(&mut conn)
+                        .await?)
+                })
+                .await?;
+                found.extend(existing);
             }
-            Ok(found)
-        })
-        .await
+        }
+        Ok(found)
     }
 
     async fn touch_members(
@@ -268,20 +272,20 @@ impl Store for PostgresStore {
             #[diesel(sql_type = Text)]
             member_id: String,
         }
-        bounded(self.timeout, async {
-            let mut conn = self.conn().await?;
-            let mut found = Vec::with_capacity(members.len());
-            for chunk in members.chunks(IDS_PER_STATEMENT) {
-                let touched: Vec<Touched> = diesel::sql_query(TOUCH_MEMBERS)
+        let mut conn = bounded(self.timeout, self.conn()).await?;
+        let mut found = Vec::with_capacity(members.len());
+        for chunk in members.chunks(IDS_PER_STATEMENT) {
+            let touched: Vec<Touched> = bounded(self.timeout, async {
+                Ok(diesel::sql_query(TOUCH_MEMBERS)
                     .bind::<Text, _>(group)
                     .bind::<Array<Text>, _>(chunk)
                     .load(&mut conn)
-                    .await?;
-                found.extend(touched.into_iter().map(|r| (r.id, r.member_id)));
-            }
-            Ok(found)
-        })
-        .await
+                    .await?)
+            })
+            .await?;
+            found.extend(touched.into_iter().map(|r| (r.id, r.member_id)));
+        }
+        Ok(found)
     }
 
     async fn delete(&self, group: &str, member: &str) -> Result<bool, DbError> {
