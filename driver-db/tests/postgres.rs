@@ -285,6 +285,7 @@ fn outage_of_a_dedicated_server() {
             },
         )
         .await;
+        eprintln!("members up again {took:?} after PostgreSQL was restarted");
         assert!(
             took <= report_interval + Duration::from_secs(1),
             "members came back up {took:?} after the restart; must be within one report_interval \
