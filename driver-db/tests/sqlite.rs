@@ -55,13 +55,29 @@ async fn two_processes_on_one_file_see_each_other() {
         "{lines:?}"
     );
 
-    // The child's heartbeats keep its member fresh here, then it leaves.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let m = sg.member("compute", "child-host").await.unwrap();
-    assert!(
-        m.age.unwrap() < Duration::from_millis(900),
-        "heartbeats from the other process: {m:?}"
-    );
+    // The child's heartbeats reach this process: its update time moves on.
+    let first = sg
+        .get_updated_time("compute", "child-host")
+        .await
+        .unwrap()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = sg
+            .get_updated_time("compute", "child-host")
+            .await
+            .unwrap()
+            .unwrap();
+        if now > first {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no heartbeat from the other process within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(sg.is_up("compute", "child-host").await.unwrap());
     drop(child.stdin.take());
     read_until(&mut child, "SG LEFT");
     assert!(child.wait().unwrap().success());
