@@ -509,6 +509,7 @@ pub fn group(test: &str) -> String {
 pub fn assert_simulation_ok(r: &Value, members: u64, killed: u64, sdt: f64, ri: f64) {
     let expected: BTreeSet<&str> = [
         "driver",
+        "baseline",
         "group",
         "members",
         "join_failures",
@@ -522,6 +523,7 @@ pub fn assert_simulation_ok(r: &Value, members: u64, killed: u64, sdt: f64, ri: 
         "heartbeats_per_second",
         "heartbeat_batches",
         "heartbeat_batch_latency_ms",
+        "heartbeat_lateness_ms",
         "listings",
         "listing_latency_ms",
         "checks",
@@ -532,6 +534,8 @@ pub fn assert_simulation_ok(r: &Value, members: u64, killed: u64, sdt: f64, ri: 
         "detection_budget_ms",
         "false_downs",
         "errors",
+        "simulator",
+        "server",
         "ok",
     ]
     .into_iter()
@@ -574,4 +578,9 @@ pub fn assert_simulation_ok(r: &Value, members: u64, killed: u64, sdt: f64, ri: 
     );
     assert!(r["listings"].as_u64().unwrap() > 0 && r["checks"].as_u64().unwrap() > 0);
     assert!(r["errors"].as_object().unwrap().is_empty(), "{r:#}");
+    // The simulator measures itself (Linux /proc).
+    let sim = &r["simulator"];
+    for key in ["cpu_seconds", "cpu_percent", "rss_mb", "peak_rss_mb"] {
+        assert!(sim[key].as_f64().is_some_and(|v| v >= 0.0), "{key}: {r:#}");
+    }
 }
