@@ -10,7 +10,7 @@
 //!   (`report_count + 1`, `updated_at = utcnow()` of the client). A report that
 //!   overruns the interval is followed at once by the next (oslo's
 //!   `FixedIntervalLoopingCall`), so an overloaded database stretches every member's
-//!   period.
+//!   period. Each report also pays oslo.db's `SELECT 1` ping on connection checkout.
 //! - `is_up`: `abs(client now - updated_at) <= service_down_time`, forced-down
 //!   services are down.
 //!
@@ -236,9 +236,14 @@ impl Nova {
         Ok(joined)
     }
 
-    /// One report of member `id`: read the row, update it, in one transaction.
+    /// One report of member `id`: oslo.db's checkout ping (`SELECT 1` whenever the
+    /// engine hands out a connection), then read the row and update it in one
+    /// transaction.
     async fn report_state(&self, conn: &mut AsyncPgConnection, id: i64) -> Result<(), Error> {
         self.bounded("heartbeat", async {
+            conn.batch_execute("SELECT 1")
+                .await
+                .map_err(|e| db_error("checkout ping", e))?;
             conn.transaction::<_, diesel::result::Error, _>(async |c| {
                 let row: ServiceRow = diesel::sql_query(
                     "SELECT id, host, topic, report_count, disabled, forced_down, \

@@ -522,9 +522,11 @@ async fn observe(sim: Arc<Sim>, sg: ServiceGroup, pause: Duration) {
     let n = sim.fleet.len();
     while !sim.stop.load(Ordering::SeqCst) {
         let started = Instant::now();
+        let mut listed_in = Duration::ZERO;
         match sg.members(&sim.group).await {
             Ok(members) => {
-                lock(&sim.observed.listing_latency).record(started.elapsed());
+                listed_in = started.elapsed();
+                lock(&sim.observed.listing_latency).record(listed_in);
                 sim.observed.listings.fetch_add(1, Ordering::Relaxed);
                 for m in members.iter().filter(|m| m.state == State::Down) {
                     if let Some(i) = sim.fleet.index_of(m.member.as_str()) {
@@ -550,8 +552,15 @@ async fn observe(sim: Arc<Sim>, sg: ServiceGroup, pause: Duration) {
                 Err(error) => sim.stats.errors.add(error.kind()),
             }
         }
-        tokio::time::sleep(pause).await;
+        tokio::time::sleep(observer_pause(pause, listed_in)).await;
     }
+}
+
+/// The pause after a listing that took `listed_in`: at least `pause`, and twice the
+/// listing time, so observers of a huge group (a listing of 1,000,000 members takes
+/// seconds) spend at most a third of their time listing and never starve heartbeats.
+fn observer_pause(pause: Duration, listed_in: Duration) -> Duration {
+    pause.max(listed_in * 2)
 }
 
 /// One observer of the Nova baseline: list the group (`service_get_all_by_topic`),
@@ -573,9 +582,11 @@ async fn observe_nova(sim: Arc<Sim>, nova: Arc<Nova>, sdt: Duration, pause: Dura
         }
         let Some(c) = conn.as_mut() else { continue };
         let started = Instant::now();
+        let listed_in;
         match nova.list(c, &sim, sdt).await {
             Ok(rows) => {
-                lock(&sim.observed.listing_latency).record(started.elapsed());
+                listed_in = started.elapsed();
+                lock(&sim.observed.listing_latency).record(listed_in);
                 sim.observed.listings.fetch_add(1, Ordering::Relaxed);
                 for (i, _) in rows.into_iter().filter(|(_, up)| !up) {
                     sim.fleet.judged_down(i, &sim.fleet.member_id(i));
@@ -607,7 +618,7 @@ async fn observe_nova(sim: Arc<Sim>, nova: Arc<Nova>, sdt: Duration, pause: Dura
                 }
             }
         }
-        tokio::time::sleep(pause).await;
+        tokio::time::sleep(observer_pause(pause, listed_in)).await;
     }
 }
 
