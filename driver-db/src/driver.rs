@@ -106,6 +106,7 @@ impl DbDriver {
         let (target, is_default) = resolve(db.url.as_ref())?;
         let redactor = match &target {
             Target::Postgres(pg) => Redactor::new(pg.secrets()),
+            Target::Mysql(my) => Redactor::new(my.secrets()),
             _ => Redactor::default(),
         };
         if let Target::Sqlite(SqliteLocation::File(path)) = &target {
@@ -319,6 +320,10 @@ async fn open(
         #[cfg(feature = "postgres")]
         Target::Postgres(url) => Ok(Box::new(
             crate::backend::postgres::connect(url, settings).await?,
+        )),
+        #[cfg(feature = "mysql")]
+        Target::Mysql(url) => Ok(Box::new(
+            crate::backend::mysql::connect(url, settings).await?,
         )),
         #[allow(unreachable_patterns)]
         other => {

@@ -2,7 +2,8 @@
 //!
 //! - connection refused / closed / lost, the pool out of connections or unable to
 //!   connect in time: [`ErrorKind::Unavailable`];
-//! - a statement cancelled by `statement_timeout`, SQLite busy past its busy
+//! - a statement cancelled by `statement_timeout` (MariaDB `max_statement_time`,
+//!   MySQL `max_execution_time`, InnoDB lock wait timeout), SQLite busy past its busy
 //!   timeout, or a call exceeding `[db] timeout`: [`ErrorKind::Timeout`];
 //! - anything else the database answered: [`ErrorKind::Backend`].
 //!
@@ -113,6 +114,9 @@ const TIMEOUT_MARKERS: &[&str] = &[
     "database table is locked",
     "timed out",
     "timeout",
+    // MariaDB's max_statement_time, MySQL's max_execution_time.
+    "max_statement_time exceeded",
+    "execution time exceeded",
 ];
 
 /// Message fragments (lowercase) that mean "the server or the connection is gone".
@@ -132,6 +136,16 @@ const UNAVAILABLE_MARKERS: &[&str] = &[
     "no such host",
     "too many clients",
     "remaining connection slots",
+    // MySQL / MariaDB (mysql_async's I/O and driver errors, server shutdown).
+    "input/output error",
+    "connection to the server is closed",
+    "server shutdown in progress",
+    "server has gone away",
+    "lost connection",
+    "connection was killed",
+    "too many connections",
+    "pool was disconnected",
+    "unexpected end of file",
 ];
 
 fn query_kind(e: &QueryError) -> ErrorKind {
@@ -236,6 +250,30 @@ mod tests {
             DbError::Connect(ConnectionError::BadConnection("refused".into())).kind(),
             ErrorKind::Unavailable
         );
+        // MySQL / MariaDB (mysql_async) messages.
+        for (message, kind) in [
+            (
+                "Query execution was interrupted (max_statement_time exceeded)",
+                ErrorKind::Timeout,
+            ),
+            (
+                "Lock wait timeout exceeded; try restarting transaction",
+                ErrorKind::Timeout,
+            ),
+            (
+                "Input/output error: Connection refused (os error 111)",
+                ErrorKind::Unavailable,
+            ),
+            (
+                "Driver error: `Connection to the server is closed.'",
+                ErrorKind::Unavailable,
+            ),
+            ("Server shutdown in progress", ErrorKind::Unavailable),
+            ("Duplicate entry 'x' for key 'PRIMARY'", ErrorKind::Backend),
+        ] {
+            let e = QueryError::DatabaseError(DatabaseErrorKind::Unknown, Box::new(message.to_owned()));
+            assert_eq!(DbError::Query(e).kind(), kind, "{message}");
+        }
     }
 
     #[test]

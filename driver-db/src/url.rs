@@ -10,6 +10,7 @@
 //! | `sqlite::memory:`, `sqlite://:memory:`, `sqlite://` | a private in-memory database |
 //! | `postgres://…`, `postgresql://…` | PostgreSQL (libpq-style URL: user, password, hosts, dbname, parameters) |
 //! | `postgresql+psycopg2://…`, `sqlite+pysqlite://…` | SQLAlchemy's `+driver` suffix is ignored |
+//! | `mysql://…`, `mariadb://…`, `mysql+pymysql://…` | MySQL / MariaDB (user, password, host, port, dbname, parameters) |
 //!
 //! Nothing here ever puts a password into an error message: messages show the URL
 //! through [`redact`].
@@ -19,6 +20,9 @@ use std::path::PathBuf;
 
 use servicegroup_core::config::secret::redact;
 use servicegroup_core::{DatabaseUrl, Error, Result};
+
+mod mysql;
+pub use mysql::MysqlUrl;
 
 /// The configuration key URLs come from, named in every URL error.
 pub const URL_KEY: &str = "db.url";
@@ -31,6 +35,8 @@ pub enum BackendKind {
     Sqlite,
     /// PostgreSQL.
     Postgres,
+    /// MySQL or MariaDB.
+    Mysql,
 }
 
 impl BackendKind {
@@ -39,6 +45,7 @@ impl BackendKind {
         match self {
             BackendKind::Sqlite => "SQLite",
             BackendKind::Postgres => "PostgreSQL",
+            BackendKind::Mysql => "MySQL/MariaDB",
         }
     }
 
@@ -47,6 +54,7 @@ impl BackendKind {
         match self {
             BackendKind::Sqlite => "sqlite",
             BackendKind::Postgres => "postgres",
+            BackendKind::Mysql => "mysql",
         }
     }
 
@@ -55,12 +63,13 @@ impl BackendKind {
         match self {
             BackendKind::Sqlite => cfg!(feature = "sqlite"),
             BackendKind::Postgres => cfg!(feature = "postgres"),
+            BackendKind::Mysql => cfg!(feature = "mysql"),
         }
     }
 
     /// Every backend compiled into this build.
     pub fn compiled_in() -> Vec<BackendKind> {
-        [BackendKind::Sqlite, BackendKind::Postgres]
+        [BackendKind::Sqlite, BackendKind::Postgres, BackendKind::Mysql]
             .into_iter()
             .filter(|k| k.is_compiled_in())
             .collect()
@@ -91,6 +100,9 @@ pub enum Target {
     /// A PostgreSQL server: the URL normalized to `postgresql://` (password included:
     /// shown only through [`Target::redacted`] and `Debug`, which hide it).
     Postgres(PostgresUrl),
+    /// A MySQL or MariaDB server: the URL normalized to `mysql://` (password hidden
+    /// by [`Target::redacted`] and `Debug`).
+    Mysql(MysqlUrl),
 }
 
 impl Target {
@@ -99,6 +111,7 @@ impl Target {
         match self {
             Target::Sqlite(_) => BackendKind::Sqlite,
             Target::Postgres(_) => BackendKind::Postgres,
+            Target::Mysql(_) => BackendKind::Mysql,
         }
     }
 
@@ -108,6 +121,7 @@ impl Target {
             Target::Sqlite(SqliteLocation::File(path)) => format!("sqlite://{}", path.display()),
             Target::Sqlite(SqliteLocation::Memory) => "sqlite::memory:".to_owned(),
             Target::Postgres(url) => url.redacted(),
+            Target::Mysql(url) => url.redacted(),
         }
     }
 }
@@ -222,8 +236,9 @@ const POSTGRES_PARAMS: &[&str] = &[
 fn bad_url(url: &DatabaseUrl, why: impl fmt::Display) -> Error {
     Error::config(format!(
         "`{URL_KEY}` = {:?} is not a usable database URL: {why}. Expected sqlite:///abs/path.db, \
-         sqlite://rel.db, sqlite::memory:, postgresql://user:password@host:port/dbname \
-         (SQLAlchemy forms such as postgresql+psycopg2:// and sqlite:////abs/path work too)",
+         sqlite://rel.db, sqlite::memory:, postgresql://user:password@host:port/dbname, \
+         mysql://user:password@host:port/dbname (SQLAlchemy forms such as \
+         postgresql+psycopg2://, mysql+pymysql:// and sqlite:////abs/path work too)",
         shown(url)
     ))
 }
@@ -288,14 +303,12 @@ fn parse_any(url: &DatabaseUrl) -> Result<Target> {
     match scheme {
         "sqlite" | "sqlite3" => parse_sqlite(url, rest).map(Target::Sqlite),
         "postgres" | "postgresql" | "pgsql" => parse_postgres(url, rest).map(Target::Postgres),
-        "mysql" | "mariadb" => Err(Error::config(format!(
-            "`{URL_KEY}` = {:?}: MySQL/MariaDB is not supported by this version of the db driver \
-             (supported: sqlite, postgresql)",
-            shown(url)
-        ))),
+        "mysql" | "mariadb" => mysql::parse_mysql(url, rest).map(Target::Mysql),
         other => Err(bad_url(
             url,
-            format!("unknown scheme {other:?} (known: sqlite, postgres, postgresql)"),
+            format!(
+                "unknown scheme {other:?} (known: sqlite, postgres, postgresql, mysql, mariadb)"
+            ),
         )),
     }
 }
@@ -520,7 +533,10 @@ mod tests {
             "postgresql:u:hunter2@h/db",
             "postgresql://u:hunter2@h:port/db",
             "postgresql://u:hunter2@h/db?sslmode",
-            "mysql://u:hunter2@h/db",
+            "mysql://u:hunter2@h:port/db",
+            "mysql://u:hunter2@/db",
+            "mysql://u:hunter2@h",
+            "mysql:u:hunter2@h/db",
             "sqlite:///dir/",
         ] {
             let err = t(url).unwrap_err();

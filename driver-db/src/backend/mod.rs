@@ -1,8 +1,8 @@
 //! What differs per database product: SQL dialect, the clock expression, connection
 //! setup, pooling and migrations. Each backend implements [`Store`], a handful of
 //! storage operations in its own SQL; everything else (the id cache, missing-member
-//! detection, records, errors) lives once in [`crate::driver`]. A new backend
-//! (MySQL/MariaDB) is one more module implementing [`Store`].
+//! detection, records, errors) lives once in [`crate::driver`]: SQLite, PostgreSQL
+//! and MySQL/MariaDB are one module each implementing [`Store`].
 
 use std::fmt;
 use std::future::Future;
@@ -15,6 +15,8 @@ use servicegroup_core::async_trait;
 
 use crate::error::DbError;
 
+#[cfg(feature = "mysql")]
+pub(crate) mod mysql;
 #[cfg(feature = "postgres")]
 pub(crate) mod postgres;
 #[cfg(feature = "sqlite")]
@@ -118,7 +120,7 @@ impl Instrumentation for StatementCounter {
 
 /// Pool builder settings shared by the backends: size, and checkout / connect /
 /// recycle timeouts of `[db] timeout` on tokio.
-#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "mysql"))]
 pub(crate) fn pool<C>(
     manager: diesel_async::pooled_connection::AsyncDieselConnectionManager<C>,
     size: usize,

@@ -1,0 +1,543 @@
+//! MySQL / MariaDB through diesel-async's pure-Rust connection (mysql_async, no
+//! libmysqlclient, no TLS) and a deadpool pool.
+//!
+//! - The clock: `last_seen = NOW(6)` (microseconds) and ages
+//!   `TIMESTAMPDIFF(MICROSECOND, last_seen, NOW(6))`, both on the server; every
+//!   session runs in UTC (`time_zone = '+00:00'`, set by diesel-async).
+//! - A heartbeat batch is one `UPDATE … SET last_seen = NOW(6) WHERE id IN (…)
+//!   ORDER BY id`: InnoDB locks the rows in primary-key order whatever the plan, so
+//!   concurrent batches of several processes cannot deadlock. The ids (integers the
+//!   database assigned, never user input) are written into the statement as
+//!   literals: one short prepare instead of one placeholder definition per id, and
+//!   no placeholder limit (65,535) to chunk around; a batch is split only past
+//!   [`IDS_PER_STATEMENT`] ids. The row count is the number of *matched* rows
+//!   (diesel-async sets `CLIENT_FOUND_ROWS`), so it tells whether every row exists.
+//! - No `RETURNING` on MySQL: registering is `INSERT … ON DUPLICATE KEY UPDATE` then
+//!   one `SELECT` of the ids; members known only by name are looked up first and
+//!   then touched by id (two statements, only on a handle's first tick for members
+//!   another handle registered).
+//! - Timeouts: every session gets `max_statement_time` (MariaDB; MySQL:
+//!   `max_execution_time`, which bounds `SELECT`s), `innodb_lock_wait_timeout` and
+//!   `lock_wait_timeout` from `[db] timeout`; the pool's checkout, connect and
+//!   recycle timeouts and a bound on every call cover the rest (mysql_async has no
+//!   connect timeout of its own).
+//! - Pooled connections are not pinged on checkout (a heartbeat stays one
+//!   statement). diesel-async cannot tell that a MySQL connection died, so a
+//!   connection whose call failed with `Unavailable` or `Timeout` is taken out of
+//!   the pool instead of being handed out again.
+//! - URLs: the client is told `prefer_socket=false` (unless the URL says otherwise),
+//!   so a TCP URL stays on TCP instead of switching to the server's Unix socket.
+//! - Migrations run under `GET_LOCK('servicegroup_migrations', …)`, so processes
+//!   starting together apply them once.
+
+use std::time::Duration;
+
+use diesel::dsl::sql;
+use diesel::mysql::Mysql;
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Double, Nullable, Text};
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::deadpool::{Object, Pool};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
+use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl, SimpleAsyncConnection};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use servicegroup_core::{async_trait, ErrorKind};
+
+use super::{bounded, Row, RowId, Settings, StatementCounter, Store};
+use crate::error::DbError;
+use crate::url::MysqlUrl;
+
+use self::schema::servicegroup_members as t;
+
+/// The embedded MySQL/MariaDB migrations.
+pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
+
+/// Most ids in one heartbeat statement (ids as literals: ~0.5 MB of SQL at most,
+/// far below `max_allowed_packet`), and most member names bound in one lookup
+/// (below MySQL's 65,535 placeholders).
+pub(crate) const IDS_PER_STATEMENT: usize = 50_000;
+
+/// Most rows in one multi-row `INSERT` (two placeholders per row).
+const ROWS_PER_UPSERT: usize = 10_000;
+
+/// The `GET_LOCK` name serializing migrations.
+const MIGRATION_LOCK: &str = "servicegroup_migrations";
+
+/// The table as diesel sees it on MySQL: `last_seen DATETIME(6)` written with `NOW(6)`.
+mod schema {
+    diesel::table! {
+        servicegroup_members (id) {
+            id -> BigInt,
+            group_id -> Text,
+            member_id -> Text,
+            last_seen -> Datetime,
+            forced_down -> Bool,
+            created_at -> Datetime,
+        }
+    }
+}
+
+type Conn = AsyncMysqlConnection;
+
+/// The last heartbeat as Unix epoch seconds (sessions run in UTC).
+fn db_last_seen() -> diesel::expression::SqlLiteral<Double> {
+    sql::<Double>("UNIX_TIMESTAMP(last_seen)")
+}
+
+/// Age of the last heartbeat in seconds, on the database's clock.
+fn db_age() -> diesel::expression::SqlLiteral<Double> {
+    sql::<Double>("TIMESTAMPDIFF(MICROSECOND, last_seen, NOW(6)) / 1e6")
+}
+
+/// `UPDATE … WHERE id IN (1,2,3) ORDER BY id`: ids written as literals (they are
+/// integers, so nothing can be injected).
+fn touch_ids_sql(ids: &[RowId]) -> String {
+    let mut sql = String::with_capacity(96 + ids.len() * 8);
+    sql.push_str("UPDATE servicegroup_members SET last_seen = NOW(6) WHERE id IN (");
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&id.to_string());
+    }
+    sql.push_str(") ORDER BY id");
+    sql
+}
+
+/// `INSERT … VALUES (?, ?, NOW(6)), … ON DUPLICATE KEY UPDATE last_seen = NOW(6)`
+/// for `rows` rows.
+fn upsert_sql(rows: usize) -> String {
+    let mut sql = String::with_capacity(128 + rows * 18);
+    sql.push_str("INSERT INTO servicegroup_members (group_id, member_id, last_seen) VALUES ");
+    for i in 0..rows {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str("(?, ?, NOW(6))");
+    }
+    sql.push_str(" ON DUPLICATE KEY UPDATE last_seen = NOW(6)");
+    sql
+}
+
+/// The MySQL/MariaDB store.
+pub(crate) struct MysqlStore {
+    pool: Pool<Conn>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for MysqlStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MysqlStore")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The URL handed to mysql_async: the configured one, staying on TCP unless it asks
+/// for the socket.
+fn client_url(url: &MysqlUrl) -> String {
+    if url.param("prefer_socket").is_some() {
+        url.render(&[])
+    } else {
+        url.render(&[("prefer_socket", "false".to_owned())])
+    }
+}
+
+/// Session settings bounding statements and lock waits by `timeout`: MariaDB's
+/// form first, MySQL's as the fallback. READ COMMITTED takes no gap locks, so
+/// concurrent registrations of neighbouring keys do not block each other.
+fn session_sql(timeout: Duration) -> [String; 2] {
+    let secs = timeout.as_secs_f64().max(0.001);
+    let whole = timeout.as_secs_f64().ceil().max(1.0) as u64;
+    let ms = timeout.as_millis().max(1);
+    let common = format!("innodb_lock_wait_timeout = {whole}, lock_wait_timeout = {whole}");
+    [
+        format!(
+            "SET SESSION max_statement_time = {secs:.3}, {common}; \
+             SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
+        ),
+        format!(
+            "SET SESSION max_execution_time = {ms}, {common}; \
+             SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED"
+        ),
+    ]
+}
+
+async fn apply_session(conn: &mut Conn, session: &[String; 2]) -> QueryResult<()> {
+    match conn.batch_execute(&session[0]).await {
+        Ok(()) => Ok(()),
+        // Not MariaDB (unknown variable max_statement_time): MySQL's variable.
+        Err(_) => conn.batch_execute(&session[1]).await,
+    }
+}
+
+/// Applies the migrations and builds the pool.
+pub(crate) async fn connect(url: &MysqlUrl, settings: &Settings) -> Result<MysqlStore, DbError> {
+    let client_url = client_url(url);
+    migrate(&client_url, settings.timeout).await?;
+    let session = session_sql(settings.timeout);
+    let counter = settings.statements.clone();
+    let mut config = ManagerConfig::<Conn>::default();
+    config.recycling_method = RecyclingMethod::Fast;
+    config.custom_setup = Box::new(move |target: &str| {
+        let target = target.to_owned();
+        let counter = counter.clone();
+        let session = session.clone();
+        Box::pin(async move {
+            let mut conn = Conn::establish(&target).await?;
+            apply_session(&mut conn, &session)
+                .await
+                .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+            conn.set_instrumentation(StatementCounter(counter));
+            Ok(conn)
+        })
+    });
+    let manager = AsyncDieselConnectionManager::<Conn>::new_with_config(client_url, config);
+    let pool = super::pool(manager, settings.pool_size, settings.timeout)?;
+    Ok(MysqlStore {
+        pool,
+        timeout: settings.timeout,
+    })
+}
+
+/// Applies pending migrations on a dedicated connection holding the named lock
+/// `servicegroup_migrations`, so concurrent processes run them one after the other
+/// (the later ones find nothing pending). The connection and the lock are taken
+/// here, under `[db] timeout`; diesel_migrations (synchronous) then runs in a
+/// blocking task, which works on any tokio runtime flavour.
+async fn migrate(client_url: &str, timeout: Duration) -> Result<(), DbError> {
+    #[derive(QueryableByName)]
+    struct Locked {
+        #[diesel(sql_type = Nullable<BigInt>)]
+        locked: Option<i64>,
+    }
+    let wait = timeout * 2;
+    let wait_secs = wait.as_secs_f64().ceil().max(1.0) as i64;
+    let mut conn = bounded(timeout, async { Ok(Conn::establish(client_url).await?) }).await?;
+    let locked = bounded(wait + timeout, async {
+        Ok(diesel::sql_query("SELECT GET_LOCK(?, ?) AS locked")
+            .bind::<Text, _>(MIGRATION_LOCK)
+            .bind::<BigInt, _>(wait_secs)
+            .get_result::<Locked>(&mut conn)
+            .await?)
+    })
+    .await?;
+    if locked.locked != Some(1) {
+        // 0: another process held the lock all that time; NULL: an error.
+        return Err(DbError::TimedOut(wait));
+    }
+    let mut wrapper: AsyncConnectionWrapper<Conn> = conn.into();
+    let task = tokio::task::spawn_blocking(move || -> Result<usize, DbError> {
+        let applied = wrapper
+            .run_pending_migrations(MIGRATIONS)
+            .map(|v| v.len())
+            .map_err(|e| DbError::Other(format!("migration failed: {e}")));
+        let unlocked = diesel::RunQueryDsl::execute(
+            diesel::sql_query(format!("DO RELEASE_LOCK('{MIGRATION_LOCK}')")),
+            &mut wrapper,
+        );
+        let applied = applied?;
+        unlocked?;
+        Ok(applied)
+    });
+    // The blocking task cannot be cancelled, but the caller gets its answer in time.
+    let applied = bounded(wait, async {
+        task.await
+            .map_err(|e| DbError::Other(format!("the migration task failed: {e}")))?
+    })
+    .await?;
+    if applied > 0 {
+        tracing::info!(applied, backend = "mysql", "applied database migrations");
+    }
+    Ok(())
+}
+
+type Selected = (i64, String, String, f64, f64, bool);
+
+fn row((id, group, member, last_seen, age, forced_down): Selected) -> Row {
+    Row {
+        id,
+        group,
+        member,
+        last_seen,
+        age,
+        forced_down,
+    }
+}
+
+impl MysqlStore {
+    /// A pooled connection, within `[db] timeout`.
+    async fn checkout(&self) -> Result<Object<Conn>, DbError> {
+        bounded(self.timeout, async { Ok(self.pool.get().await?) }).await
+    }
+
+    /// Hands `conn` back to the pool, or drops it when `result` says it is dead or
+    /// in an unknown state (a lost server, a call cut off by the timeout): the pool
+    /// cannot tell on its own that a MySQL connection died.
+    fn release<T>(conn: Object<Conn>, result: Result<T, DbError>) -> Result<T, DbError> {
+        if let Err(e) = &result {
+            if matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Timeout) {
+                drop(Object::take(conn));
+            }
+        }
+        result
+    }
+
+    /// Runs `UPDATE … WHERE id IN ids` in chunks on `conn` (each bounded by
+    /// `[db] timeout`); returns the ids that exist.
+    async fn touch_on(&self, conn: &mut Conn, ids: &[RowId]) -> Result<Vec<RowId>, DbError> {
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(IDS_PER_STATEMENT) {
+            // The row count tells whether every row still exists; only when some are
+            // gone (rare: an operator removed a member) a second statement finds out
+            // which. Ids are never reused, so nothing can appear in between.
+            let updated = bounded(self.timeout, async {
+                Ok(diesel::sql_query(touch_ids_sql(chunk))
+                    .execute(&mut *conn)
+                    .await?)
+            })
+            .await?;
+            if updated == chunk.len() {
+                found.extend_from_slice(chunk);
+            } else {
+                let existing = bounded(self.timeout, async {
+                    Ok(t::table
+                        .select(t::id)
+                        .filter(t::id.eq_any(chunk))
+                        .load::<i64>(&mut *conn)
+                        .await?)
+                })
+                .await?;
+                found.extend(existing);
+            }
+        }
+        Ok(found)
+    }
+}
+
+#[async_trait]
+impl Store for MysqlStore {
+    async fn upsert(&self, keys: &[(&str, &str)]) -> Result<Vec<(RowId, String, String)>, DbError> {
+        // Sorted, so concurrent registrations lock index entries in the same order.
+        let mut keys: Vec<(&str, &str)> = keys.to_vec();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut conn = self.checkout().await?;
+        let result = bounded(self.timeout, async {
+            for chunk in keys.chunks(ROWS_PER_UPSERT) {
+                let mut insert = diesel::sql_query(upsert_sql(chunk.len())).into_boxed::<Mysql>();
+                for (g, m) in chunk {
+                    insert = insert.bind::<Text, _>(*g).bind::<Text, _>(*m);
+                }
+                insert.execute(&mut *conn).await?;
+            }
+            // No RETURNING on MySQL: read the ids back, one query per group.
+            let mut out = Vec::with_capacity(keys.len());
+            let mut start = 0;
+            while start < keys.len() {
+                let group = keys[start].0;
+                let end = start + keys[start..].partition_point(|(g, _)| *g == group);
+                for chunk in keys[start..end].chunks(IDS_PER_STATEMENT) {
+                    let members: Vec<&str> = chunk.iter().map(|(_, m)| *m).collect();
+                    let rows = t::table
+                        .filter(t::group_id.eq(group))
+                        .filter(t::member_id.eq_any(&members))
+                        .select((t::id, t::group_id, t::member_id))
+                        .load::<(i64, String, String)>(&mut *conn)
+                        .await?;
+                    out.extend(rows);
+                }
+                start = end;
+            }
+            Ok(out)
+        })
+        .await;
+        Self::release(conn, result)
+    }
+
+    async fn touch_ids(&self, ids: Vec<RowId>) -> Result<Vec<RowId>, DbError> {
+        let mut conn = self.checkout().await?;
+        let result = self.touch_on(&mut conn, &ids).await;
+        Self::release(conn, result)
+    }
+
+    async fn touch_members(
+        &self,
+        group: &str,
+        members: Vec<String>,
+    ) -> Result<Vec<(RowId, String)>, DbError> {
+        let mut conn = self.checkout().await?;
+        let result = async {
+            let mut rows: Vec<(i64, String)> = Vec::with_capacity(members.len());
+            for chunk in members.chunks(IDS_PER_STATEMENT) {
+                rows.extend(
+                    bounded(self.timeout, async {
+                        Ok(t::table
+                            .filter(t::group_id.eq(group))
+                            .filter(t::member_id.eq_any(chunk))
+                            .select((t::id, t::member_id))
+                            .load::<(i64, String)>(&mut *conn)
+                            .await?)
+                    })
+                    .await?,
+                );
+            }
+            if rows.is_empty() {
+                return Ok(rows);
+            }
+            rows.sort_unstable_by_key(|(id, _)| *id);
+            let ids: Vec<RowId> = rows.iter().map(|(id, _)| *id).collect();
+            let touched = self.touch_on(&mut conn, &ids).await?;
+            if touched.len() < rows.len() {
+                let touched: std::collections::HashSet<RowId> = touched.into_iter().collect();
+                rows.retain(|(id, _)| touched.contains(id));
+            }
+            Ok(rows)
+        }
+        .await;
+        Self::release(conn, result)
+    }
+
+    async fn delete(&self, group: &str, member: &str) -> Result<bool, DbError> {
+        let mut conn = self.checkout().await?;
+        let result = bounded(self.timeout, async {
+            let n = diesel::delete(
+                t::table
+                    .filter(t::group_id.eq(group))
+                    .filter(t::member_id.eq(member)),
+            )
+            .execute(&mut *conn)
+            .await?;
+            Ok(n > 0)
+        })
+        .await;
+        Self::release(conn, result)
+    }
+
+    async fn set_forced_down(
+        &self,
+        group: &str,
+        member: &str,
+        forced_down: bool,
+    ) -> Result<bool, DbError> {
+        let mut conn = self.checkout().await?;
+        let result = bounded(self.timeout, async {
+            // CLIENT_FOUND_ROWS: a row already holding the value still counts.
+            let n = diesel::update(
+                t::table
+                    .filter(t::group_id.eq(group))
+                    .filter(t::member_id.eq(member)),
+            )
+            .set(t::forced_down.eq(forced_down))
+            .execute(&mut *conn)
+            .await?;
+            Ok(n > 0)
+        })
+        .await;
+        Self::release(conn, result)
+    }
+
+    async fn get(&self, group: &str, member: &str) -> Result<Option<Row>, DbError> {
+        let mut conn = self.checkout().await?;
+        let result = bounded(self.timeout, async {
+            let found = t::table
+                .filter(t::group_id.eq(group))
+                .filter(t::member_id.eq(member))
+                .select((
+                    t::id,
+                    t::group_id,
+                    t::member_id,
+                    db_last_seen(),
+                    db_age(),
+                    t::forced_down,
+                ))
+                .get_result::<Selected>(&mut *conn)
+                .await
+                .optional()?;
+            Ok(found.map(row))
+        })
+        .await;
+        Self::release(conn, result)
+    }
+
+    async fn list(&self, group: &str) -> Result<Vec<Row>, DbError> {
+        let mut conn = self.checkout().await?;
+        let result = bounded(self.timeout, async {
+            let rows = t::table
+                .filter(t::group_id.eq(group))
+                .select((
+                    t::id,
+                    t::group_id,
+                    t::member_id,
+                    db_last_seen(),
+                    db_age(),
+                    t::forced_down,
+                ))
+                .load::<Selected>(&mut *conn)
+                .await?;
+            Ok(rows.into_iter().map(row).collect())
+        })
+        .await;
+        Self::release(conn, result)
+    }
+
+    async fn groups(&self) -> Result<Vec<String>, DbError> {
+        let mut conn = self.checkout().await?;
+        let result = bounded(self.timeout, async {
+            Ok(t::table
+                .select(t::group_id)
+                .distinct()
+                .order(t::group_id)
+                .load::<String>(&mut *conn)
+                .await?)
+        })
+        .await;
+        Self::release(conn, result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::url::{parse, Target};
+    use servicegroup_core::DatabaseUrl;
+
+    #[test]
+    fn client_url_stays_on_tcp() {
+        let Target::Mysql(url) = parse(&DatabaseUrl::new(
+            "mysql+pymysql://nova:pw@h:3306/nova?charset=utf8",
+        ))
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            client_url(&url),
+            "mysql://nova:pw@h:3306/nova?prefer_socket=false"
+        );
+        let Target::Mysql(url) =
+            parse(&DatabaseUrl::new("mysql://nova:pw@h/nova?prefer_socket=true")).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(client_url(&url), "mysql://nova:pw@h/nova?prefer_socket=true");
+    }
+
+    #[test]
+    fn statements() {
+        assert_eq!(
+            touch_ids_sql(&[1, 5, 9]),
+            "UPDATE servicegroup_members SET last_seen = NOW(6) WHERE id IN (1,5,9) ORDER BY id"
+        );
+        assert_eq!(
+            upsert_sql(2),
+            "INSERT INTO servicegroup_members (group_id, member_id, last_seen) VALUES \
+             (?, ?, NOW(6)), (?, ?, NOW(6)) ON DUPLICATE KEY UPDATE last_seen = NOW(6)"
+        );
+        let [maria, mysql] = session_sql(Duration::from_millis(800));
+        assert!(maria.contains("max_statement_time = 0.800"), "{maria}");
+        assert!(maria.contains("innodb_lock_wait_timeout = 1"), "{maria}");
+        assert!(mysql.contains("max_execution_time = 800"), "{mysql}");
+    }
+}

@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# A throwaway MariaDB server for tests: mariadb-install-db into a temporary
+# directory, mariadbd listening on a free loopback port with a private socket,
+# `root@127.0.0.1` without a password, a `servicegroup` database. Installed with
+# apt-get (mariadb-server) when missing.
+#
+# Sourced by scripts/test: defines start_mariadb / stop_mariadb; start_mariadb
+# exports SERVICEGROUP_TEST_MARIADB_URL=mysql://root@127.0.0.1:PORT/servicegroup.
+#
+# Run standalone, so a test can own a server it may stop and start (the outage test):
+#   scripts/lib/mariadb.sh start DIR   # install into DIR (if empty) and start; prints the URL
+#   scripts/lib/mariadb.sh stop DIR    # stop (data kept: `start DIR` again restarts it, same port)
+#   scripts/lib/mariadb.sh destroy DIR # stop and delete DIR
+# The server runs as root (`--user=root`) when started by root, as the caller otherwise.
+
+if [ -z "${BASH_VERSION:-}" ]; then
+  echo "mariadb.sh needs bash" >&2
+  exit 1
+fi
+
+_mdb_here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=common.sh
+. "$_mdb_here/common.sh"
+
+# Finds a server program on PATH or in the usual sbin directories.
+_mdb_find() {
+  local name
+  for name in "$@"; do
+    if command -v "$name" >/dev/null 2>&1; then command -v "$name"; return 0; fi
+    local d
+    for d in /usr/sbin /usr/local/sbin /usr/libexec /sbin; do
+      if [ -x "$d/$name" ]; then echo "$d/$name"; return 0; fi
+    done
+  done
+  return 1
+}
+
+_mdb_ensure_installed() {
+  _mdb_find mariadbd mysqld >/dev/null && _mdb_find mariadb-install-db mysql_install_db >/dev/null \
+    && _mdb_find mariadb-admin mysqladmin >/dev/null && return 0
+  echo "== MariaDB server not found; installing mariadb-server with apt-get" >&2
+  PATH="$PATH:/usr/sbin" ensure_command mariadbd mariadb-server mariadb-client || return 1
+  _mdb_find mariadbd mysqld >/dev/null
+}
+
+# The client as root over the server's private socket.
+_mdb_admin() {
+  local dir=$1; shift
+  "$(_mdb_find mariadb-admin mysqladmin)" --no-defaults --socket="$dir/mysqld.sock" -uroot "$@"
+}
+_mdb_sql() {
+  local dir=$1; shift
+  "$(_mdb_find mariadb mysql)" --no-defaults --socket="$dir/mysqld.sock" -uroot -e "$*"
+}
+
+_mdb_running() {
+  local dir=$1
+  [ -f "$dir/mysqld.pid" ] && kill -0 "$(cat "$dir/mysqld.pid")" 2>/dev/null
+}
+
+# _mdb_start DIR: install into DIR/data on first use, start the server, print its URL.
+_mdb_start() {
+  local dir=$1
+  _mdb_ensure_installed || return 1
+  mkdir -p "$dir" || return 1
+  dir=$(cd "$dir" && pwd)
+  local user_opt=()
+  if [ "$(id -u)" = 0 ]; then user_opt=(--user=root); fi
+  if [ ! -d "$dir/data/mysql" ]; then
+    "$(_mdb_find mariadb-install-db mysql_install_db)" --no-defaults --datadir="$dir/data" \
+      "${user_opt[@]}" --auth-root-authentication-method=normal --skip-test-db \
+      --skip-name-resolve --innodb-log-file-size=16M >"$dir/install.log" 2>&1 \
+      || { echo "error: mariadb-install-db failed:" >&2; cat "$dir/install.log" >&2; return 1; }
+  fi
+  # Keep the port across restarts of the same directory (the outage test restarts it).
+  local port
+  if [ -f "$dir/port" ]; then
+    port=$(cat "$dir/port")
+  else
+    port=$(free_port) || return 1
+    echo "$port" >"$dir/port"
+  fi
+  if ! _mdb_running "$dir"; then
+    # Durability is not wanted here (like fsync=off for PostgreSQL): a throwaway server.
+    setsid "$(_mdb_find mariadbd mysqld)" --no-defaults --datadir="$dir/data" "${user_opt[@]}" \
+      --bind-address=127.0.0.1 --port="$port" --socket="$dir/mysqld.sock" \
+      --pid-file="$dir/mysqld.pid" --log-error="$dir/error.log" --skip-name-resolve \
+      --skip-log-bin --innodb-buffer-pool-size=128M --innodb-log-file-size=16M \
+      --innodb-flush-log-at-trx-commit=0 --innodb-doublewrite=0 --sync-binlog=0 \
+      --max-connections=500 --character-set-server=utf8mb4 --collation-server=utf8mb4_bin \
+      </dev/null >"$dir/mariadbd.out" 2>&1 &
+    if ! SG_WAIT=60 wait_until _mdb_admin "$dir" --connect-timeout=2 ping; then
+      echo "error: MariaDB in $dir did not come up:" >&2
+      cat "$dir/error.log" "$dir/mariadbd.out" >&2 2>/dev/null
+      return 1
+    fi
+  fi
+  # TCP access for the tests: root@127.0.0.1 without a password, and a database.
+  _mdb_sql "$dir" "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '';
+    GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
+    CREATE DATABASE IF NOT EXISTS servicegroup;" \
+    || { echo "error: cannot set up access to MariaDB in $dir" >&2; return 1; }
+  echo "mysql://root@127.0.0.1:$port/servicegroup"
+}
+
+# _mdb_stop DIR: clean shutdown (clients are disconnected), data kept.
+_mdb_stop() {
+  local dir=$1
+  _mdb_running "$dir" || return 0
+  local pid
+  pid=$(cat "$dir/mysqld.pid")
+  _mdb_admin "$dir" --connect-timeout=5 shutdown >/dev/null 2>&1 || kill "$pid" 2>/dev/null || true
+  # Wait for the process to exit (the port and socket are free afterwards).
+  local deadline=$(( $(date +%s) + 60 ))
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then kill -9 "$pid" 2>/dev/null; break; fi
+    sleep 0.1
+  done
+}
+
+start_mariadb() {
+  if [ -n "${SG_SKIP_MARIADB:-}" ]; then
+    echo "== SG_SKIP_MARIADB set: not starting MariaDB (its tests will fail)" >&2
+    return 0
+  fi
+  SG_MDB_DIR="${SG_RUN_DIR:-$(mktemp -d /tmp/servicegroup-mdb.XXXXXX)}/mariadb"
+  export SG_MDB_DIR
+  local url
+  url=$(_mdb_start "$SG_MDB_DIR") || return 1
+  export SERVICEGROUP_TEST_MARIADB_URL="$url"
+  echo "== MariaDB at $url (data in $SG_MDB_DIR)" >&2
+}
+
+stop_mariadb() {
+  [ -n "${SG_MDB_DIR:-}" ] || return 0
+  _mdb_stop "$SG_MDB_DIR"
+}
+
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  set -euo pipefail
+  case "${1:-}" in
+    start)
+      [ -n "${2:-}" ] || { echo "usage: $0 start DIR" >&2; exit 2; }
+      _mdb_start "$2"
+      ;;
+    stop)
+      [ -n "${2:-}" ] || { echo "usage: $0 stop DIR" >&2; exit 2; }
+      _mdb_stop "$2"
+      ;;
+    destroy)
+      [ -n "${2:-}" ] || { echo "usage: $0 destroy DIR" >&2; exit 2; }
+      _mdb_stop "$2"
+      rm -rf "$2"
+      ;;
+    *)
+      echo "usage: $0 start|stop|destroy DIR" >&2
+      exit 2
+      ;;
+  esac
+fi
