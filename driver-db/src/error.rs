@@ -271,7 +271,8 @@ mod tests {
             ("Server shutdown in progress", ErrorKind::Unavailable),
             ("Duplicate entry 'x' for key 'PRIMARY'", ErrorKind::Backend),
         ] {
-            let e = QueryError::DatabaseError(DatabaseErrorKind::Unknown, Box::new(message.to_owned()));
+            let e =
+                QueryError::DatabaseError(DatabaseErrorKind::Unknown, Box::new(message.to_owned()));
             assert_eq!(DbError::Query(e).kind(), kind, "{message}");
         }
     }

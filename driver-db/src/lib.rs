@@ -4,12 +4,14 @@
 //! diesel-async 0.9 with a deadpool connection pool.
 //!
 //! - **Backends** (cargo features, in the spirit of sqlx): `sqlite` (bundled
-//!   libsqlite3, no system library; the embedded default) and `postgres`
-//!   (pure-Rust client, no libpq). A URL whose backend is not compiled in is a
-//!   `Config` error naming the feature to enable.
+//!   libsqlite3, no system library; the embedded default), `postgres`
+//!   (pure-Rust client, no libpq) and `mysql` (MySQL/MariaDB, pure-Rust client, no
+//!   libmysqlclient). A URL whose backend is not compiled in is a `Config` error
+//!   naming the feature to enable.
 //! - **URLs** (`[db] url`): `sqlite:///abs/path.db`, `sqlite://rel.db`,
-//!   `sqlite::memory:`, `postgres://…` / `postgresql://…`, and Nova's SQLAlchemy
-//!   forms (`postgresql+psycopg2://…`, `sqlite:////abs/path`). Unset: a SQLite file
+//!   `sqlite::memory:`, `postgres://…` / `postgresql://…`, `mysql://…` /
+//!   `mariadb://…`, and Nova's SQLAlchemy forms (`postgresql+psycopg2://…`,
+//!   `mysql+pymysql://…`, `sqlite:////abs/path`). Unset: a SQLite file
 //!   at [`default_sqlite_path`]. Passwords never appear in errors, logs or `Debug`.
 //! - **Schema**: one row per (group, member) with a unique key, the last heartbeat,
 //!   the forced-down flag and the creation time; no index on the heartbeat column.
@@ -17,7 +19,8 @@
 //!   when several processes start at once.
 //! - **Heartbeats**: a batch is one statement, `UPDATE … SET last_seen = <db now>
 //!   WHERE id IN (…)` with the ids sorted and bound as one array (PostgreSQL
-//!   `= ANY($1)`, SQLite `json_each(?)`); members whose row is gone are reported back
+//!   `= ANY($1)`, SQLite `json_each(?)`, MySQL the ids as literals with `ORDER BY
+//!   id`); members whose row is gone are reported back
 //!   so core registers them again. Listing a group is one query.
 //! - **One clock**: ages are computed by the database (`now() - last_seen`), never
 //!   by comparing a client's clock with a stored time.
@@ -62,7 +65,7 @@ pub const NAME: &str = "db";
 
 servicegroup_core::register_driver! {
     name: NAME,
-    description: "SQL database (SQLite file by default, PostgreSQL): batched heartbeats, database clock",
+    description: "SQL database (SQLite file by default, PostgreSQL, MySQL/MariaDB): batched heartbeats, database clock",
     build: |config: Config| Box::pin(async move {
         Ok(Arc::new(DbDriver::connect(&config).await?) as Arc<dyn Driver>)
     }),

@@ -69,10 +69,14 @@ impl BackendKind {
 
     /// Every backend compiled into this build.
     pub fn compiled_in() -> Vec<BackendKind> {
-        [BackendKind::Sqlite, BackendKind::Postgres, BackendKind::Mysql]
-            .into_iter()
-            .filter(|k| k.is_compiled_in())
-            .collect()
+        [
+            BackendKind::Sqlite,
+            BackendKind::Postgres,
+            BackendKind::Mysql,
+        ]
+        .into_iter()
+        .filter(|k| k.is_compiled_in())
+        .collect()
     }
 }
 

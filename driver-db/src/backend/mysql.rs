@@ -516,12 +516,16 @@ mod tests {
             client_url(&url),
             "mysql://nova:pw@h:3306/nova?prefer_socket=false"
         );
-        let Target::Mysql(url) =
-            parse(&DatabaseUrl::new("mysql://nova:pw@h/nova?prefer_socket=true")).unwrap()
-        else {
+        let Target::Mysql(url) = parse(&DatabaseUrl::new(
+            "mysql://nova:pw@h/nova?prefer_socket=true",
+        ))
+        .unwrap() else {
             panic!()
         };
-        assert_eq!(client_url(&url), "mysql://nova:pw@h/nova?prefer_socket=true");
+        assert_eq!(
+            client_url(&url),
+            "mysql://nova:pw@h/nova?prefer_socket=true"
+        );
     }
 
     #[test]

@@ -211,7 +211,10 @@ mod tests {
         };
         assert_eq!(my.param("socket"), Some("/run/mysqld/mysqld.sock"));
         assert_eq!(my.param("charset"), None);
-        assert_eq!(my.redacted(), "mysql://nova:***@controller/nova?socket=%2Frun%2Fmysqld%2Fmysqld.sock");
+        assert_eq!(
+            my.redacted(),
+            "mysql://nova:***@controller/nova?socket=%2Frun%2Fmysqld%2Fmysqld.sock"
+        );
     }
 
     #[cfg(not(feature = "mysql"))]
@@ -234,7 +237,9 @@ mod tests {
         assert_eq!(target.kind().feature(), "mysql");
         assert!(!format!("{target:?}").contains("hunter2"));
         assert_eq!(
-            parse(&DatabaseUrl::new("mysql://u:hunter2@h/")).unwrap_err().kind(),
+            parse(&DatabaseUrl::new("mysql://u:hunter2@h/"))
+                .unwrap_err()
+                .kind(),
             ErrorKind::Config
         );
     }
