@@ -5,6 +5,8 @@
 //!   (`SERVICEGROUP_TEST_POSTGRES_URL`, started by scripts/test), reached through the
 //!   suite's TCP proxy, which is the case's outage hook (the shared server keeps
 //!   running for the other tests). Without the variable every case fails saying so.
+//! - `mariadb` (feature `mysql`): the same on the shared MariaDB test server
+//!   (`SERVICEGROUP_TEST_MARIADB_URL`): a fresh database per case, behind the proxy.
 //!
 //! The heartbeat operation counter is the number of statements every driver of the
 //! process sent to the case's database (diesel instrumentation at the connections).
@@ -74,3 +76,28 @@ async fn postgres() -> Result<Fixture, BoxError> {
 
 #[cfg(feature = "postgres")]
 conformance_suite!(postgres, postgres);
+
+#[cfg(feature = "mysql")]
+async fn mariadb() -> Result<Fixture, BoxError> {
+    use servicegroup_conformance::proxy::OutageProxy;
+    let direct = common::mariadb::fresh_mdb_database("sg_conf").await;
+    let drop_database = common::mariadb::DropMdbDatabase::for_url(&direct);
+    // mysql://user@HOST:PORT/db -> upstream HOST:PORT, replaced by the proxy's address.
+    let (scheme, rest) = direct.split_once("://").ok_or("URL without ://")?;
+    let (authority, path) = rest.split_once('/').ok_or("URL without a database")?;
+    let (user, hostport) = authority.rsplit_once('@').ok_or("URL without a user")?;
+    let proxy = Arc::new(OutageProxy::start(hostport.parse()?).await?);
+    let url = format!("{scheme}://{user}@{}/{path}", proxy.addr());
+    let switch = proxy.clone();
+    Ok(Fixture::new(db_config(&url))
+        .with_outage_switch(move |reachable| {
+            switch.set_reachable(reachable);
+            async { Ok(()) }
+        })
+        .with_heartbeat_ops(statement_counter(&url))
+        .keep(proxy)
+        .keep(drop_database))
+}
+
+#[cfg(feature = "mysql")]
+conformance_suite!(mariadb, mariadb);

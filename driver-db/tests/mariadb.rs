@@ -1,0 +1,468 @@
+//! The db driver on real MariaDB servers: migrations, batched heartbeats counted by
+//! the driver and by the server, the database clock, byte-exact ids, an outage of
+//! a dedicated server (stopped and started with scripts/lib/mariadb.sh), and
+//! passwords kept out of errors and logs.
+//!
+//! Needs `SERVICEGROUP_TEST_MARIADB_URL` (scripts/test sets it); without it every
+//! test here fails with a message saying so.
+#![cfg(feature = "mysql")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::mariadb::*;
+use common::*;
+use servicegroup_core::{Driver, Error, ErrorKind, GroupId, MemberId, MemberKey, ServiceGroup};
+use servicegroup_driver_db::{BackendKind, DbDriver};
+// Name the driver crate so it is linked and registered.
+use servicegroup_driver_db as _;
+use tokio::time::Instant;
+
+/// Run by the multi-process tests as a separate OS process (see `common::spawn_helper`).
+#[test]
+#[ignore = "helper process for the multi-process tests (they start it themselves)"]
+fn helper_process() {
+    helper_main();
+}
+
+#[tokio::test]
+async fn migrations_are_idempotent_and_safe_from_two_processes() {
+    for _ in 0..3 {
+        let a = fresh_mdb_database("sg_migr_a").await;
+        let b = fresh_mdb_database("sg_migr_b").await;
+        let _drop = (DropMdbDatabase::for_url(&a), DropMdbDatabase::for_url(&b));
+        migrations_are_idempotent_and_concurrency_safe(&a, &b).await;
+    }
+}
+
+#[tokio::test]
+async fn heartbeat_batch_of_ten_thousand_is_one_statement() {
+    let url = fresh_mdb_database("sg_batch").await;
+    let _drop = DropMdbDatabase::for_url(&url);
+    direct_batch_is_one_statement(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handle_with_ten_thousand_members_takes_one_statement_per_tick() {
+    let url = fresh_mdb_database("sg_ticks").await;
+    let _drop = DropMdbDatabase::for_url(&url);
+    let (statements, ticks) = handle_ticks_are_one_statement_each(&url).await;
+    assert!(ticks >= 3 && statements == ticks);
+}
+
+/// The server's own count, on a server of this test's own (its global counters see
+/// no other test): three batches of 10,000 members are three `UPDATE`s executed.
+#[tokio::test]
+async fn server_counts_one_update_per_batch() {
+    #[derive(diesel::QueryableByName, Debug)]
+    struct Status {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        #[diesel(column_name = Variable_name)]
+        name: String,
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        #[diesel(column_name = Value)]
+        value: String,
+    }
+    async fn updates(admin: &str) -> i64 {
+        use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl};
+        let mut conn = AsyncMysqlConnection::establish(&format!("{admin}?prefer_socket=false"))
+            .await
+            .unwrap();
+        let rows: Vec<Status> =
+            diesel::sql_query("SHOW GLOBAL STATUS WHERE Variable_name IN ('Com_update')")
+                .load(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0].name, "Com_update");
+        rows[0].value.parse().unwrap()
+    }
+    let (_server, admin) = OwnMariadb::start();
+    let driver = DbDriver::connect(&config(&admin)).await.unwrap();
+    let keys = keys("compute", 10_000);
+    register_all(&driver, &keys).await;
+    let before = updates(&admin).await;
+    for _ in 0..3 {
+        assert!(driver.heartbeat(&keys).await.unwrap().missing.is_empty());
+    }
+    let after = updates(&admin).await;
+    assert_eq!(
+        after - before,
+        3,
+        "3 batches of 10,000 members must be 3 UPDATE statements on the server"
+    );
+}
+
+#[tokio::test]
+async fn age_is_measured_on_the_database_clock() {
+    let url = fresh_mdb_database("sg_clock").await;
+    let _drop = DropMdbDatabase::for_url(&url);
+    age_comes_from_the_database(
+        &url,
+        "UPDATE servicegroup_members SET last_seen = NOW(6) - INTERVAL 30 SECOND",
+    )
+    .await;
+}
+
+/// Ids compare byte for byte (utf8mb4_bin), as on the other backends: case and
+/// accents (composed or not) make different members; 255-byte ids of 4-byte
+/// characters fit the unique key.
+#[tokio::test]
+async fn ids_compare_byte_exactly() {
+    let url = fresh_mdb_database("sg_ids").await;
+    let _drop = DropMdbDatabase::for_url(&url);
+    let driver = DbDriver::connect(&config(&url)).await.unwrap();
+    let group = GroupId::new("compute").unwrap();
+    let names = [
+        "host-1".to_owned(),
+        "Host-1".to_owned(),
+        "HOST-1".to_owned(),
+        "hóst-1".to_owned(),
+        "host-1\u{301}".to_owned(),
+        "😀".repeat(63),
+    ];
+    let keys: Vec<MemberKey> = names
+        .iter()
+        .map(|n| MemberKey::new(group.clone(), MemberId::new(n.clone()).unwrap()))
+        .collect();
+    driver.register_many(&keys).await.unwrap();
+    let mut listed: Vec<String> = driver
+        .list(&group)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.key.member.to_string())
+        .collect();
+    listed.sort();
+    let mut expected = names.to_vec();
+    expected.sort();
+    assert_eq!(listed, expected);
+    for key in &keys {
+        assert_eq!(driver.get(key).await.unwrap().unwrap().key, *key);
+    }
+    // Forcing one down does not touch its look-alikes.
+    assert!(driver.set_forced_down(&keys[1], true).await.unwrap());
+    assert!(!driver.get(&keys[0]).await.unwrap().unwrap().forced_down);
+    assert!(driver.get(&keys[1]).await.unwrap().unwrap().forced_down);
+    assert!(driver.heartbeat(&keys).await.unwrap().missing.is_empty());
+}
+
+#[tokio::test]
+async fn url_forms_reach_the_same_database() {
+    let url = fresh_mdb_database("sg_forms").await;
+    let _drop = DropMdbDatabase::for_url(&url);
+    let rest = url.split_once("://").unwrap().1.to_owned();
+    let first = DbDriver::connect(&config(&format!("mysql://{rest}")))
+        .await
+        .unwrap();
+    assert_eq!(first.backend(), BackendKind::Mysql);
+    let key = keys("forms", 1).remove(0);
+    first.register(&key).await.unwrap();
+    for url in [
+        format!("mariadb://{rest}"),
+        format!("mysql+pymysql://{rest}?charset=utf8"),
+    ] {
+        let d = DbDriver::connect(&config(&url)).await.unwrap();
+        assert!(d.get(&key).await.unwrap().is_some(), "{url}");
+    }
+}
+
+/// Waits until `check` holds, polling every 20 ms, at most `limit`.
+async fn wait_for(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const SECRET: &str = "Sup3r-S3cret_pw";
+
+fn assert_no_secret(what: &str, text: &str) {
+    assert!(
+        !text.contains(SECRET),
+        "the password appears in {what}: {text}"
+    );
+}
+
+fn assert_unreachable(what: &str, result: Result<impl std::fmt::Debug, Error>) -> Error {
+    match result {
+        Ok(v) => panic!("{what} answered {v:?} while MariaDB is down: it must be an error"),
+        Err(e) => {
+            assert!(
+                e.kind().is_unreachable(),
+                "{what} while MariaDB is down must be Unavailable or Timeout, got {e}"
+            );
+            assert_no_secret(what, &format!("{e} {e:?}"));
+            e
+        }
+    }
+}
+
+/// A user `nova` with password [`SECRET`] on the server `admin` names, allowed
+/// everything; returns `admin` with that user and password.
+async fn with_password_user(admin: &str) -> String {
+    mdb_exec(
+        admin,
+        &[
+            format!("CREATE USER IF NOT EXISTS 'nova'@'127.0.0.1' IDENTIFIED BY '{SECRET}'"),
+            "GRANT ALL PRIVILEGES ON *.* TO 'nova'@'127.0.0.1'".to_owned(),
+        ],
+    )
+    .await;
+    let url = admin.replacen("root@", &format!("nova:{SECRET}@"), 1);
+    assert!(url.contains(SECRET), "{url}");
+    url
+}
+
+/// MariaDB (a dedicated server) stopped mid-run: reads are `Unavailable`/`Timeout`,
+/// never "down"; the heartbeat loop logs "lost" once and "recovered" once; after the
+/// restart every member is up again within one report_interval (plus a margin), and
+/// no member record was lost. The URL's password appears in no error or log line.
+#[test]
+fn outage_of_a_dedicated_server() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (logs, _guard) = capture_logs();
+    let (server, admin) = OwnMariadb::start();
+    let server = &server;
+    rt.block_on(async move {
+        let url = with_password_user(&admin).await;
+        let mut config = config(&url);
+        config.report_interval = Duration::from_millis(300);
+        config.service_down_time = Duration::from_secs(1);
+        config.call_timeout = Duration::from_secs(1);
+        config.db.timeout = Duration::from_millis(500);
+        let report_interval = config.report_interval;
+        let names: Vec<String> = (0..5).map(|i| format!("host-{i}")).collect();
+
+        let sg = ServiceGroup::connect(config.clone()).await.unwrap();
+        let members = sg.join_many("compute", &names).await.unwrap();
+        let observer = ServiceGroup::connect(config.clone()).await.unwrap();
+        assert!(observer
+            .members("compute")
+            .await
+            .unwrap()
+            .iter()
+            .all(|m| m.is_up()));
+        assert_no_secret("Debug of the handle", &format!("{sg:?} {config:?}"));
+
+        // Stop MariaDB.
+        let stopped_at = Instant::now();
+        server.run("stop");
+        assert_unreachable("is_up", observer.is_up("compute", "host-0").await);
+        assert_unreachable("members", observer.members("compute").await);
+        assert_unreachable("groups", observer.groups().await);
+        assert_unreachable("member", observer.member("compute", "host-1").await);
+        assert_unreachable("join", observer.join("compute", "late").await);
+        wait_for(
+            "the heartbeat loop logs the lost connection",
+            Duration::from_secs(5),
+            async || logs.count("lost connection to db backend") >= 1,
+        )
+        .await;
+        assert!(!sg.is_healthy());
+        // Stay down past service_down_time, so the members' last heartbeats are stale.
+        let outage = config.service_down_time + Duration::from_millis(500);
+        tokio::time::sleep_until(stopped_at + outage).await;
+        assert_unreachable("members (later)", observer.members("compute").await);
+
+        // Start it again (same data directory, same port).
+        server.run("start");
+        let restarted = Instant::now();
+        let took = wait_for(
+            "every member up again after the restart",
+            report_interval + Duration::from_secs(5),
+            async || match observer.members("compute").await {
+                Ok(list) => list.len() == names.len() && list.iter().all(|m| m.is_up()),
+                Err(_) => false,
+            },
+        )
+        .await;
+        eprintln!("members up again {took:?} after MariaDB was restarted");
+        assert!(
+            took <= report_interval + Duration::from_secs(1),
+            "members came back up {took:?} after the restart; must be within one report_interval \
+             ({report_interval:?}) plus a 1 s margin"
+        );
+        wait_for(
+            "the heartbeat loop logs the recovery",
+            Duration::from_secs(3),
+            async || logs.count("recovered connection to db backend") >= 1,
+        )
+        .await;
+        assert!(sg.is_healthy());
+        // A few more ticks: no further lost/recovered lines.
+        tokio::time::sleep_until(restarted + report_interval * 4).await;
+        let text = logs.text();
+        assert_eq!(logs.count("lost connection to db backend"), 1, "{text}");
+        assert_eq!(
+            logs.count("recovered connection to db backend"),
+            1,
+            "{text}"
+        );
+        assert!(
+            !text.contains("registered them again"),
+            "a member record was lost during the outage: {text}"
+        );
+        let listed = observer.members("compute").await.unwrap();
+        assert_eq!(
+            listed
+                .iter()
+                .map(|m| m.member.to_string())
+                .collect::<Vec<_>>(),
+            names,
+            "no member record is lost"
+        );
+        assert_no_secret("the captured logs", &text);
+        drop(members);
+    });
+}
+
+/// A password in the URL appears in no error, `Debug` output or log line, whatever
+/// fails: a wrong password, an unreachable server, an unknown database, a bad URL.
+#[test]
+fn password_never_appears() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (logs, _guard) = capture_logs();
+    let admin = mdb_admin_url();
+    rt.block_on(async {
+        let with_secret = with_password_user(&admin).await;
+
+        // Works, and shows no password.
+        let driver = DbDriver::connect(&config(&with_secret)).await.unwrap();
+        let shown = format!(
+            "{driver:?} {} {:?}",
+            driver.location(),
+            config(&with_secret)
+        );
+        assert_no_secret("Debug of the driver and config", &shown);
+        assert!(shown.contains("***"), "{shown}");
+
+        // The password of another user: refused, without the password.
+        let wrong = with_secret.replacen("nova:", "root:", 1);
+        let err = DbDriver::connect(&config(&wrong)).await.unwrap_err();
+        assert_no_secret("the access-denied error", &format!("{err} {err:?}"));
+        assert!(err.to_string().contains("root:***@"), "{err}");
+
+        // A closed port: Unavailable, quickly, without the password.
+        let closed = format!("mysql+pymysql://nova:{SECRET}@127.0.0.1:1/nova");
+        let started = Instant::now();
+        let err = DbDriver::connect(&config(&closed)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_no_secret("the connect error", &format!("{err} {err:?}"));
+        assert!(err.to_string().contains("nova:***@127.0.0.1:1"), "{err}");
+
+        // An unknown database.
+        let unknown = with_dbname(&with_secret, "no_such_database_here");
+        let err = DbDriver::connect(&config(&unknown)).await.unwrap_err();
+        assert!(err.kind().is_unreachable(), "{err}");
+        assert!(err.to_string().contains("no_such_database_here"), "{err}");
+        assert_no_secret("the unknown-database error", &format!("{err} {err:?}"));
+
+        // Through the registry and the handle too.
+        let err = ServiceGroup::connect(config(&closed)).await.unwrap_err();
+        assert_no_secret("the handle's connect error", &format!("{err} {err:?}"));
+        let err = ServiceGroup::connect(config(&format!("mysql://u:{SECRET}@h:notaport/db")))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(err.to_string().contains("db.url"), "{err}");
+        assert_no_secret("the bad-URL error", &format!("{err} {err:?}"));
+    });
+    assert_no_secret("the captured logs", &logs.text());
+}
+
+/// A server that accepts connections but never answers: `Timeout`/`Unavailable`
+/// within `[db] timeout`, not a hang.
+#[tokio::test]
+async fn silent_server_times_out() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            if let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        }
+    });
+    let mut config = config(&format!("mysql://u:{SECRET}@127.0.0.1:{port}/db"));
+    config.db.timeout = Duration::from_millis(500);
+    let started = Instant::now();
+    let err = DbDriver::connect(&config).await.unwrap_err();
+    assert!(err.kind().is_unreachable(), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_no_secret("the timeout error", &format!("{err} {err:?}"));
+    hold.abort();
+}
+
+/// Two processes' handles (two drivers with their own pools) heartbeating the same
+/// 2,000 rows at the same time never deadlock: each batch updates in id order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_overlapping_batches_never_deadlock() {
+    let url = fresh_mdb_database("sg_deadlock").await;
+    let _drop = DropMdbDatabase::for_url(&url);
+    let config = config(&url);
+    let a = std::sync::Arc::new(DbDriver::connect(&config).await.unwrap());
+    let b = std::sync::Arc::new(DbDriver::connect(&config).await.unwrap());
+    let keys = std::sync::Arc::new(keys("compute", 2_000));
+    register_all(&a, &keys).await;
+    // b finds the rows by name once, then by id like a.
+    assert!(b.heartbeat(&keys).await.unwrap().missing.is_empty());
+    let mut tasks = tokio::task::JoinSet::new();
+    for driver in [a.clone(), b.clone(), a, b] {
+        let keys = keys.clone();
+        tasks.spawn(async move {
+            for _ in 0..40 {
+                let report = driver.heartbeat(&keys).await?;
+                assert!(report.missing.is_empty());
+            }
+            Ok::<_, Error>(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap()
+            .expect("concurrent heartbeat batches must all succeed");
+    }
+}
+
+/// Two drivers registering the same 1,000 members at the same time (two processes
+/// restarting together) both succeed: the rows are inserted in key order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_registrations_succeed() {
+    let url = fresh_mdb_database("sg_reg").await;
+    let _drop = DropMdbDatabase::for_url(&url);
+    let config = config(&url);
+    let keys = std::sync::Arc::new(keys("compute", 1_000));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..2 {
+        let driver = DbDriver::connect(&config).await.unwrap();
+        let keys = keys.clone();
+        tasks.spawn(async move {
+            for _ in 0..10 {
+                driver.register_many(&keys).await?;
+                assert!(driver.heartbeat(&keys).await?.missing.is_empty());
+            }
+            Ok::<_, Error>(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap()
+            .expect("concurrent registrations must all succeed");
+    }
+}
