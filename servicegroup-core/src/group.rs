@@ -244,9 +244,10 @@ impl ServiceGroup {
     {
         let key = key_of(group, member)?;
         let mut joined = self.join_keys(vec![key]).await?;
-        Ok(joined
+        // join_keys returns one membership per key given.
+        joined
             .pop()
-            .expect("join_keys returns one membership per key"))
+            .ok_or_else(|| Error::backend("join registered no membership"))
     }
 
     /// Joins many members of one group at once: validates every id first, registers
