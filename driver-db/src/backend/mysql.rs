@@ -62,6 +62,18 @@ pub(crate) const IDS_PER_STATEMENT: usize = 50_000;
 /// Most rows in one multi-row `INSERT` (two placeholders per row).
 const ROWS_PER_UPSERT: usize = 10_000;
 
+/// How often a statement InnoDB chose as a deadlock victim is sent again. Batches
+/// lock rows in id order and registrations in key order, so two batches never
+/// deadlock; a registration and another process's batch over the same rows still
+/// can (key order and id order differ). Each statement is its own transaction, so
+/// sending it again is safe.
+const DEADLOCK_RETRIES: u32 = 2;
+
+/// Whether InnoDB rolled the statement back as a deadlock victim (error 1213).
+fn is_deadlock(e: &diesel::result::Error) -> bool {
+    matches!(e, diesel::result::Error::DatabaseError(_, info) if info.message().starts_with("Deadlock found"))
+}
+
 /// The `GET_LOCK` name serializing migrations.
 const MIGRATION_LOCK: &str = "servicegroup_migrations";
 
@@ -293,10 +305,15 @@ impl MysqlStore {
             // The row count tells whether every row still exists; only when some are
             // gone (rare: an operator removed a member) a second statement finds out
             // which. Ids are never reused, so nothing can appear in between.
+            let sql = touch_ids_sql(chunk);
             let updated = bounded(self.timeout, async {
-                Ok(diesel::sql_query(touch_ids_sql(chunk))
-                    .execute(&mut *conn)
-                    .await?)
+                let mut attempt = 0;
+                loop {
+                    match diesel::sql_query(sql.as_str()).execute(&mut *conn).await {
+                        Err(e) if is_deadlock(&e) && attempt < DEADLOCK_RETRIES => attempt += 1,
+                        other => return Ok(other?),
+                    }
+                }
             })
             .await?;
             if updated == chunk.len() {
@@ -327,11 +344,21 @@ impl Store for MysqlStore {
         let mut conn = self.checkout().await?;
         let result = bounded(self.timeout, async {
             for chunk in keys.chunks(ROWS_PER_UPSERT) {
-                let mut insert = diesel::sql_query(upsert_sql(chunk.len())).into_boxed::<Mysql>();
-                for (g, m) in chunk {
-                    insert = insert.bind::<Text, _>(*g).bind::<Text, _>(*m);
+                let sql = upsert_sql(chunk.len());
+                let mut attempt = 0;
+                loop {
+                    let mut insert = diesel::sql_query(sql.as_str()).into_boxed::<Mysql>();
+                    for (g, m) in chunk {
+                        insert = insert.bind::<Text, _>(*g).bind::<Text, _>(*m);
+                    }
+                    match insert.execute(&mut *conn).await {
+                        Err(e) if is_deadlock(&e) && attempt < DEADLOCK_RETRIES => attempt += 1,
+                        other => {
+                            other?;
+                            break;
+                        }
+                    }
                 }
-                insert.execute(&mut *conn).await?;
             }
             // No RETURNING on MySQL: read the ids back, one query per group.
             let mut out = Vec::with_capacity(keys.len());
@@ -526,6 +553,19 @@ mod tests {
             client_url(&url),
             "mysql://nova:pw@h/nova?prefer_socket=true"
         );
+    }
+
+    #[test]
+    fn deadlocks_are_recognized() {
+        use diesel::result::{DatabaseErrorKind, Error};
+        let deadlock = Error::DatabaseError(
+            DatabaseErrorKind::Unknown,
+            Box::new(
+                "Deadlock found when trying to get lock; try restarting transaction".to_owned(),
+            ),
+        );
+        assert!(is_deadlock(&deadlock));
+        assert!(!is_deadlock(&Error::NotFound));
     }
 
     #[test]
