@@ -144,6 +144,20 @@ def main():
     (results, out_md, out_svg, command, started, finished, ri, sdt, duration, kill, pool,
      per_handle) = sys.argv[1:13]
     rows = [json.loads(l) for l in open(results) if l.strip()]
+    # BENCH_MERGE: an earlier run's results; its rows of backends this run did not
+    # measure are kept (marked with that run's dates), so one backend can be re-run.
+    merged_from = os.environ.get("BENCH_MERGE")
+    earlier = []
+    if merged_from and os.path.exists(merged_from):
+        ran = {r["backend"] for r in rows}
+        earlier = [json.loads(l) for l in open(merged_from) if l.strip()]
+        earlier = [r for r in earlier if r["backend"] not in ran and not r.get("merged")]
+        for r in earlier:
+            r["merged"] = True
+        rows += earlier
+        with open(results, "w") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
     rows.sort(key=lambda r: (ORDER.index(r["backend"]) if r["backend"] in ORDER else 99, r["requested_members"]))
     svg(rows, out_svg)
 
@@ -166,6 +180,10 @@ def main():
     L.append("")
     L.append(f"- Command: `{command}`")
     L.append(f"- Date: {started} to {finished} (UTC)")
+    if earlier:
+        names = ", ".join(sorted({LABEL.get(r["backend"], r["backend"]) for r in earlier}))
+        L.append(f"- Rows of {names}: from an earlier run of the same script (`BENCH_MERGE`), "
+                 "kept as they were; their load averages are in the table.")
     L.append(f"- Machine: {machine()}")
     L.append(
         f"- Settings: report_interval {ri}, service_down_time {sdt}, {duration} measured per run, "
@@ -220,7 +238,7 @@ def main():
         sim = r.get("simulator") or {}
         errs = ", ".join(f"{k} {v}" for k, v in (r.get("errors") or {}).items()) or "none"
         L.append(
-            "| {} | {:,} | {} | {} | {} | {} | {} | {}{:,} | {}/{} | {} | {} | {} | {} | {} ({}) | {} → {} | {} |".format(
+            "| {} | {:,} | {} | {} | {} | {} | {} | {} | {}/{} | {} | {} | {} | {} | {} ({}) | {} → {} | {} |".format(
                 LABEL.get(r["backend"], r["backend"]),
                 r["members"],
                 num(r.get("heartbeats_per_second")),
@@ -228,8 +246,7 @@ def main():
                 q(r, "heartbeat_batch_latency_ms", "p99"),
                 q(r, "listing_latency_ms", "p50"),
                 q(r, "listing_latency_ms", "p99"),
-                "" if r["false_downs"] == 0 else "**",
-                r["false_downs"],
+                f"{r['false_downs']:,}" if r["false_downs"] == 0 else f"**{r['false_downs']:,}**",
                 r["detected"],
                 r["killed"],
                 "-" if d is None else f"{d / 1000:.1f}",
@@ -241,7 +258,7 @@ def main():
                 r["load_before"].split()[0],
                 r["load_after"].split()[0],
                 errs,
-            ).replace("| **", "| **", 1)
+            )
         )
     L.append("")
     L.append(f"![fleet size vs false downs and heartbeat p99]({os.path.basename(out_svg)})")
