@@ -23,8 +23,8 @@
 //!   connect timeout of its own).
 //! - Pooled connections are not pinged on checkout (a heartbeat stays one
 //!   statement). diesel-async cannot tell that a MySQL connection died, so a
-//!   connection whose call failed with `Unavailable` or `Timeout` is taken out of
-//!   the pool instead of being handed out again.
+//!   connection whose call failed with `Unavailable` or `Timeout`, or whose call
+//!   was cancelled midway, is closed instead of being handed out again ([`Lease`]).
 //! - URLs: the client is told `prefer_socket=false` (unless the URL says otherwise),
 //!   so a TCP URL stays on TCP instead of switching to the server's Unix socket.
 //! - Migrations run under `GET_LOCK('servicegroup_migrations', …)`, so processes
@@ -279,22 +279,60 @@ fn row((id, group, member, last_seen, age, forced_down): Selected) -> Row {
     }
 }
 
-impl MysqlStore {
-    /// A pooled connection, within `[db] timeout`.
-    async fn checkout(&self) -> Result<Object<Conn>, DbError> {
-        bounded(self.timeout, async { Ok(self.pool.get().await?) }).await
-    }
+/// A pooled connection lent to one call. It goes back to the pool only through
+/// [`Lease::finish`] with a result that leaves it usable. Dropped unfinished (the
+/// caller's future was cancelled mid-call, by `call_timeout` or a shutdown) or
+/// finished with `Unavailable` / `Timeout`, the connection may be dead or in the
+/// middle of a protocol exchange (a later statement then fails with "Statement takes
+/// 1 parameters but 3 was supplied"), so it is closed instead: the pool cannot tell
+/// on its own that a MySQL connection is broken.
+struct Lease(Option<Object<Conn>>);
 
-    /// Hands `conn` back to the pool, or drops it when `result` says it is dead or
-    /// in an unknown state (a lost server, a call cut off by the timeout): the pool
-    /// cannot tell on its own that a MySQL connection died.
-    fn release<T>(conn: Object<Conn>, result: Result<T, DbError>) -> Result<T, DbError> {
-        if let Err(e) = &result {
-            if matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Timeout) {
-                drop(Object::take(conn));
-            }
+impl Lease {
+    /// Returns the connection to the pool unless `result` says it may be broken.
+    fn finish<T>(mut self, result: Result<T, DbError>) -> Result<T, DbError> {
+        let reusable = match &result {
+            Ok(_) => true,
+            Err(e) => !matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Timeout),
+        };
+        if reusable {
+            // Dropping the pool object hands the connection back.
+            drop(self.0.take());
         }
         result
+    }
+}
+
+impl std::ops::Deref for Lease {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        // Some until `finish` consumes the lease or `drop` runs.
+        self.0.as_deref().expect("a lease holds its connection")
+    }
+}
+
+impl std::ops::DerefMut for Lease {
+    fn deref_mut(&mut self) -> &mut Conn {
+        self.0.as_deref_mut().expect("a lease holds its connection")
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            // Out of the pool for good; dropping it closes the connection.
+            drop(Object::take(conn));
+        }
+    }
+}
+
+impl MysqlStore {
+    /// A pooled connection, within `[db] timeout`.
+    async fn checkout(&self) -> Result<Lease, DbError> {
+        bounded(self.timeout, async {
+            Ok(Lease(Some(self.pool.get().await?)))
+        })
+        .await
     }
 
     /// Runs `UPDATE … WHERE id IN ids` in chunks on `conn` (each bounded by
@@ -381,13 +419,13 @@ impl Store for MysqlStore {
             Ok(out)
         })
         .await;
-        Self::release(conn, result)
+        conn.finish(result)
     }
 
     async fn touch_ids(&self, ids: Vec<RowId>) -> Result<Vec<RowId>, DbError> {
         let mut conn = self.checkout().await?;
         let result = self.touch_on(&mut conn, &ids).await;
-        Self::release(conn, result)
+        conn.finish(result)
     }
 
     async fn touch_members(
@@ -424,7 +462,7 @@ impl Store for MysqlStore {
             Ok(rows)
         }
         .await;
-        Self::release(conn, result)
+        conn.finish(result)
     }
 
     async fn delete(&self, group: &str, member: &str) -> Result<bool, DbError> {
@@ -440,7 +478,7 @@ impl Store for MysqlStore {
             Ok(n > 0)
         })
         .await;
-        Self::release(conn, result)
+        conn.finish(result)
     }
 
     async fn set_forced_down(
@@ -463,7 +501,7 @@ impl Store for MysqlStore {
             Ok(n > 0)
         })
         .await;
-        Self::release(conn, result)
+        conn.finish(result)
     }
 
     async fn get(&self, group: &str, member: &str) -> Result<Option<Row>, DbError> {
@@ -486,7 +524,7 @@ impl Store for MysqlStore {
             Ok(found.map(row))
         })
         .await;
-        Self::release(conn, result)
+        conn.finish(result)
     }
 
     async fn list(&self, group: &str) -> Result<Vec<Row>, DbError> {
@@ -507,7 +545,7 @@ impl Store for MysqlStore {
             Ok(rows.into_iter().map(row).collect())
         })
         .await;
-        Self::release(conn, result)
+        conn.finish(result)
     }
 
     async fn groups(&self) -> Result<Vec<String>, DbError> {
@@ -521,7 +559,7 @@ impl Store for MysqlStore {
                 .await?)
         })
         .await;
-        Self::release(conn, result)
+        conn.finish(result)
     }
 }
 
