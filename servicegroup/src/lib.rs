@@ -7,7 +7,7 @@
 //! This facade re-exports [`servicegroup_core`] and links the drivers picked by
 //! cargo features:
 //!
-//! - `db` (default) with its backends `sqlite` (default) and `postgres`, in the
+//! - `db` (default) with its backends `sqlite` (default), `postgres` and `mysql` (MySQL / MariaDB), in the
 //!   spirit of sqlx: a build only compiles the backends it names. A `[db] url`
 //!   whose backend is not compiled in is a `Config` error naming the feature.
 //! - `inproc`: the in-process driver.
@@ -37,7 +37,7 @@
 
 pub use servicegroup_core::*;
 
-/// The `db` driver crate (feature `db`; backends `sqlite`, `postgres`).
+/// The `db` driver crate (feature `db`; backends `sqlite`, `postgres`, `mysql`).
 #[cfg(feature = "db")]
 pub use servicegroup_driver_db as db;
 
