@@ -411,7 +411,12 @@ async fn silent_server_times_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_overlapping_batches_never_deadlock() {
     let url = fresh_pg_database("sg_deadlock").await;
-    let config = config(&url);
+    let mut config = config(&url);
+    // This test is about deadlocks (PostgreSQL reports one as an error after
+    // deadlock_timeout), not speed: batches that wait for each other's row locks on
+    // a loaded machine must not fail as timeouts.
+    config.db.timeout = Duration::from_secs(20);
+    config.call_timeout = Duration::from_secs(30);
     let a = std::sync::Arc::new(DbDriver::connect(&config).await.unwrap());
     let b = std::sync::Arc::new(DbDriver::connect(&config).await.unwrap());
     let keys = std::sync::Arc::new(keys("compute", 2_000));
