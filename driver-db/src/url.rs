@@ -136,19 +136,25 @@ impl fmt::Debug for Target {
     }
 }
 
-/// A PostgreSQL URL (`postgresql://user:password@host:port/db?params`).
+/// A PostgreSQL or MySQL/MariaDB server URL (`scheme://user:password@host:port/db?params`),
+/// normalized to the scheme the client library reads.
 ///
-/// `Debug` and [`PostgresUrl::redacted`] hide the password; the secrets it holds
+/// `Debug` and [`ServerUrl::redacted`] hide the password; the secrets it holds
 /// (raw and percent-decoded password) are available to scrub error messages.
 #[derive(Clone, PartialEq, Eq)]
-pub struct PostgresUrl {
+pub struct ServerUrl {
+    /// `postgresql` or `mysql`.
+    scheme: &'static str,
     /// `user:password@host:port/db` (everything between `://` and `?`).
     base: String,
-    /// Query parameters, percent-decoded, in order.
+    /// Query parameters the client knows, percent-decoded, in order.
     params: Vec<(String, String)>,
 }
 
-impl PostgresUrl {
+/// A PostgreSQL URL.
+pub type PostgresUrl = ServerUrl;
+
+impl ServerUrl {
     /// The URL with its password replaced by `***`.
     pub fn redacted(&self) -> String {
         redact(&self.render(&[]))
@@ -196,7 +202,7 @@ impl PostgresUrl {
             .cloned()
             .collect();
         params.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
-        let mut out = format!("postgresql://{}", self.base);
+        let mut out = format!("{}://{}", self.scheme, self.base);
         for (i, (k, v)) in params.iter().enumerate() {
             out.push(if i == 0 { '?' } else { '&' });
             out.push_str(&percent_encode(k));
@@ -207,9 +213,9 @@ impl PostgresUrl {
     }
 }
 
-impl fmt::Debug for PostgresUrl {
+impl fmt::Debug for ServerUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PostgresUrl({:?})", self.redacted())
+        write!(f, "ServerUrl({:?})", self.redacted())
     }
 }
 
@@ -411,7 +417,8 @@ fn parse_postgres(url: &DatabaseUrl, rest: &str) -> Result<PostgresUrl> {
             "ignoring query parameters the PostgreSQL client does not know in `{URL_KEY}`: {dropped:?}"
         );
     }
-    Ok(PostgresUrl {
+    Ok(ServerUrl {
+        scheme: "postgresql",
         base: base.to_owned(),
         params,
     })

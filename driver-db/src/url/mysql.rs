@@ -2,24 +2,12 @@
 //! (Nova's usual `[database] connection`), normalized to the `mysql://` form the
 //! pure-Rust client (mysql_async) reads.
 
-use std::fmt;
-
-use servicegroup_core::config::secret::redact;
 use servicegroup_core::{DatabaseUrl, Result};
 
-use super::{bad_url, percent_decode, percent_encode, shown, URL_KEY};
+use super::{bad_url, percent_decode, shown, ServerUrl, URL_KEY};
 
 /// A MySQL/MariaDB URL (`mysql://user:password@host:port/db?params`).
-///
-/// `Debug` and [`MysqlUrl::redacted`] hide the password; the secrets it holds (raw
-/// and percent-decoded password) are available to scrub error messages.
-#[derive(Clone, PartialEq, Eq)]
-pub struct MysqlUrl {
-    /// `user:password@host:port/db` (everything between `://` and `?`).
-    base: String,
-    /// Query parameters the client knows, percent-decoded, in order.
-    params: Vec<(String, String)>,
-}
+pub type MysqlUrl = ServerUrl;
 
 /// Query parameters mysql_async understands and that make sense here; others
 /// (SQLAlchemy's and PyMySQL's, such as `charset=utf8`) are dropped with a warning.
@@ -37,66 +25,6 @@ const MYSQL_PARAMS: &[&str] = &[
     "verify_ca",
     "verify_identity",
 ];
-
-impl MysqlUrl {
-    /// The URL with its password replaced by `***`.
-    pub fn redacted(&self) -> String {
-        redact(&self.render(&[]))
-    }
-
-    /// The password and its percent-decoded form, if there is one (for scrubbing messages).
-    pub(crate) fn secrets(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        let authority = self.base.split('/').next().unwrap_or("");
-        if let Some((userinfo, _)) = authority.rsplit_once('@') {
-            if let Some((_, password)) = userinfo.split_once(':') {
-                if !password.is_empty() {
-                    out.push(password.to_owned());
-                    let decoded = percent_decode(password);
-                    if decoded != password {
-                        out.push(decoded);
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    /// The value of parameter `key`, if set.
-    pub(crate) fn param(&self, key: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The full URL (password included) with `extra` parameters added or replacing
-    /// existing ones, as handed to the client library. Never log it.
-    pub(crate) fn render(&self, extra: &[(&str, String)]) -> String {
-        let mut params: Vec<(String, String)> = self
-            .params
-            .iter()
-            .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k))
-            .cloned()
-            .collect();
-        params.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
-        let mut out = format!("mysql://{}", self.base);
-        for (i, (k, v)) in params.iter().enumerate() {
-            out.push(if i == 0 { '?' } else { '&' });
-            out.push_str(&percent_encode(k));
-            out.push('=');
-            out.push_str(&percent_encode(v));
-        }
-        out
-    }
-}
-
-impl fmt::Debug for MysqlUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "MysqlUrl({:?})", self.redacted())
-    }
-}
 
 /// Parses what follows `mysql:` / `mariadb:` / `mysql+pymysql:`.
 pub(super) fn parse_mysql(url: &DatabaseUrl, rest: &str) -> Result<MysqlUrl> {
@@ -165,7 +93,8 @@ pub(super) fn parse_mysql(url: &DatabaseUrl, rest: &str) -> Result<MysqlUrl> {
             "ignoring query parameters the MySQL client does not know in `{URL_KEY}`: {dropped:?}"
         );
     }
-    Ok(MysqlUrl {
+    Ok(ServerUrl {
+        scheme: "mysql",
         base: base.to_owned(),
         params,
     })
