@@ -36,6 +36,22 @@ pub(crate) struct Row {
 }
 
 /// An id assigned to a member by the database.
+/// A member row as every backend selects it:
+/// `(id, group, member, last_seen, age, forced_down)`.
+pub(crate) type Selected = (i64, String, String, f64, f64, bool);
+
+/// Turns a selected tuple into a [`Row`].
+pub(crate) fn row((id, group, member, last_seen, age, forced_down): Selected) -> Row {
+    Row {
+        id,
+        group,
+        member,
+        last_seen,
+        age,
+        forced_down,
+    }
+}
+
 pub(crate) type RowId = i64;
 
 /// Storage operations, one statement (or one transaction) each, in the backend's SQL.

@@ -30,6 +30,7 @@
 //! - Migrations run under `GET_LOCK('servicegroup_migrations', …)`, so processes
 //!   starting together apply them once.
 
+use super::{row, Selected};
 use std::time::Duration;
 
 use diesel::dsl::sql;
@@ -264,19 +265,6 @@ async fn migrate(client_url: &str, timeout: Duration) -> Result<(), DbError> {
         tracing::info!(applied, backend = "mysql", "applied database migrations");
     }
     Ok(())
-}
-
-type Selected = (i64, String, String, f64, f64, bool);
-
-fn row((id, group, member, last_seen, age, forced_down): Selected) -> Row {
-    Row {
-        id,
-        group,
-        member,
-        last_seen,
-        age,
-        forced_down,
-    }
 }
 
 /// A pooled connection lent to one call. It goes back to the pool only through

@@ -15,6 +15,7 @@
 //! - Migrations run under `pg_advisory_lock`, so processes starting together apply
 //!   them once.
 
+use super::{row, Selected};
 use std::time::Duration;
 
 use diesel::dsl::{now, sql};
@@ -171,19 +172,6 @@ async fn migrate(client_url: String, timeout: Duration) -> Result<(), DbError> {
         tracing::info!(applied, backend = "postgres", "applied database migrations");
     }
     Ok(())
-}
-
-type Selected = (i64, String, String, f64, f64, bool);
-
-fn row((id, group, member, last_seen, age, forced_down): Selected) -> Row {
-    Row {
-        id,
-        group,
-        member,
-        last_seen,
-        age,
-        forced_down,
-    }
 }
 
 impl PostgresStore {

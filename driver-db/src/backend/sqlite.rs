@@ -14,6 +14,7 @@
 //! - `sqlite::memory:`: one connection serves everything (a second connection would
 //!   see a different, empty database).
 
+use super::{row, Selected};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -236,19 +237,6 @@ impl SqliteStore {
             Ok(conn.spawn_blocking(f).await?)
         })
         .await
-    }
-}
-
-type Selected = (i64, String, String, f64, f64, bool);
-
-fn row((id, group, member, last_seen, age, forced_down): Selected) -> Row {
-    Row {
-        id,
-        group,
-        member,
-        last_seen,
-        age,
-        forced_down,
     }
 }
 
