@@ -1,6 +1,5 @@
 //! [`ServiceGroup`]: the handle applications use, and [`Membership`].
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
@@ -11,6 +10,7 @@ use crate::driver::{Capabilities, Driver};
 use crate::error::{Error, Result};
 use crate::heartbeat::{self, Health};
 use crate::id::{GroupId, IntoId, MemberId, MemberKey};
+use crate::members::Joined;
 use crate::registry::Registry;
 use crate::status::MemberStatus;
 use crate::watch::Watch;
@@ -18,23 +18,14 @@ use crate::watch::Watch;
 /// Most keys registered by one driver call in [`ServiceGroup::join_many`].
 pub const JOIN_CHUNK: usize = 1000;
 
-/// Whether a joined member is already registered (only those are heartbeated).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Slot {
-    Joining,
-    Joined,
-}
-
 /// State shared by every clone of a [`ServiceGroup`] and its memberships.
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) driver: Arc<dyn Driver>,
     pub(crate) config: Config,
-    /// Members joined through this handle.
-    joined: Mutex<BTreeMap<MemberKey, Slot>>,
-    /// The sorted keys heartbeated each tick, rebuilt only after a join or leave,
-    /// so a tick with an unchanged membership allocates nothing per member.
-    batch: Mutex<Option<Arc<Vec<MemberKey>>>>,
+    /// Members joined through this handle, and the sorted keys heartbeated each
+    /// tick (updated in place on join, leave and crash; see [`Joined`]).
+    joined: Mutex<Joined>,
     /// Serializes a tick's re-registrations with `leave`, so a member that left
     /// is never registered again by a heartbeat that was in flight.
     write_lock: tokio::sync::Mutex<()>,
@@ -51,33 +42,15 @@ impl Drop for Inner {
 }
 
 impl Inner {
-    fn joined(&self) -> MutexGuard<'_, BTreeMap<MemberKey, Slot>> {
-        // The map holds plain data; a panic elsewhere cannot leave it inconsistent.
+    fn joined(&self) -> MutexGuard<'_, Joined> {
+        // Every change to the set completes under the lock without panicking paths
+        // that could leave it half done; a panic elsewhere cannot make it inconsistent.
         self.joined.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Changes the joined set and invalidates the cached batch.
-    fn update_joined<T>(&self, f: impl FnOnce(&mut BTreeMap<MemberKey, Slot>) -> T) -> T {
-        let result = f(&mut self.joined());
-        *self.batch.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        result
     }
 
     /// The keys to heartbeat: every registered member, sorted.
     fn batch(&self) -> Arc<Vec<MemberKey>> {
-        let mut cached = self.batch.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(batch) = cached.as_ref() {
-            return batch.clone();
-        }
-        let batch: Arc<Vec<MemberKey>> = Arc::new(
-            self.joined()
-                .iter()
-                .filter(|(_, slot)| **slot == Slot::Joined)
-                .map(|(k, _)| k.clone())
-                .collect(),
-        );
-        *cached = Some(batch.clone());
-        batch
+        self.joined().batch()
     }
 
     /// Runs one driver call under core's timeout, tagging errors with the driver name.
@@ -86,14 +59,14 @@ impl Inner {
         what: &str,
         fut: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        let name = self.driver.name().to_owned();
+        let name = self.driver.name();
         match tokio::time::timeout(self.config.call_timeout, fut).await {
-            Ok(result) => result.map_err(|e| e.with_driver(name)),
+            Ok(result) => result.map_err(|e| e.with_driver(name.to_owned())),
             Err(_) => Err(Error::timeout(format!(
                 "{what} did not finish within {:?} (call_timeout)",
                 self.config.call_timeout
             ))
-            .with_driver(name)),
+            .with_driver(name.to_owned())),
         }
     }
 
@@ -122,7 +95,7 @@ impl Inner {
         let missing: Vec<MemberKey> = report
             .missing
             .into_iter()
-            .filter(|key| self.joined().get(key) == Some(&Slot::Joined))
+            .filter(|key| self.joined().is_joined(key))
             .collect();
         // After a backend lost everything (memcached restarted empty) every member
         // of the handle is missing at once: one WARN for the tick, not one per member.
@@ -198,8 +171,7 @@ impl ServiceGroup {
             inner: Arc::new(Inner {
                 driver,
                 config,
-                joined: Mutex::new(BTreeMap::new()),
-                batch: Mutex::new(None),
+                joined: Mutex::new(Joined::default()),
                 write_lock: tokio::sync::Mutex::new(()),
                 health: Health::new(),
                 heartbeat_task: OnceLock::new(),
@@ -271,38 +243,20 @@ impl ServiceGroup {
 
     async fn join_keys(&self, keys: Vec<MemberKey>) -> Result<Vec<Membership>> {
         let inner = &self.inner;
-        inner.update_joined(|joined| {
-            let mut seen = std::collections::BTreeSet::new();
-            if let Some(dup) = keys
-                .iter()
-                .find(|k| joined.contains_key(*k) || !seen.insert(*k))
-            {
-                return Err(Error::new(
-                    crate::ErrorKind::AlreadyJoined,
-                    format!("member {dup} is already joined on this handle"),
-                )
-                .with_driver(inner.driver.name().to_owned()));
-            }
-            for key in &keys {
-                joined.insert(key.clone(), Slot::Joining);
-            }
-            Ok(())
-        })?;
+        if let Err(dup) = inner.joined().start_joining(&keys) {
+            return Err(Error::new(
+                crate::ErrorKind::AlreadyJoined,
+                format!("member {dup} is already joined on this handle"),
+            )
+            .with_driver(inner.driver.name().to_owned()));
+        }
         let mut sorted = keys.clone();
         sorted.sort();
         if let Err(error) = inner.register_all(&sorted).await {
-            inner.update_joined(|joined| {
-                for key in &keys {
-                    joined.remove(key);
-                }
-            });
+            inner.joined().abort_joining(&keys);
             return Err(error);
         }
-        inner.update_joined(|joined| {
-            for key in &keys {
-                joined.insert(key.clone(), Slot::Joined);
-            }
-        });
+        inner.joined().finish_joining(&keys);
         inner.heartbeat_task.get_or_init(|| heartbeat::spawn(inner));
         tracing::debug!(driver = self.driver_name(), members = keys.len(), "joined");
         Ok(keys
@@ -494,7 +448,7 @@ impl Membership {
         self.active = false;
         let inner = self.group.inner().clone();
         let _guard = inner.write_lock.lock().await;
-        inner.update_joined(|joined| joined.remove(&self.key));
+        inner.joined().remove(&self.key);
         inner
             .call("remove", inner.driver.remove(&self.key))
             .await
@@ -511,9 +465,7 @@ impl Membership {
 impl Drop for Membership {
     fn drop(&mut self) {
         if self.active {
-            self.group
-                .inner()
-                .update_joined(|joined| joined.remove(&self.key));
+            self.group.inner().joined().remove(&self.key);
         }
     }
 }

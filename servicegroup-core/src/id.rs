@@ -7,6 +7,7 @@
 //! (the memcached driver, for one, has a 250-byte key limit).
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
@@ -80,21 +81,30 @@ pub trait IntoId<T> {
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident, $kind:expr) => {
         $(#[$doc])*
+        ///
+        /// Cheap to clone: the text is shared (`Arc<str>`), so the copies of one id
+        /// kept by a membership, its handle and its driver hold one allocation.
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        pub struct $name(String);
+        pub struct $name(Arc<str>);
 
         impl $name {
             /// Validates `id` and wraps it; a bad id is an [`ErrorKind::InvalidId`](crate::ErrorKind::InvalidId) error.
             pub fn new(id: impl Into<String>) -> Result<Self> {
                 let id = id.into();
                 validate($kind, &id)?;
-                Ok(Self(id))
+                Ok(Self(Arc::from(id)))
+            }
+
+            /// [`Self::new`] for borrowed text: one allocation, no intermediate `String`.
+            fn from_text(id: &str) -> Result<Self> {
+                validate($kind, id)?;
+                Ok(Self(Arc::from(id)))
             }
 
             /// Validates raw bytes: they must be UTF-8 and follow the same rules as [`Self::new`].
             pub fn from_bytes(id: &[u8]) -> Result<Self> {
                 match std::str::from_utf8(id) {
-                    Ok(s) => Self::new(s),
+                    Ok(s) => Self::from_text(s),
                     Err(e) => Err(Error::invalid_id(format!(
                         "invalid {} {:?}: it is not valid UTF-8 ({e})",
                         $kind,
@@ -130,7 +140,7 @@ macro_rules! id_type {
         impl TryFrom<&str> for $name {
             type Error = Error;
             fn try_from(id: &str) -> Result<Self> {
-                Self::new(id)
+                Self::from_text(id)
             }
         }
 
@@ -144,7 +154,7 @@ macro_rules! id_type {
         impl TryFrom<&String> for $name {
             type Error = Error;
             fn try_from(id: &String) -> Result<Self> {
-                Self::new(id.as_str())
+                Self::from_text(id)
             }
         }
 
@@ -162,7 +172,7 @@ macro_rules! id_type {
 
         impl IntoId<$name> for &str {
             fn into_id(self) -> Result<$name> {
-                $name::new(self)
+                $name::from_text(self)
             }
         }
 
@@ -174,7 +184,7 @@ macro_rules! id_type {
 
         impl IntoId<$name> for &String {
             fn into_id(self) -> Result<$name> {
-                $name::new(self.as_str())
+                $name::from_text(self)
             }
         }
 
@@ -194,7 +204,7 @@ macro_rules! id_type {
         impl std::str::FromStr for $name {
             type Err = Error;
             fn from_str(id: &str) -> Result<Self> {
-                Self::new(id)
+                Self::from_text(id)
             }
         }
     };

@@ -20,6 +20,7 @@ mod group;
 mod heartbeat;
 pub mod id;
 pub mod liveness;
+mod members;
 pub mod record;
 pub mod registry;
 pub mod status;
