@@ -175,9 +175,11 @@ impl DbDriver {
         error
     }
 
-    fn record(&self, row: Row) -> Result<MemberRecord> {
+    /// A record of `group` from its stored row (the member id is checked: a row
+    /// written by something else must not become an invalid id).
+    fn record(&self, group: &GroupId, row: Row) -> Result<MemberRecord> {
         let key = MemberKey::new(
-            GroupId::new(row.group).map_err(|e| self.bad_row(e))?,
+            group.clone(),
             MemberId::new(row.member).map_err(|e| self.bad_row(e))?,
         );
         Ok(MemberRecord {
@@ -462,7 +464,7 @@ impl Driver for DbDriver {
             .get(key.group.as_str(), key.member.as_str())
             .await
             .map_err(|e| self.fail(&format!("reading {key}"), e))?;
-        row.map(|r| self.record(r)).transpose()
+        row.map(|r| self.record(&key.group, r)).transpose()
     }
 
     async fn list(&self, group: &GroupId) -> Result<Vec<MemberRecord>> {
@@ -471,7 +473,7 @@ impl Driver for DbDriver {
             .list(group.as_str())
             .await
             .map_err(|e| self.fail(&format!("listing group {group}"), e))?;
-        rows.into_iter().map(|r| self.record(r)).collect()
+        rows.into_iter().map(|r| self.record(group, r)).collect()
     }
 
     async fn groups(&self) -> Result<Vec<GroupId>> {

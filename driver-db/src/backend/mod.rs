@@ -22,11 +22,11 @@ pub(crate) mod postgres;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
 
-/// One stored member as a backend returns it: facts measured on the database's clock.
+/// One stored member of a known group as a backend returns it: facts measured on the
+/// database's clock. The group is the query's parameter, so it is not selected again
+/// (a listing of 1,000,000 rows would otherwise carry and decode it 1,000,000 times).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Row {
-    pub(crate) id: i64,
-    pub(crate) group: String,
     pub(crate) member: String,
     /// The last heartbeat as Unix epoch seconds (database clock).
     pub(crate) last_seen: f64,
@@ -35,16 +35,12 @@ pub(crate) struct Row {
     pub(crate) forced_down: bool,
 }
 
-/// An id assigned to a member by the database.
-/// A member row as every backend selects it:
-/// `(id, group, member, last_seen, age, forced_down)`.
-pub(crate) type Selected = (i64, String, String, f64, f64, bool);
+/// A member row as every backend selects it: `(member, last_seen, age, forced_down)`.
+pub(crate) type Selected = (String, f64, f64, bool);
 
 /// Turns a selected tuple into a [`Row`].
-pub(crate) fn row((id, group, member, last_seen, age, forced_down): Selected) -> Row {
+pub(crate) fn row((member, last_seen, age, forced_down): Selected) -> Row {
     Row {
-        id,
-        group,
         member,
         last_seen,
         age,
@@ -52,6 +48,7 @@ pub(crate) fn row((id, group, member, last_seen, age, forced_down): Selected) ->
     }
 }
 
+/// An id assigned to a member by the database.
 pub(crate) type RowId = i64;
 
 /// Storage operations, one statement (or one transaction) each, in the backend's SQL.

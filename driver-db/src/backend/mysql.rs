@@ -498,14 +498,7 @@ impl Store for MysqlStore {
             let found = t::table
                 .filter(t::group_id.eq(group))
                 .filter(t::member_id.eq(member))
-                .select((
-                    t::id,
-                    t::group_id,
-                    t::member_id,
-                    db_last_seen(),
-                    db_age(),
-                    t::forced_down,
-                ))
+                .select((t::member_id, db_last_seen(), db_age(), t::forced_down))
                 .get_result::<Selected>(&mut *conn)
                 .await
                 .optional()?;
@@ -520,14 +513,7 @@ impl Store for MysqlStore {
         let result = bounded(self.timeout, async {
             let rows = t::table
                 .filter(t::group_id.eq(group))
-                .select((
-                    t::id,
-                    t::group_id,
-                    t::member_id,
-                    db_last_seen(),
-                    db_age(),
-                    t::forced_down,
-                ))
+                .select((t::member_id, db_last_seen(), db_age(), t::forced_down))
                 .load::<Selected>(&mut *conn)
                 .await?;
             Ok(rows.into_iter().map(row).collect())

@@ -366,14 +366,7 @@ impl Store for SqliteStore {
             t::table
                 .filter(t::group_id.eq(&group))
                 .filter(t::member_id.eq(&member))
-                .select((
-                    t::id,
-                    t::group_id,
-                    t::member_id,
-                    t::last_seen,
-                    db_age(),
-                    t::forced_down,
-                ))
+                .select((t::member_id, t::last_seen, db_age(), t::forced_down))
                 .get_result::<Selected>(c)
                 .optional()
                 .map(|r| r.map(row))
@@ -386,14 +379,7 @@ impl Store for SqliteStore {
         self.run(&self.reader, move |c| {
             t::table
                 .filter(t::group_id.eq(&group))
-                .select((
-                    t::id,
-                    t::group_id,
-                    t::member_id,
-                    t::last_seen,
-                    db_age(),
-                    t::forced_down,
-                ))
+                .select((t::member_id, t::last_seen, db_age(), t::forced_down))
                 .load::<Selected>(c)
                 .map(|rows| rows.into_iter().map(row).collect())
         })
