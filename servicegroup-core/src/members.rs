@@ -15,6 +15,10 @@ use crate::id::MemberKey;
 /// Bits per word of the gone-set.
 const WORD: usize = u64::BITS as usize;
 
+/// Joins queued before they are folded into the batch without waiting for a tick,
+/// at least (see [`Joined::finish_joining`]).
+const FOLD_MIN: usize = 1024;
+
 /// The members of one handle: being registered, or registered (heartbeated).
 #[derive(Debug, Default)]
 pub(crate) struct Joined {
@@ -76,11 +80,21 @@ impl Joined {
     }
 
     /// Marks `keys` registered: the next batch includes them.
+    ///
+    /// A fleet joining between two ticks would wait in the `added` tree, which costs
+    /// about twice the sorted batch per key; once `added` holds an eighth of the
+    /// batch (and at least [`FOLD_MIN`] keys) it is folded in at once, unless a
+    /// tick still uses the batch. Each key is so moved a bounded number of times.
     pub(crate) fn finish_joining(&mut self, keys: &[MemberKey]) {
         for key in keys {
             if let Some(key) = self.joining.take(key) {
                 self.added.insert(key);
             }
+        }
+        if self.added.len() >= FOLD_MIN.max(self.batch.len() / 8)
+            && Arc::strong_count(&self.batch) == 1
+        {
+            self.fold();
         }
     }
 
@@ -105,8 +119,14 @@ impl Joined {
     /// Folds in the joins and removals since the last call (one pass, no key cloned
     /// unless the previous batch is still in use).
     pub(crate) fn batch(&mut self) -> Arc<Vec<MemberKey>> {
+        self.fold();
+        self.batch.clone()
+    }
+
+    /// Folds the joins and removals since the last fold into the batch.
+    fn fold(&mut self) {
         if self.gone_count == 0 && self.added.is_empty() {
-            return self.batch.clone();
+            return;
         }
         let old = std::mem::take(&mut self.batch);
         let old = Arc::try_unwrap(old).unwrap_or_else(|shared| shared.as_ref().clone());
@@ -150,7 +170,6 @@ impl Joined {
             keys
         };
         self.batch = Arc::new(next);
-        self.batch.clone()
     }
 }
 
@@ -258,6 +277,31 @@ mod tests {
         assert!(set.remove(&key("g", "a")));
         assert_eq!(batch(&mut set), names(&["b"]));
         assert_eq!(first.len(), 2);
+    }
+
+    #[test]
+    fn large_joins_are_folded_at_once_unless_a_tick_holds_the_batch() {
+        let mut set = Joined::default();
+        let many: Vec<MemberKey> = (0..FOLD_MIN)
+            .map(|i| key("g", &format!("m{i:05}")))
+            .collect();
+        let held = set.batch();
+        set.start_joining(&many).unwrap();
+        set.finish_joining(&many);
+        assert_eq!(set.added.len(), FOLD_MIN, "a tick holds the batch");
+        drop(held);
+        let more = keys(&["x"]);
+        set.start_joining(&more).unwrap();
+        set.finish_joining(&more);
+        assert!(set.added.is_empty());
+        assert_eq!(set.batch.len(), FOLD_MIN + 1);
+        // Removals still apply to folded members, and the batch stays sorted.
+        assert!(set.remove(&many[7]));
+        assert!(set.remove(&more[0]));
+        let batch = set.batch();
+        assert_eq!(batch.len(), FOLD_MIN - 1);
+        assert!(batch.windows(2).all(|w| w[0] < w[1]));
+        assert!(!batch.contains(&many[7]));
     }
 
     #[test]
