@@ -36,9 +36,10 @@ use memcache::exp::{Delete, Get, GetResult, Meta, MutationStatus, Op, OpResult, 
 use servicegroup_core::{
     Error, Freshness, GroupId, HeartbeatReport, MemberId, MemberKey, MemberRecord, Result,
 };
+use tokio::sync::Semaphore;
 
 use crate::index::{self, BUCKETS};
-use crate::keys::Keys;
+use crate::keys::{GroupKeys, Keys};
 use crate::placement::{bucket_of, Placement};
 use crate::server::{get_at, mutation_at, Server, CHUNK};
 use crate::NAME;
@@ -47,8 +48,32 @@ use crate::NAME;
 /// exchanges; a larger share of a batch is split into parts sent in parallel.
 const PARALLEL_PART: usize = 5_000;
 
+/// Work items (each one or a few pipelined exchanges in a row on one connection)
+/// running at once per server; more wait for a slot. Two cores serve the whole
+/// box here: more than a few in flight only add threads and connections, not
+/// throughput, while a bounded set lets queued work be cancelled by core's
+/// `call_timeout` before it starts.
+pub const EXCHANGES_PER_SERVER: usize = 4;
+
+/// Of the [`EXCHANGES_PER_SERVER`] slots, how many listings and other bulk
+/// reads may hold at once: the rest stay free for heartbeats and joins.
+pub const BULK_PER_SERVER: usize = 2;
+
+/// Which queue a work item waits in (see [`Backend::on_servers`]).
+#[derive(Debug, Clone, Copy)]
+enum Lane {
+    /// Heartbeats, joins, single-member calls: straight to the server's slots.
+    Main,
+    /// Listing parts: first one of [`BULK_PER_SERVER`] bulk permits, then a slot.
+    Bulk,
+}
+
+/// Members per part of a listing; the parts of one server are read in parallel
+/// (up to [`EXCHANGES_PER_SERVER`] at once), three keys per member.
+const LIST_PART: usize = 5_000;
+
 /// Batch members an index key must hold: (position in the batch, id).
-type Wanted = Vec<(usize, Vec<u8>)>;
+type Wanted<'a> = Vec<(usize, &'a [u8])>;
 
 /// Attempts of a read-modify-write on an index key before giving up (each one
 /// only fails when another process changed the key in between).
@@ -105,6 +130,11 @@ pub struct Backend {
     verified: Mutex<HashMap<(usize, String), Verified>>,
     server_up: Vec<AtomicBool>,
     exchanges: Arc<AtomicU64>,
+    /// Blocking exchanges per server: [`EXCHANGES_PER_SERVER`] permits each.
+    slots: Vec<Arc<Semaphore>>,
+    /// Bulk reads (listings) per server: [`BULK_PER_SERVER`] permits each,
+    /// taken before a slot.
+    bulk_slots: Vec<Arc<Semaphore>>,
 }
 
 fn now_millis() -> u64 {
@@ -130,12 +160,47 @@ fn join_error(error: tokio::task::JoinError) -> Error {
     Error::backend(format!("memcached call did not complete: {error}")).with_driver(NAME)
 }
 
+/// `keys` of `server` split (moved, not cloned) into parts of at most `size`.
+fn parts(
+    server: usize,
+    keys: Vec<MemberKey>,
+    size: usize,
+) -> impl Iterator<Item = (usize, Vec<MemberKey>)> {
+    let mut keys = keys.into_iter();
+    std::iter::from_fn(move || {
+        let part: Vec<MemberKey> = keys.by_ref().take(size).collect();
+        (!part.is_empty()).then_some((server, part))
+    })
+}
+
 /// Keys of one member.
 struct MemberKeys {
     heartbeat: String,
     record: String,
     forced: String,
     bucket: String,
+}
+
+/// Member keys of consecutive members (see [`Backend::group_keys`]): members of
+/// one group come in runs, so the group's segment is encoded once per run.
+struct KeyCache<'a> {
+    keys: &'a Keys,
+    current: Option<(GroupId, GroupKeys)>,
+}
+
+impl KeyCache<'_> {
+    /// The group's key builder and the member's segment.
+    fn of(&mut self, key: &MemberKey) -> (&GroupKeys, String) {
+        if matches!(&self.current, Some((group, _)) if *group != key.group) {
+            self.current = None;
+        }
+        let keys = self.keys;
+        let (_, builder) = self
+            .current
+            .get_or_insert_with(|| (key.group.clone(), keys.group(key.group.as_str().as_bytes())));
+        let member = builder.member(key.member.as_str().as_bytes());
+        (builder, member)
+    }
 }
 
 impl Backend {
@@ -148,6 +213,11 @@ impl Backend {
     ) -> Self {
         let placement = Placement::new(&servers);
         let server_up = servers.iter().map(|_| AtomicBool::new(true)).collect();
+        let n = servers.len();
+        let slots = servers
+            .iter()
+            .map(|_| Arc::new(Semaphore::new(EXCHANGES_PER_SERVER)))
+            .collect();
         Self {
             servers: servers
                 .into_iter()
@@ -160,6 +230,10 @@ impl Backend {
             verified: Mutex::new(HashMap::new()),
             server_up,
             exchanges: exchange_counter(prefix),
+            slots,
+            bulk_slots: (0..n)
+                .map(|_| Arc::new(Semaphore::new(BULK_PER_SERVER)))
+                .collect(),
         }
     }
 
@@ -200,6 +274,22 @@ impl Backend {
         }
     }
 
+    /// The index bucket key of `key`.
+    fn bucket_key(&self, key: &MemberKey) -> String {
+        self.keys.bucket(
+            key.group.as_str().as_bytes(),
+            bucket_of(key.member.as_str(), BUCKETS),
+        )
+    }
+
+    /// Member keys for a run of members, the group's part encoded once per group.
+    fn group_keys(&self) -> KeyCache<'_> {
+        KeyCache {
+            keys: &self.keys,
+            current: None,
+        }
+    }
+
     fn run(&self, server: usize, ops: Vec<Op>) -> Result<Vec<OpResult>> {
         self.servers[server].run_blocking(ops)
     }
@@ -225,9 +315,17 @@ impl Backend {
         out
     }
 
-    /// Runs `work` for each server on tokio's blocking pool, all servers at once.
+    /// Runs `work` on tokio's blocking pool, at most [`EXCHANGES_PER_SERVER`]
+    /// items per server at a time (the rest wait for a slot, in arrival order);
+    /// results come back in the order of `work`.
+    ///
+    /// Items still waiting for a slot are dropped with the returned future (core's
+    /// `call_timeout`), so an overloaded server makes work queue, not pile up:
+    /// no more than [`EXCHANGES_PER_SERVER`] blocking threads and connections per
+    /// server are ever busy for this backend.
     async fn on_servers<I, T, F>(
         self: &Arc<Self>,
+        lane: Lane,
         work: Vec<(usize, I)>,
         f: F,
     ) -> Vec<(usize, Result<T>)>
@@ -236,29 +334,87 @@ impl Backend {
         T: Send + 'static,
         F: Fn(&Backend, usize, I) -> Result<T> + Copy + Send + 'static,
     {
-        let mut handles = Vec::with_capacity(work.len());
-        for (server, input) in work {
-            let me = Arc::clone(self);
-            handles.push((
-                server,
-                tokio::task::spawn_blocking(move || f(&me, server, input)),
-            ));
+        let n = work.len();
+        if n == 1 {
+            // One item (single-member calls, one-server listings): no task set.
+            let Some((server, input)) = work.into_iter().next() else {
+                return Vec::new();
+            };
+            return vec![(server, self.exchange(lane, server, input, f).await)];
         }
-        let mut out = Vec::with_capacity(handles.len());
-        for (server, handle) in handles {
-            out.push((server, handle.await.unwrap_or_else(|e| Err(join_error(e)))));
+        let mut out: Vec<(usize, Result<T>)> = Vec::with_capacity(n);
+        let mut tasks = tokio::task::JoinSet::new();
+        for (position, (server, input)) in work.into_iter().enumerate() {
+            // Replaced by the task's result; stays only if the task panicked.
+            out.push((
+                server,
+                Err(Error::backend("memcached call did not complete").with_driver(NAME)),
+            ));
+            let me = Arc::clone(self);
+            tasks.spawn(async move { (position, me.exchange(lane, server, input, f).await) });
+        }
+        while let Some(done) = tasks.join_next().await {
+            match done {
+                Ok((position, result)) => out[position].1 = result,
+                Err(error) => {
+                    tracing::error!(driver = NAME, error = %error, "a memcached task failed");
+                }
+            }
         }
         out
     }
 
-    /// Every server's part of `work`; the first error fails the whole call.
-    async fn on_all<I, T, F>(self: &Arc<Self>, work: Vec<(usize, I)>, f: F) -> Result<Vec<T>>
+    /// One item of work on `server`'s blocking slot (see [`Self::on_servers`]).
+    async fn exchange<I, T, F>(
+        self: &Arc<Self>,
+        lane: Lane,
+        server: usize,
+        input: I,
+        f: F,
+    ) -> Result<T>
     where
         I: Send + 'static,
         T: Send + 'static,
         F: Fn(&Backend, usize, I) -> Result<T> + Copy + Send + 'static,
     {
-        self.on_servers(work, f)
+        let closed = |_| Error::backend("memcached slots closed").with_driver(NAME);
+        // Bulk reads first queue among themselves, so a listing's many parts
+        // never stand in front of heartbeats in the server's queue.
+        let bulk = match lane {
+            Lane::Bulk => Some(
+                Arc::clone(&self.bulk_slots[server])
+                    .acquire_owned()
+                    .await
+                    .map_err(closed)?,
+            ),
+            Lane::Main => None,
+        };
+        let slot = Arc::clone(&self.slots[server])
+            .acquire_owned()
+            .await
+            .map_err(closed)?;
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let _slots = (slot, bulk);
+            f(&me, server, input)
+        })
+        .await
+        .unwrap_or_else(|e| Err(join_error(e)))
+    }
+
+    /// Every server's part of `work`; the first error fails the whole call.
+    async fn on_all<I, T, F>(
+        self: &Arc<Self>,
+        lane: Lane,
+        work: Vec<(usize, I)>,
+        f: F,
+    ) -> Result<Vec<T>>
+    where
+        I: Send + 'static,
+        T: Send + 'static,
+        F: Fn(&Backend, usize, I) -> Result<T> + Copy + Send + 'static,
+    {
+        self.on_servers(lane, work, f)
             .await
             .into_iter()
             .map(|(_, r)| r)
@@ -270,30 +426,46 @@ impl Backend {
     /// Registers `keys` (any servers): index entries, group lists, records
     /// and fresh heartbeats. The forced-down flag is not touched, so it survives.
     pub async fn register_many(self: &Arc<Self>, keys: &[MemberKey]) -> Result<()> {
+        // Index entries first (one work item per server), then records and
+        // heartbeats in parts, several parts of a server in flight at once.
         let work = self.by_server(keys).into_iter().collect();
-        self.on_all(work, Backend::register_on).await.map(|_| ())
+        let indexed = self.on_all(Lane::Main, work, Backend::index_on).await?;
+        let parts: Vec<(usize, Vec<MemberKey>)> = indexed
+            .into_iter()
+            .flat_map(|(server, keys)| parts(server, keys, PARALLEL_PART))
+            .collect();
+        self.on_all(Lane::Main, parts, Backend::store_on)
+            .await
+            .map(|_| ())
     }
 
-    fn register_on(&self, server: usize, keys: Vec<MemberKey>) -> Result<()> {
+    /// Makes `keys` (all on `server`) appear in their index buckets and the
+    /// group list; gives them back for [`Self::store_on`].
+    fn index_on(&self, server: usize, keys: Vec<MemberKey>) -> Result<(usize, Vec<MemberKey>)> {
         let mut buckets: BTreeMap<String, BTreeSet<Vec<u8>>> = BTreeMap::new();
         let mut groups: BTreeSet<Vec<u8>> = BTreeSet::new();
         for key in &keys {
             buckets
-                .entry(self.member_keys(key).bucket)
+                .entry(self.bucket_key(key))
                 .or_default()
                 .insert(key.member.as_str().as_bytes().to_vec());
             groups.insert(key.group.as_str().as_bytes().to_vec());
         }
         self.ensure_lines(server, buckets)?;
         self.ensure_lines(server, BTreeMap::from([(self.keys.groups(), groups)]))?;
+        Ok((server, keys))
+    }
 
+    /// Stores the records and fresh heartbeats of `keys` (all on `server`).
+    fn store_on(&self, server: usize, keys: Vec<MemberKey>) -> Result<()> {
         let now = now_millis().to_string();
         let mut ops: Vec<Op> = Vec::with_capacity(keys.len() * 2);
+        let mut member_keys = self.group_keys();
         for key in &keys {
-            let k = self.member_keys(key);
-            ops.push(Set::new(&k.record, now.as_bytes()).into());
+            let (gk, m) = member_keys.of(key);
+            ops.push(Set::new(gk.record(&m), now.as_bytes()).into());
             ops.push(
-                Set::new(&k.heartbeat, now.as_bytes())
+                Set::new(gk.heartbeat(&m), now.as_bytes())
                     .ttl(Ttl::secs(self.ttl))
                     .into(),
             );
@@ -329,13 +501,14 @@ impl Backend {
             let mut appends: Vec<(String, Vec<u8>)> = Vec::new();
             for (i, name) in names.iter().enumerate() {
                 let got = get_at(&results, i)?;
+                let wanted: HashSet<&[u8]> = pending[name].iter().map(Vec::as_slice).collect();
                 let present = match (&got.value, got.hit()) {
-                    (Some(value), true) => index::parse(value).0,
-                    _ => BTreeSet::new(),
+                    (Some(value), true) => index::find(value, &wanted),
+                    _ => HashSet::new(),
                 };
                 let lines: Vec<u8> = pending[name]
                     .iter()
-                    .filter(|id| !present.contains(*id))
+                    .filter(|id| !present.contains(id.as_slice()))
                     .flat_map(|id| index::line(id))
                     .collect();
                 if lines.is_empty() {
@@ -398,13 +571,11 @@ impl Backend {
         let work: Vec<(usize, Vec<MemberKey>)> = self
             .by_server(keys)
             .into_iter()
-            .flat_map(|(server, keys)| {
-                keys.chunks(PARALLEL_PART)
-                    .map(|part| (server, part.to_vec()))
-                    .collect::<Vec<_>>()
-            })
+            .flat_map(|(server, keys)| parts(server, keys, PARALLEL_PART))
             .collect();
-        let results = self.on_servers(work, Backend::heartbeat_on).await;
+        let results = self
+            .on_servers(Lane::Main, work, Backend::heartbeat_on)
+            .await;
         let mut report = HeartbeatReport::default();
         let mut first_error = None;
         let mut any_ok = false;
@@ -446,26 +617,32 @@ impl Backend {
 
     fn heartbeat_on(&self, server: usize, keys: Vec<MemberKey>) -> Result<Vec<MemberKey>> {
         let now = now_millis().to_string();
-        let mut ops: Vec<Op> = Vec::with_capacity(keys.len() * 2 + 2);
+        let mut ops: Vec<Op> = Vec::with_capacity(keys.len() * 2 + BUCKETS as usize + 1);
         // Index keys the batch depends on, with the batch members each must hold.
-        let mut checks: BTreeMap<String, Wanted> = BTreeMap::new();
-        let groups_key = self.keys.groups();
+        let mut buckets: HashMap<(&str, u32), Wanted<'_>> = HashMap::new();
+        let mut groups: Wanted<'_> = Vec::with_capacity(keys.len());
+        let mut member_keys = self.group_keys();
         for (i, key) in keys.iter().enumerate() {
-            let k = self.member_keys(key);
-            ops.push(Set::new(&k.record, now.as_bytes()).replace().into());
+            let (gk, m) = member_keys.of(key);
+            ops.push(Set::new(gk.record(&m), now.as_bytes()).replace().into());
             ops.push(
-                Set::new(&k.heartbeat, now.as_bytes())
+                Set::new(gk.heartbeat(&m), now.as_bytes())
                     .ttl(Ttl::secs(self.ttl))
                     .into(),
             );
-            checks
-                .entry(k.bucket)
+            let member = key.member.as_str();
+            buckets
+                .entry((key.group.as_str(), bucket_of(member, BUCKETS)))
                 .or_default()
-                .push((i, key.member.as_str().as_bytes().to_vec()));
-            checks
-                .entry(groups_key.clone())
-                .or_default()
-                .push((i, key.group.as_str().as_bytes().to_vec()));
+                .push((i, member.as_bytes()));
+            groups.push((i, key.group.as_str().as_bytes()));
+        }
+        let mut checks: BTreeMap<String, Wanted<'_>> = buckets
+            .into_iter()
+            .map(|((group, b), wanted)| (self.keys.bucket(group.as_bytes(), b), wanted))
+            .collect();
+        if !groups.is_empty() {
+            checks.insert(self.keys.groups(), groups);
         }
         for name in checks.keys() {
             ops.push(Get::new(name).without_value().meta(Meta::NONE.cas()).into());
@@ -484,7 +661,7 @@ impl Backend {
             }
         }
         let base = 2 * keys.len();
-        let mut reread: Vec<(&String, &Wanted)> = Vec::new();
+        let mut reread: Vec<(&String, &Wanted<'_>)> = Vec::new();
         for (j, (name, wanted)) in checks.iter().enumerate() {
             let got = get_at(&results, base + j)?;
             if !got.hit() {
@@ -498,7 +675,7 @@ impl Backend {
                 self.verified()
                     .get(&(server, name.clone()))
                     .is_some_and(|v| {
-                        v.cas == cas && wanted.iter().all(|(_, id)| v.confirmed.contains(id))
+                        v.cas == cas && wanted.iter().all(|(_, id)| v.confirmed.contains(*id))
                     })
             });
             if !fresh {
@@ -513,14 +690,17 @@ impl Backend {
             let results = self.run_counted(server, ops)?;
             for (j, (name, wanted)) in reread.into_iter().enumerate() {
                 let got: &GetResult = get_at(&results, j)?;
+                let ids: HashSet<&[u8]> = wanted.iter().map(|(_, id)| *id).collect();
                 let present = match (&got.value, got.hit()) {
-                    (Some(value), true) => index::parse(value).0,
-                    _ => BTreeSet::new(),
+                    (Some(value), true) => index::find(value, &ids),
+                    _ => HashSet::new(),
                 };
-                let mut confirmed = HashSet::new();
+                let mut confirmed: HashSet<Vec<u8>> = HashSet::with_capacity(present.len());
                 for (i, id) in wanted {
                     if present.contains(id) {
-                        confirmed.insert(id.clone());
+                        if !confirmed.contains(*id) {
+                            confirmed.insert(id.to_vec());
+                        }
                     } else {
                         missing[*i] = true;
                     }
@@ -557,7 +737,9 @@ impl Backend {
     /// the record existed.
     pub async fn remove(self: &Arc<Self>, key: &MemberKey) -> Result<bool> {
         let work = vec![(self.server_of(key), key.clone())];
-        self.on_all(work, Backend::remove_on).await.map(|v| v[0])
+        self.on_all(Lane::Main, work, Backend::remove_on)
+            .await
+            .map(|v| v[0])
     }
 
     fn remove_on(&self, server: usize, key: MemberKey) -> Result<bool> {
@@ -615,7 +797,7 @@ impl Backend {
         forced_down: bool,
     ) -> Result<bool> {
         let work = vec![(self.server_of(key), (key.clone(), forced_down))];
-        self.on_all(work, Backend::set_forced_down_on)
+        self.on_all(Lane::Main, work, Backend::set_forced_down_on)
             .await
             .map(|v| v[0])
     }
@@ -644,18 +826,19 @@ impl Backend {
     /// One member's record.
     pub async fn get(self: &Arc<Self>, key: &MemberKey) -> Result<Option<MemberRecord>> {
         let work = vec![(self.server_of(key), vec![key.clone()])];
-        let mut found = self.on_all(work, Backend::records_on).await?;
+        let mut found = self.on_all(Lane::Main, work, Backend::records_on).await?;
         Ok(found.pop().and_then(|mut v| v.pop()))
     }
 
     /// Records of `keys`, all placed on `server`; members without a record are left out.
     fn records_on(&self, server: usize, keys: Vec<MemberKey>) -> Result<Vec<MemberRecord>> {
         let mut ops: Vec<Op> = Vec::with_capacity(keys.len() * 3);
+        let mut member_keys = self.group_keys();
         for key in &keys {
-            let k = self.member_keys(key);
-            ops.push(Get::new(&k.record).into());
-            ops.push(Get::new(&k.heartbeat).without_value().into());
-            ops.push(Get::new(&k.forced).without_value().into());
+            let (gk, m) = member_keys.of(key);
+            ops.push(Get::new(gk.record(&m)).into());
+            ops.push(Get::new(gk.heartbeat(&m)).without_value().into());
+            ops.push(Get::new(gk.forced(&m)).without_value().into());
         }
         let results = self.run(server, ops)?;
         let mut records = Vec::with_capacity(keys.len());
@@ -682,15 +865,26 @@ impl Backend {
     // ---- listings -------------------------------------------------------
 
     /// Every member of `group` on every server.
+    ///
+    /// First the index buckets of every server (one exchange each), then the
+    /// members' keys in parts of [`LIST_PART`] members, several parts of a
+    /// server in flight at once (each a few pipelined exchanges of [`CHUNK`]).
     pub async fn list(self: &Arc<Self>, group: &GroupId) -> Result<Vec<MemberRecord>> {
         let work = (0..self.servers.len())
             .map(|s| (s, group.clone()))
             .collect();
-        let parts = self.on_all(work, Backend::list_on).await?;
-        Ok(parts.into_iter().flatten().collect())
+        let members = self.on_all(Lane::Bulk, work, Backend::list_ids_on).await?;
+        let parts: Vec<(usize, Vec<MemberKey>)> = members
+            .into_iter()
+            .enumerate()
+            .flat_map(|(server, keys)| parts(server, keys, LIST_PART))
+            .collect();
+        let records = self.on_all(Lane::Bulk, parts, Backend::records_on).await?;
+        Ok(records.into_iter().flatten().collect())
     }
 
-    fn list_on(&self, server: usize, group: GroupId) -> Result<Vec<MemberRecord>> {
+    /// The members of `group` in the index buckets of `server` that belong there, sorted.
+    fn list_ids_on(&self, server: usize, group: GroupId) -> Result<Vec<MemberKey>> {
         let g = group.as_str().as_bytes();
         let ops = (0..BUCKETS)
             .map(|b| Get::new(self.keys.bucket(g, b)).into())
@@ -713,23 +907,23 @@ impl Backend {
                 };
                 // Only entries in the bucket and on the server the member belongs to.
                 if bucket_of(member.as_str(), BUCKETS) == b
-                    && self.placement.server_of(group.as_str(), member.as_str()) == server
+                    && (self.servers.len() == 1
+                        || self.placement.server_of(group.as_str(), member.as_str()) == server)
                 {
                     members.insert(member);
                 }
             }
         }
-        let keys = members
+        Ok(members
             .into_iter()
             .map(|m| MemberKey::new(group.clone(), m))
-            .collect();
-        self.records_on(server, keys)
+            .collect())
     }
 
     /// Every group with at least one index entry on some server.
     pub async fn groups(self: &Arc<Self>) -> Result<Vec<GroupId>> {
         let work = (0..self.servers.len()).map(|s| (s, ())).collect();
-        let parts = self.on_all(work, Backend::groups_on).await?;
+        let parts = self.on_all(Lane::Bulk, work, Backend::groups_on).await?;
         let all: BTreeSet<GroupId> = parts.into_iter().flatten().collect();
         Ok(all.into_iter().collect())
     }

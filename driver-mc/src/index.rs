@@ -7,7 +7,7 @@
 //! registered the same member at the same moment; readers deduplicate and a
 //! removal strips every copy.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
 use crate::keys::{escape_value, unescape_value};
 
@@ -39,6 +39,34 @@ pub fn parse(value: &[u8]) -> (BTreeSet<Vec<u8>>, usize) {
         }
     }
     (ids, malformed)
+}
+
+/// Which of `wanted` (raw ids) are in an index value: the same answer as
+/// looking them up in [`parse`]'s set, without building that set. Only lines with
+/// an escape are decoded (and allocate); the others are compared as they are, so
+/// a scan of a large bucket for a few ids costs no allocation per line.
+pub fn find<'a>(value: &[u8], wanted: &HashSet<&'a [u8]>) -> HashSet<&'a [u8]> {
+    let mut found = HashSet::with_capacity(wanted.len());
+    if wanted.is_empty() {
+        return found;
+    }
+    for raw in value.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let hit = if raw.contains(&b'%') {
+            match unescape_value(raw) {
+                Some(id) if !id.is_empty() => wanted.get(id.as_slice()).copied(),
+                _ => None,
+            }
+        } else {
+            wanted.get(raw).copied()
+        };
+        if let Some(id) = hit {
+            found.insert(id);
+            if found.len() == wanted.len() {
+                break;
+            }
+        }
+    }
+    found
 }
 
 /// The value without any line for `id`; `None` when `id` was not in it.
@@ -76,5 +104,25 @@ mod tests {
         assert_eq!(parse(&w).0.len(), 2);
         assert!(without(&w, b"a").is_none());
         assert_eq!(parse(b"ok\n%zz\n\n").1, 1);
+    }
+
+    #[test]
+    fn find_agrees_with_parse() {
+        let mut v = Vec::new();
+        for id in [&b"a"[..], b"b c", b"a", b"x\r\ny", b"100%", b"plain"] {
+            v.extend(line(id));
+        }
+        // A lowercase (non-canonical) escape and a malformed line decode as parse does.
+        v.extend_from_slice(b"%7a\n%zz\n\n");
+        let (all, _) = parse(&v);
+        let candidates: Vec<&[u8]> = vec![
+            b"a", b"b c", b"x\r\ny", b"100%", b"z", b"nope", b"%zz", b"b",
+        ];
+        let wanted: HashSet<&[u8]> = candidates.iter().copied().collect();
+        let found = find(&v, &wanted);
+        for id in candidates {
+            assert_eq!(found.contains(id), all.contains(id), "{id:?}");
+        }
+        assert!(find(&v, &HashSet::new()).is_empty());
     }
 }

@@ -135,6 +135,16 @@ impl Keys {
         self.member_key('f', group, member)
     }
 
+    /// A builder of the member keys of `group`, with the group's segment
+    /// encoded once (for batches: [`GroupKeys::record`] and friends give the
+    /// same keys as [`Self::record`] and friends).
+    pub fn group(&self, group: &[u8]) -> GroupKeys {
+        GroupKeys {
+            head: format!("{}:", self.prefix),
+            tail: format!(":{}:", segment(group)),
+        }
+    }
+
     /// One index bucket of a group on one server (no TTL; value = member ids).
     pub fn bucket(&self, group: &[u8], bucket: u32) -> String {
         format!("{}:i:{}:{bucket:02x}", self.prefix, segment(group))
@@ -143,6 +153,46 @@ impl Keys {
     /// The list of groups with members on one server (no TTL).
     pub fn groups(&self) -> String {
         format!("{}:groups", self.prefix)
+    }
+}
+
+/// Member keys of one group (see [`Keys::group`]).
+#[derive(Debug, Clone)]
+pub struct GroupKeys {
+    /// `prefix:`
+    head: String,
+    /// `:group-segment:`
+    tail: String,
+}
+
+impl GroupKeys {
+    fn key(&self, kind: char, member: &str) -> String {
+        let mut out = String::with_capacity(self.head.len() + 1 + self.tail.len() + member.len());
+        out.push_str(&self.head);
+        out.push(kind);
+        out.push_str(&self.tail);
+        out.push_str(member);
+        out
+    }
+
+    /// The segment of `member`, to pass to the key methods.
+    pub fn member(&self, member: &[u8]) -> String {
+        segment(member)
+    }
+
+    /// The record key of the member whose segment is `member` ([`Self::member`]).
+    pub fn record(&self, member: &str) -> String {
+        self.key('r', member)
+    }
+
+    /// The heartbeat key of the member whose segment is `member`.
+    pub fn heartbeat(&self, member: &str) -> String {
+        self.key('h', member)
+    }
+
+    /// The forced-down key of the member whose segment is `member`.
+    pub fn forced(&self, member: &str) -> String {
+        self.key('f', member)
     }
 }
 
@@ -203,6 +253,23 @@ mod tests {
         );
         assert_eq!(k.bucket(b"compute", 7), "sg:i:compute:07");
         assert_eq!(k.groups(), "sg:groups");
+    }
+
+    #[test]
+    fn group_keys_match_the_single_key_methods() {
+        let k = Keys::new("sg");
+        let long = "é".repeat(127) + "x";
+        for (g, m) in [
+            (&b"compute"[..], &b"host-1"[..]),
+            (b"a b", b"x\r\nflush_all"),
+            (long.as_bytes(), "ü:#%".as_bytes()),
+        ] {
+            let gk = k.group(g);
+            let seg = gk.member(m);
+            assert_eq!(gk.record(&seg), k.record(g, m));
+            assert_eq!(gk.heartbeat(&seg), k.heartbeat(g, m));
+            assert_eq!(gk.forced(&seg), k.forced(g, m));
+        }
     }
 
     #[test]
