@@ -525,6 +525,7 @@ pub async fn applied_migrations(url: &str) -> i64 {
 /// Migrations: twice in one process is harmless, and two processes starting at once
 /// on a fresh database both succeed and apply them once.
 pub async fn migrations_are_idempotent_and_concurrency_safe(url_a: &str, url_b: &str) {
+    let expected = shipped_migrations(url_a);
     // Twice in a row.
     let config = config(url_a);
     let first = DbDriver::connect(&config)
@@ -537,7 +538,7 @@ pub async fn migrations_are_idempotent_and_concurrency_safe(url_a: &str, url_b: 
         second.get(&key).await.unwrap().is_some(),
         "data survives a second migration run"
     );
-    assert_eq!(applied_migrations(url_a).await, 1);
+    assert_eq!(applied_migrations(url_a).await, expected);
 
     // Two processes at once on a fresh database.
     let mut children: Vec<Child> = (0..2)
@@ -551,7 +552,28 @@ pub async fn migrations_are_idempotent_and_concurrency_safe(url_a: &str, url_b: 
         let status = child.wait().expect("wait for the helper");
         assert!(status.success(), "helper process failed: {status}");
     }
-    assert_eq!(applied_migrations(url_b).await, 1);
+    assert_eq!(applied_migrations(url_b).await, expected);
+}
+
+/// How many migrations the crate ships for the backend of `url` (the directories
+/// under `migrations/<backend>`), so each is applied exactly once.
+fn shipped_migrations(url: &str) -> i64 {
+    let backend = if url.starts_with("postgres") {
+        "postgres"
+    } else if url.starts_with("mysql") {
+        "mysql"
+    } else {
+        "sqlite"
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    let n = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+        .filter(|entry| entry.as_ref().is_ok_and(|e| e.path().is_dir()))
+        .count();
+    assert!(n >= 1, "no migrations under {}", dir.display());
+    i64::try_from(n).expect("migration count")
 }
 
 /// Drops a database of the shared test server when dropped (so a run's throwaway

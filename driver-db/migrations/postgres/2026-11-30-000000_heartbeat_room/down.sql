@@ -1,0 +1,1 @@
+ALTER TABLE servicegroup_members SET (fillfactor = 80);
