@@ -107,11 +107,14 @@ impl Joined {
         let Some(i) = self.position(key) else {
             return false;
         };
+        // `gone` is emptied whenever `batch` changes, so it is sized for this batch.
         if self.gone.is_empty() {
             self.gone = vec![0; self.batch.len().div_ceil(WORD)];
         }
-        self.gone[i / WORD] |= 1 << (i % WORD);
-        self.gone_count += 1;
+        if let Some(word) = self.gone.get_mut(i / WORD) {
+            *word |= 1 << (i % WORD);
+            self.gone_count += 1;
+        }
         true
     }
 
@@ -150,7 +153,7 @@ impl Joined {
             }
             keys
         } else {
-            let mut keys = Vec::with_capacity(old.len() - gone_count + added.len());
+            let mut keys = Vec::with_capacity(old.len().saturating_sub(gone_count) + added.len());
             let mut live = old
                 .into_iter()
                 .enumerate()
