@@ -84,8 +84,41 @@ macro_rules! id_type {
         ///
         /// Cheap to clone: the text is shared (`Arc<str>`), so the copies of one id
         /// kept by a membership, its handle and its driver hold one allocation.
-        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[derive(Clone)]
         pub struct $name(Arc<str>);
+
+        // Compared and hashed as text. Copies of one id share their text, so equal
+        // pointers settle a comparison without reading it (map lookups of keys
+        // that came from the same join compare the group this way).
+        impl PartialEq for $name {
+            fn eq(&self, other: &Self) -> bool {
+                Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+            }
+        }
+
+        impl Eq for $name {}
+
+        impl PartialOrd for $name {
+            fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+                Some(self.cmp(other))
+            }
+        }
+
+        impl Ord for $name {
+            fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+                if Arc::ptr_eq(&self.0, &other.0) {
+                    std::cmp::Ordering::Equal
+                } else {
+                    self.0.cmp(&other.0)
+                }
+            }
+        }
+
+        impl std::hash::Hash for $name {
+            fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+                self.as_str().hash(state)
+            }
+        }
 
         impl $name {
             /// Validates `id` and wraps it; a bad id is an [`ErrorKind::InvalidId`](crate::ErrorKind::InvalidId) error.
@@ -281,6 +314,31 @@ mod tests {
         let err = GroupId::new("a\r\nflush_all").unwrap_err();
         assert!(err.to_string().contains(r#""a\r\nflush_all""#), "{err}");
         assert!(err.to_string().contains("group id"), "{err}");
+    }
+
+    #[test]
+    fn shared_and_separate_copies_compare_and_hash_alike() {
+        use std::collections::hash_map::DefaultHasher;
+        use std::hash::{Hash, Hasher};
+        fn hash(id: &impl Hash) -> u64 {
+            let mut h = DefaultHasher::new();
+            id.hash(&mut h);
+            h.finish()
+        }
+        let a = GroupId::new("compute").unwrap();
+        let shared = a.clone();
+        let separate = GroupId::new("compute").unwrap();
+        let other = GroupId::new("conductor").unwrap();
+        assert_eq!(a, shared);
+        assert_eq!(a, separate);
+        assert_eq!(a.cmp(&separate), std::cmp::Ordering::Equal);
+        assert_eq!(hash(&a), hash(&separate));
+        assert_eq!(hash(&a), hash(&"compute"), "hashes as its text");
+        assert!(a < other && other > separate);
+        let k1 = MemberKey::new(a.clone(), MemberId::new("h1").unwrap());
+        let k2 = MemberKey::new(separate, MemberId::new("h2").unwrap());
+        assert!(k1 < k2);
+        assert_eq!(k1, MemberKey::new(shared, MemberId::new("h1").unwrap()));
     }
 
     #[test]
