@@ -11,6 +11,7 @@
 #   scripts/lib/mariadb.sh start DIR   # install into DIR (if empty) and start; prints the URL
 #   scripts/lib/mariadb.sh stop DIR    # stop (data kept: `start DIR` again restarts it, same port)
 #   scripts/lib/mariadb.sh destroy DIR # stop and delete DIR
+# SG_MARIADB_BUFFER_POOL sets innodb_buffer_pool_size (default 128M; scripts/bench: 2G).
 # The server runs as root (`--user=root`) when started by root, as the caller otherwise.
 
 if [ -z "${BASH_VERSION:-}" ]; then
@@ -85,7 +86,7 @@ _mdb_start() {
     setsid "$(_mdb_find mariadbd mysqld)" --no-defaults --datadir="$dir/data" "${user_opt[@]}" \
       --bind-address=127.0.0.1 --port="$port" --socket="$dir/mysqld.sock" \
       --pid-file="$dir/mysqld.pid" --log-error="$dir/error.log" --skip-name-resolve \
-      --skip-log-bin --innodb-buffer-pool-size=128M --innodb-log-file-size=16M \
+      --skip-log-bin --innodb-buffer-pool-size="${SG_MARIADB_BUFFER_POOL:-128M}" --innodb-log-file-size=16M \
       --innodb-flush-log-at-trx-commit=0 --innodb-doublewrite=0 --sync-binlog=0 \
       --max-connections=500 --character-set-server=utf8mb4 --collation-server=utf8mb4_bin \
       </dev/null >"$dir/mariadbd.out" 2>&1 &

@@ -97,7 +97,7 @@ _pg_start() {
   fi
   _pg_as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/data/server.log" -w -t 60 \
     -o "-c listen_addresses=127.0.0.1 -p $port -k $dir/socket -c fsync=off \
-        -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 \
+        -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
         -c shared_preload_libraries=pg_stat_statements" \
     start >"$dir/pg_ctl.log" 2>&1 \
     || { echo "error: pg_ctl start failed:" >&2; cat "$dir/pg_ctl.log" "$dir/data/server.log" >&2 2>/dev/null; return 1; }
