@@ -7,6 +7,7 @@
 //! | `P:r:G:M` (record) | last heartbeat wall time, unix ms | none | the member exists |
 //! | `P:h:G:M` (heartbeat) | heartbeat wall time, unix ms | liveness TTL | present = fresh |
 //! | `P:f:G:M` (forced down) | `1` | none | present = forced down |
+//! | `P:fi:G` (forced marker) | `1` | none | present = some member of G on this server may be forced down |
 //! | `P:i:G:BB` (index bucket) | member ids, one per line | none | listing |
 //! | `P:groups` | group ids, one per line | none | `groups()` |
 //!
@@ -804,15 +805,17 @@ impl Backend {
 
     fn set_forced_down_on(&self, server: usize, (key, forced): (MemberKey, bool)) -> Result<bool> {
         let k = self.member_keys(&key);
-        let flag: Op = if forced {
-            Set::new(&k.forced, b"1").into()
+        let mut ops: Vec<Op> = vec![Get::new(&k.record).without_value().into()];
+        if forced {
+            // The group's marker first (same connection, so memcached stores it
+            // before the flag): a listing that finds no marker skips the flags.
+            let marker = self.keys.forced_marker(key.group.as_str().as_bytes());
+            ops.push(Set::new(marker, b"1").into());
+            ops.push(Set::new(&k.forced, b"1").into());
         } else {
-            Delete::new(&k.forced).into()
-        };
-        let results = self.run(
-            server,
-            vec![Get::new(&k.record).without_value().into(), flag],
-        )?;
+            ops.push(Delete::new(&k.forced).into());
+        }
+        let results = self.run(server, ops)?;
         if get_at(&results, 0)?.hit() {
             return Ok(true);
         }
@@ -825,29 +828,39 @@ impl Backend {
 
     /// One member's record.
     pub async fn get(self: &Arc<Self>, key: &MemberKey) -> Result<Option<MemberRecord>> {
-        let work = vec![(self.server_of(key), vec![key.clone()])];
+        let work = vec![(self.server_of(key), (vec![key.clone()], true))];
         let mut found = self.on_all(Lane::Main, work, Backend::records_on).await?;
         Ok(found.pop().and_then(|mut v| v.pop()))
     }
 
-    /// Records of `keys`, all placed on `server`; members without a record are left out.
-    fn records_on(&self, server: usize, keys: Vec<MemberKey>) -> Result<Vec<MemberRecord>> {
-        let mut ops: Vec<Op> = Vec::with_capacity(keys.len() * 3);
+    /// Records of `keys`, all placed on `server`; members without a record are
+    /// left out. Their forced-down keys are read only when `forced_possible` (the
+    /// group's forced marker exists on `server`); otherwise none is forced down.
+    fn records_on(
+        &self,
+        server: usize,
+        (keys, forced_possible): (Vec<MemberKey>, bool),
+    ) -> Result<Vec<MemberRecord>> {
+        let per = if forced_possible { 3 } else { 2 };
+        let mut ops: Vec<Op> = Vec::with_capacity(keys.len() * per);
         let mut member_keys = self.group_keys();
         for key in &keys {
             let (gk, m) = member_keys.of(key);
             ops.push(Get::new(gk.record(&m)).into());
             ops.push(Get::new(gk.heartbeat(&m)).without_value().into());
-            ops.push(Get::new(gk.forced(&m)).without_value().into());
+            if forced_possible {
+                ops.push(Get::new(gk.forced(&m)).without_value().into());
+            }
         }
         let results = self.run(server, ops)?;
         let mut records = Vec::with_capacity(keys.len());
         for (i, key) in keys.into_iter().enumerate() {
-            let record = get_at(&results, 3 * i)?;
+            let record = get_at(&results, per * i)?;
             if !record.hit() {
                 continue;
             }
-            let fresh = get_at(&results, 3 * i + 1)?.hit();
+            let fresh = get_at(&results, per * i + 1)?.hit();
+            let forced_down = forced_possible && get_at(&results, per * i + 2)?.hit();
             records.push(MemberRecord {
                 key,
                 last_heartbeat: parse_time(record.value.as_ref()),
@@ -856,7 +869,7 @@ impl Backend {
                 } else {
                     Freshness::Absent
                 },
-                forced_down: get_at(&results, 3 * i + 2)?.hit(),
+                forced_down,
             });
         }
         Ok(records)
@@ -874,22 +887,28 @@ impl Backend {
             .map(|s| (s, group.clone()))
             .collect();
         let members = self.on_all(Lane::Bulk, work, Backend::list_ids_on).await?;
-        let parts: Vec<(usize, Vec<MemberKey>)> = members
+        let parts: Vec<(usize, (Vec<MemberKey>, bool))> = members
             .into_iter()
             .enumerate()
-            .flat_map(|(server, keys)| parts(server, keys, LIST_PART))
+            .flat_map(|(server, (keys, forced_possible))| {
+                parts(server, keys, LIST_PART)
+                    .map(move |(server, part)| (server, (part, forced_possible)))
+            })
             .collect();
         let records = self.on_all(Lane::Bulk, parts, Backend::records_on).await?;
         Ok(records.into_iter().flatten().collect())
     }
 
-    /// The members of `group` in the index buckets of `server` that belong there, sorted.
-    fn list_ids_on(&self, server: usize, group: GroupId) -> Result<Vec<MemberKey>> {
+    /// The members of `group` in the index buckets of `server` that belong there,
+    /// sorted, and whether the group's forced-down marker exists there.
+    fn list_ids_on(&self, server: usize, group: GroupId) -> Result<(Vec<MemberKey>, bool)> {
         let g = group.as_str().as_bytes();
-        let ops = (0..BUCKETS)
+        let mut ops: Vec<Op> = (0..BUCKETS)
             .map(|b| Get::new(self.keys.bucket(g, b)).into())
             .collect();
+        ops.push(Get::new(self.keys.forced_marker(g)).without_value().into());
         let results = self.run(server, ops)?;
+        let forced_possible = get_at(&results, BUCKETS as usize)?.hit();
         let mut members: BTreeSet<MemberId> = BTreeSet::new();
         for b in 0..BUCKETS {
             let got = get_at(&results, b as usize)?;
@@ -914,10 +933,11 @@ impl Backend {
                 }
             }
         }
-        Ok(members
+        let keys = members
             .into_iter()
             .map(|m| MemberKey::new(group.clone(), m))
-            .collect())
+            .collect();
+        Ok((keys, forced_possible))
     }
 
     /// Every group with at least one index entry on some server.

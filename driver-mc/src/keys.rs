@@ -150,6 +150,14 @@ impl Keys {
         format!("{}:i:{}:{bucket:02x}", self.prefix, segment(group))
     }
 
+    /// The forced-down marker of a group on one server (no TTL; present = some
+    /// member of the group on that server may have a forced-down key). Set before
+    /// any forced-down key, so listings read the members' forced-down keys only
+    /// where it exists.
+    pub fn forced_marker(&self, group: &[u8]) -> String {
+        format!("{}:fi:{}", self.prefix, segment(group))
+    }
+
     /// The list of groups with members on one server (no TTL).
     pub fn groups(&self) -> String {
         format!("{}:groups", self.prefix)
@@ -253,6 +261,7 @@ mod tests {
         );
         assert_eq!(k.bucket(b"compute", 7), "sg:i:compute:07");
         assert_eq!(k.groups(), "sg:groups");
+        assert_eq!(k.forced_marker(b"a b"), "sg:fi:a%20b");
     }
 
     #[test]
