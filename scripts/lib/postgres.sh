@@ -12,6 +12,8 @@
 #   scripts/lib/postgres.sh stop DIR    # stop (data kept: `start DIR` again restarts it)
 #   scripts/lib/postgres.sh destroy DIR # stop and delete DIR
 # DIR must be writable by the `postgres` user when run as root (it is chowned).
+# SG_POSTGRES_SHARED_BUFFERS sets shared_buffers (default 128MB, PostgreSQL's own;
+# scripts/bench: 4GB, so a fleet's table stays in the server's buffer cache).
 
 if [ -z "${BASH_VERSION:-}" ]; then
   echo "postgres.sh needs bash" >&2
@@ -97,7 +99,7 @@ _pg_start() {
   fi
   _pg_as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/data/server.log" -w -t 60 \
     -o "-c listen_addresses=127.0.0.1 -p $port -k $dir/socket -c fsync=off \
-        -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
+        -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 -c shared_buffers=${SG_POSTGRES_SHARED_BUFFERS:-128MB} \
         -c shared_preload_libraries=pg_stat_statements" \
     start >"$dir/pg_ctl.log" 2>&1 \
     || { echo "error: pg_ctl start failed:" >&2; cat "$dir/pg_ctl.log" "$dir/data/server.log" >&2 2>/dev/null; return 1; }
