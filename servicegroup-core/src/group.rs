@@ -445,10 +445,14 @@ impl Membership {
     /// heartbeats still stop and the error is returned; the record then goes down
     /// after `service_down_time`.
     pub async fn leave(mut self) -> Result<()> {
-        self.active = false;
         let inner = self.group.inner().clone();
-        let _guard = inner.write_lock.lock().await;
+        // Heartbeats stop before the first await: a leave cancelled while it waits
+        // (a `select!`, a timeout) must not leave the key heartbeated with no
+        // membership. A tick that already picked the member to re-register still
+        // holds the write lock, so the record is removed after it, not before.
         inner.joined().remove(&self.key);
+        self.active = false;
+        let _guard = inner.write_lock.lock().await;
         inner
             .call("remove", inner.driver.remove(&self.key))
             .await

@@ -21,6 +21,9 @@ struct Scripted {
     keys_per_call: Mutex<Vec<usize>>,
     unreachable: AtomicBool,
     hang: AtomicBool,
+    /// Only `register` hangs (a tick re-registering a missing member holds core's
+    /// write lock meanwhile).
+    hang_register: AtomicBool,
     /// How long each heartbeat call takes.
     heartbeat_delay: Mutex<Duration>,
 }
@@ -50,6 +53,9 @@ impl Driver for Scripted {
     }
     async fn register(&self, key: &MemberKey) -> Result<()> {
         self.maybe_hang().await;
+        if self.hang_register.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         self.check()?;
         self.rows
             .lock()
@@ -172,6 +178,42 @@ async fn all_members_of_a_handle_go_in_one_call_per_tick() {
     for i in 0..50 {
         assert!(sg.is_up("compute", format!("h{i}")).await.unwrap());
     }
+}
+
+/// A leave cancelled while it waits for a tick's re-registration still stops the
+/// member's heartbeats (it must not stay in the batch with no membership).
+#[tokio::test(start_paused = true)]
+async fn cancelled_leave_still_stops_heartbeats() {
+    let driver = Arc::new(Scripted::default());
+    let sg = ServiceGroup::with_driver(driver.clone(), config()).unwrap();
+    let a = sg.join("compute", "a").await.unwrap();
+    let _b = sg.join("compute", "b").await.unwrap();
+    // b's record is lost: the next tick re-registers it, and that hangs until
+    // call_timeout (2 s) while the tick holds the write lock.
+    let b_key = MemberKey::new("compute".parse().unwrap(), "b".parse().unwrap());
+    driver.rows.lock().unwrap().remove(&b_key);
+    driver.hang_register.store(true, Ordering::SeqCst);
+    let calls = driver.heartbeat_calls.load(Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while driver.heartbeat_calls.load(Ordering::SeqCst) == calls {
+        assert!(Instant::now() < deadline, "no tick within 15 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The tick is now stuck re-registering b; a's leave waits for it and is cancelled.
+    let left = tokio::time::timeout(Duration::from_millis(100), a.leave()).await;
+    assert!(left.is_err(), "leave should still be waiting for the tick");
+    driver.hang_register.store(false, Ordering::SeqCst);
+    driver.keys_per_call.lock().unwrap().clear();
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    let sizes = driver.keys_per_call.lock().unwrap().clone();
+    assert!(
+        sizes.len() >= 3,
+        "ticks after the cancelled leave: {sizes:?}"
+    );
+    assert!(
+        sizes.iter().all(|&n| n == 1),
+        "only b is heartbeated after a's cancelled leave: {sizes:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
