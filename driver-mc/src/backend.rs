@@ -174,6 +174,32 @@ fn parts(
     })
 }
 
+/// One heartbeat work item: members `range` of one server's share of a batch,
+/// whose records and heartbeat keys it writes (`write`) and/or whose index
+/// entries it checks (`check`).
+struct HeartbeatWork {
+    keys: Arc<Vec<MemberKey>>,
+    range: std::ops::Range<usize>,
+    write: bool,
+    check: bool,
+}
+
+impl HeartbeatWork {
+    fn new(
+        keys: &Arc<Vec<MemberKey>>,
+        range: std::ops::Range<usize>,
+        write: bool,
+        check: bool,
+    ) -> Self {
+        Self {
+            keys: Arc::clone(keys),
+            range,
+            write,
+            check,
+        }
+    }
+}
+
 /// Keys of one member.
 struct MemberKeys {
     heartbeat: String,
@@ -568,12 +594,25 @@ impl Backend {
     /// Heartbeats `keys`; see the module docs. Servers that fail are logged
     /// (once per outage); the call fails only when every server involved failed.
     pub async fn heartbeat(self: &Arc<Self>, keys: &[MemberKey]) -> Result<HeartbeatReport> {
-        // Large batches run as several exchanges in parallel, each on its own connection.
-        let work: Vec<(usize, Vec<MemberKey>)> = self
-            .by_server(keys)
-            .into_iter()
-            .flat_map(|(server, keys)| parts(server, keys, PARALLEL_PART))
-            .collect();
+        // A server's share of up to PARALLEL_PART members is one work item (writes
+        // and index checks in one pipelined stream). A larger share is written in
+        // parts of PARALLEL_PART in parallel, and its index keys are checked once,
+        // by one more item, instead of once per part: each part touches nearly every
+        // bucket, and a bucket whose CAS changed (joins going on) is read in full.
+        let mut work: Vec<(usize, HeartbeatWork)> = Vec::new();
+        for (server, keys) in self.by_server(keys) {
+            let keys = Arc::new(keys);
+            let n = keys.len();
+            if n <= PARALLEL_PART {
+                work.push((server, HeartbeatWork::new(&keys, 0..n, true, true)));
+                continue;
+            }
+            work.push((server, HeartbeatWork::new(&keys, 0..n, false, true)));
+            for start in (0..n).step_by(PARALLEL_PART) {
+                let range = start..(start + PARALLEL_PART).min(n);
+                work.push((server, HeartbeatWork::new(&keys, range, true, false)));
+            }
+        }
         let results = self
             .on_servers(Lane::Main, work, Backend::heartbeat_on)
             .await;
@@ -610,33 +649,41 @@ impl Backend {
         match first_error {
             Some(error) if !any_ok => Err(error),
             _ => {
+                // A member can be missing both its record and an index entry.
                 report.missing.sort();
+                report.missing.dedup();
                 Ok(report)
             }
         }
     }
 
-    fn heartbeat_on(&self, server: usize, keys: Vec<MemberKey>) -> Result<Vec<MemberKey>> {
+    fn heartbeat_on(&self, server: usize, work: HeartbeatWork) -> Result<Vec<MemberKey>> {
+        let keys = &work.keys[work.range.clone()];
         let now = now_millis().to_string();
-        let mut ops: Vec<Op> = Vec::with_capacity(keys.len() * 2 + BUCKETS as usize + 1);
+        let writes = if work.write { 2 * keys.len() } else { 0 };
+        let mut ops: Vec<Op> = Vec::with_capacity(writes + BUCKETS as usize + 1);
         // Index keys the batch depends on, with the batch members each must hold.
         let mut buckets: HashMap<(&str, u32), Wanted<'_>> = HashMap::new();
-        let mut groups: Wanted<'_> = Vec::with_capacity(keys.len());
+        let mut groups: Wanted<'_> = Vec::new();
         let mut member_keys = self.group_keys();
         for (i, key) in keys.iter().enumerate() {
-            let (gk, m) = member_keys.of(key);
-            ops.push(Set::new(gk.record(&m), now.as_bytes()).replace().into());
-            ops.push(
-                Set::new(gk.heartbeat(&m), now.as_bytes())
-                    .ttl(Ttl::secs(self.ttl))
-                    .into(),
-            );
-            let member = key.member.as_str();
-            buckets
-                .entry((key.group.as_str(), bucket_of(member, BUCKETS)))
-                .or_default()
-                .push((i, member.as_bytes()));
-            groups.push((i, key.group.as_str().as_bytes()));
+            if work.write {
+                let (gk, m) = member_keys.of(key);
+                ops.push(Set::new(gk.record(&m), now.as_bytes()).replace().into());
+                ops.push(
+                    Set::new(gk.heartbeat(&m), now.as_bytes())
+                        .ttl(Ttl::secs(self.ttl))
+                        .into(),
+                );
+            }
+            if work.check {
+                let member = key.member.as_str();
+                buckets
+                    .entry((key.group.as_str(), bucket_of(member, BUCKETS)))
+                    .or_default()
+                    .push((i, member.as_bytes()));
+                groups.push((i, key.group.as_str().as_bytes()));
+            }
         }
         let mut checks: BTreeMap<String, Wanted<'_>> = buckets
             .into_iter()
@@ -650,7 +697,7 @@ impl Backend {
         }
         let results = self.run_counted(server, ops)?;
         let mut missing = vec![false; keys.len()];
-        for (i, gone) in missing.iter_mut().enumerate() {
+        for (i, gone) in missing.iter_mut().enumerate().take(writes / 2) {
             match mutation_at(&results, 2 * i)?.status {
                 MutationStatus::Applied => {}
                 MutationStatus::NotFound => *gone = true,
@@ -661,7 +708,7 @@ impl Backend {
                 other => return Err(unexpected("storing a heartbeat", other)),
             }
         }
-        let base = 2 * keys.len();
+        let base = writes;
         let mut reread: Vec<(&String, &Wanted<'_>)> = Vec::new();
         for (j, (name, wanted)) in checks.iter().enumerate() {
             let got = get_at(&results, base + j)?;
@@ -726,9 +773,10 @@ impl Backend {
             }
         }
         Ok(keys
-            .into_iter()
+            .iter()
             .zip(missing)
-            .filter_map(|(key, gone)| gone.then_some(key))
+            .filter(|(_, gone)| *gone)
+            .map(|(key, _)| key.clone())
             .collect())
     }
 
