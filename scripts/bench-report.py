@@ -142,7 +142,7 @@ def svg(rows, path):
 
 def main():
     (results, out_md, out_svg, command, started, finished, ri, sdt, duration, kill, pool,
-     per_handle) = sys.argv[1:13]
+     nova_pool, per_handle) = sys.argv[1:14]
     rows = [json.loads(l) for l in open(results) if l.strip()]
     # BENCH_MERGE: an earlier run's results; its rows of backends this run did not
     # measure are kept (marked with that run's dates), so one backend can be re-run.
@@ -189,9 +189,11 @@ def main():
         f"- Settings: report_interval {ri}, service_down_time {sdt}, {duration} measured per run, "
         f"{float(kill) * 100:g} % of the members killed at random times (heartbeats stop, no leave), "
         f"2 observers listing the group and checking single members all the time; ours: one "
-        f"handle per {int(per_handle):,} members (at least 4), `db.pool_size` {pool}; the Nova "
-        f"baseline: {pool} connections (the same pool size), each running one member's "
-        "read-then-update transaction at a time."
+        f"handle per {int(per_handle):,} members (at least 4), `db.pool_size` {pool} shared by all "
+        f"handles and observers (memcached: the driver's own connections); the Nova baseline: "
+        f"{nova_pool} connections, one per handle and observer of ours at the largest size "
+        "(Nova holds one per service process), each running one member's read-then-update "
+        "transaction at a time."
     )
     L.append("")
     L.append("## Headline: the largest fleet with zero false downs")

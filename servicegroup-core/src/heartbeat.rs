@@ -1,9 +1,11 @@
 //! The heartbeat loop: one task per [`crate::ServiceGroup`] handle that reports
 //! every joined member in one batched driver call per tick.
 //!
-//! - Ticks come every `report_interval` minus up to 10 % jitter (never later, so
-//!   jitter cannot push a member towards `service_down_time`), so many processes
-//!   started together spread their writes.
+//! - The first tick comes at a random point of the first `report_interval` (never
+//!   later: members joined just before it already stored a heartbeat at join), then
+//!   every `report_interval` minus up to 10 % jitter (never later, so jitter cannot
+//!   push a member towards `service_down_time`). So handles and processes started
+//!   together spread their writes over the interval instead of writing at once.
 //! - A tick that finds the previous one still running is skipped, not piled up.
 //! - Every driver call has core's `call_timeout`.
 //! - A failure is logged once at WARN ("lost connection to <driver> backend"),
@@ -74,12 +76,17 @@ fn jittered(interval: Duration) -> Duration {
     interval.mul_f64(1.0 - JITTER * random_fraction())
 }
 
+/// The wait before the first tick: uniform in `(0, interval]`.
+fn first_phase(interval: Duration) -> Duration {
+    interval.mul_f64(1.0 - random_fraction())
+}
+
 /// Spawns the loop for `inner`; it ends when the handle (every clone and membership) is gone.
 pub(crate) fn spawn(inner: &Arc<Inner>) -> tokio::task::JoinHandle<()> {
     let weak: Weak<Inner> = Arc::downgrade(inner);
     let interval = inner.config.report_interval;
     tokio::spawn(async move {
-        let mut next = Instant::now() + jittered(interval);
+        let mut next = Instant::now() + first_phase(interval);
         loop {
             tokio::time::sleep_until(next).await;
             let Some(inner) = weak.upgrade() else { break };
@@ -98,6 +105,16 @@ pub(crate) fn spawn(inner: &Arc<Inner>) -> tokio::task::JoinHandle<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn first_tick_is_spread_over_the_interval_and_never_late() {
+        let i = Duration::from_secs(10);
+        let phases: Vec<Duration> = (0..1000).map(|_| first_phase(i)).collect();
+        assert!(phases.iter().all(|p| *p > Duration::ZERO && *p <= i));
+        // Spread, not clustered: both halves of the interval are used.
+        let early = phases.iter().filter(|p| **p < i / 2).count();
+        assert!((300..=700).contains(&early), "{early} of 1000 in the first half");
+    }
 
     #[test]
     fn jitter_is_never_late() {
