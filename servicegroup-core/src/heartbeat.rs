@@ -113,7 +113,10 @@ mod tests {
         assert!(phases.iter().all(|p| *p > Duration::ZERO && *p <= i));
         // Spread, not clustered: both halves of the interval are used.
         let early = phases.iter().filter(|p| **p < i / 2).count();
-        assert!((300..=700).contains(&early), "{early} of 1000 in the first half");
+        assert!(
+            (300..=700).contains(&early),
+            "{early} of 1000 in the first half"
+        );
     }
 
     #[test]
