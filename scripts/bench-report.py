@@ -85,14 +85,16 @@ def svg(rows, path):
     def panel(ix, title, key, ylabel):
         left = pad + ix * (pw + gap)
         vals = [key(r) for r in done]
-        ymax = max([v for v in vals if v is not None] + [1]) * 1.1
+        # At least 5, so an axis of all-zero values gets whole-number ticks (0..5).
+        ymax = max([v for v in vals if v is not None] + [5]) * 1.1
         out.append(f'<text x="{left + pw / 2}" y="{pad - 25}" text-anchor="middle" font-weight="bold">{title}</text>')
         out.append(f'<rect x="{left}" y="{pad}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>')
         for k in range(6):
             v = ymax * k / 5
             y = pad + ph - ph * k / 5
             out.append(f'<line x1="{left}" y1="{y}" x2="{left + pw}" y2="{y}" stroke="#ddd"/>')
-            out.append(f'<text x="{left - 5}" y="{y + 4}" text-anchor="end">{v:,.0f}</text>')
+            label = f"{v:,.0f}" if ymax >= 50 else f"{v:,.1f}"
+            out.append(f'<text x="{left - 5}" y="{y + 4}" text-anchor="end">{label}</text>')
         for e in range(int(math.floor(x0)), int(math.ceil(x1)) + 1):
             for m in (1, 2, 5):
                 v = m * 10**e
