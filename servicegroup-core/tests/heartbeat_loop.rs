@@ -354,9 +354,13 @@ async fn join_many_registers_everyone_and_heartbeats_them_in_one_call() {
     assert_eq!(members.len(), 2500);
     assert_eq!(members[17].member().as_str(), "h0017", "order as given");
     assert_eq!(driver.rows.lock().unwrap().len(), 2500);
+    // The first tick comes at a random point of the first interval, the next 9-10 s
+    // later: one or two ticks in 11 s, each one call with every member.
     tokio::time::sleep(Duration::from_secs(11)).await;
-    assert_eq!(driver.heartbeat_calls.load(Ordering::SeqCst), 1);
-    assert_eq!(*driver.keys_per_call.lock().unwrap(), vec![2500]);
+    let calls = driver.heartbeat_calls.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&calls), "{calls} heartbeat calls");
+    let sizes = driver.keys_per_call.lock().unwrap().clone();
+    assert!(sizes.iter().all(|&n| n == 2500), "{sizes:?}");
 }
 
 #[tokio::test(start_paused = true)]
