@@ -1,8 +1,8 @@
 //! PostgreSQL through diesel-async's pure-Rust connection (tokio-postgres) and a
 //! deadpool pool.
 //!
-//! - The clock: `last_seen = now()` and ages `date_part('epoch', now() - last_seen)`,
-//!   both on the server.
+//! - The clock: `last_seen = now()` and ages `now() - last_seen`, both on the
+//!   server (selected as binary timestamps/intervals, converted to seconds here).
 //! - A heartbeat batch is one `UPDATE … WHERE id = ANY($1)` (one array bind) that
 //!   first locks its rows in id order (`ORDER BY id FOR NO KEY UPDATE` in a sub-select), so
 //!   concurrent batches of several processes cannot deadlock.
@@ -15,12 +15,12 @@
 //! - Migrations run under `pg_advisory_lock`, so processes starting together apply
 //!   them once.
 
-use super::{row, Selected};
 use std::time::Duration;
 
+use diesel::data_types::{PgInterval, PgTimestamp};
 use diesel::dsl::{now, sql};
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Double, Text};
+use diesel::sql_types::{Array, BigInt, Interval, Text};
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{
@@ -69,12 +69,32 @@ const TOUCH_MEMBERS: &str = "UPDATE servicegroup_members AS t SET last_seen = no
      WHERE t.id = s.id AND t.group_id = $1 AND t.member_id = ANY($2) \
      RETURNING t.id, t.member_id";
 
-fn db_last_seen() -> diesel::expression::SqlLiteral<Double> {
-    sql::<Double>("date_part('epoch', last_seen)")
+/// Age of the last heartbeat on the server's clock, as an `interval`. Selected raw
+/// (binary microseconds) with `last_seen` itself, and converted to seconds here:
+/// `date_part('epoch', …)` on both columns doubled the server's time to list
+/// 100,000 members (30 ms against 15 ms, `EXPLAIN ANALYZE`).
+fn db_age() -> diesel::expression::SqlLiteral<Interval> {
+    sql::<Interval>("now() - last_seen")
 }
 
-fn db_age() -> diesel::expression::SqlLiteral<Double> {
-    sql::<Double>("date_part('epoch', now() - last_seen)")
+/// A member row as PostgreSQL returns it: `(member, last_seen, age, forced_down)`.
+type Selected = (String, PgTimestamp, PgInterval, bool);
+
+/// Seconds from the Unix epoch to PostgreSQL's epoch (2000-01-01 UTC).
+const PG_EPOCH_UNIX_SECS: f64 = 946_684_800.0;
+
+/// Turns a selected row into a [`Row`] (epoch seconds and an age in seconds).
+fn row((member, last_seen, age, forced_down): Selected) -> Row {
+    // `now() - timestamptz` has no months; days are 24 h (it is not justified).
+    let age_secs = age.microseconds as f64 / 1e6
+        + f64::from(age.days) * 86_400.0
+        + f64::from(age.months) * 30.0 * 86_400.0;
+    Row {
+        member,
+        last_seen: PG_EPOCH_UNIX_SECS + last_seen.0 as f64 / 1e6,
+        age: age_secs,
+        forced_down,
+    }
 }
 
 /// The PostgreSQL store.
@@ -322,7 +342,7 @@ impl Store for PostgresStore {
             let found = t::table
                 .filter(t::group_id.eq(group))
                 .filter(t::member_id.eq(member))
-                .select((t::member_id, db_last_seen(), db_age(), t::forced_down))
+                .select((t::member_id, t::last_seen, db_age(), t::forced_down))
                 .get_result::<Selected>(&mut conn)
                 .await
                 .optional()?;
@@ -336,7 +356,7 @@ impl Store for PostgresStore {
             let mut conn = self.conn().await?;
             let rows = t::table
                 .filter(t::group_id.eq(group))
-                .select((t::member_id, db_last_seen(), db_age(), t::forced_down))
+                .select((t::member_id, t::last_seen, db_age(), t::forced_down))
                 .load::<Selected>(&mut conn)
                 .await?;
             Ok(rows.into_iter().map(row).collect())
