@@ -11,9 +11,14 @@
 //! `sgc-<run>:...`, so a case reads exactly its own events. If the test binary
 //! installed another global subscriber first, capture is unavailable and the cases
 //! needing [`crate::Need::LogCapture`] fail (or are declared skipped).
+//!
+//! A driver's own integration tests can use [`capture_thread`] instead: the log
+//! text of the current thread (a thread-local default subscriber), for a test that
+//! drives a handle on a current-thread runtime.
 
 use std::fmt::Write as _;
-use std::sync::{Mutex, OnceLock};
+use std::io;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -120,4 +125,49 @@ impl Visit for Fields {
                 .push((field.name().to_owned(), value.to_owned()));
         }
     }
+}
+
+/// The log text of one thread, as written by the subscriber [`capture_thread`]
+/// installs (one formatted line per event, no colours).
+#[derive(Debug, Clone, Default)]
+pub struct ThreadLogs(Arc<Mutex<Vec<u8>>>);
+
+impl ThreadLogs {
+    /// Everything logged so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+
+    /// How many lines contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.text().lines().filter(|l| l.contains(needle)).count()
+    }
+}
+
+impl io::Write for ThreadLogs {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Captures every `tracing` event at `level` and above logged on the current thread,
+/// until the guard drops. Use it with a current-thread runtime, so tasks the handle
+/// spawns (the heartbeat loop) log on this thread too.
+pub fn capture_thread(level: Level) -> (ThreadLogs, tracing::subscriber::DefaultGuard) {
+    let logs = ThreadLogs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(level)
+        .with_writer(move || writer.clone())
+        .finish();
+    (logs, tracing::subscriber::set_default(subscriber))
 }

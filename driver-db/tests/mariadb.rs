@@ -12,6 +12,7 @@ mod common;
 use std::time::Duration;
 
 use common::mariadb::*;
+use common::outage::*;
 use common::*;
 use servicegroup_core::{Driver, Error, ErrorKind, GroupId, MemberId, MemberKey, ServiceGroup};
 use servicegroup_driver_db::{BackendKind, DbDriver};
@@ -78,7 +79,7 @@ async fn server_counts_one_update_per_batch() {
         assert_eq!(rows[0].name, "Com_update");
         rows[0].value.parse().unwrap()
     }
-    let (_server, admin) = OwnMariadb::start();
+    let (_server, admin) = OwnServer::start(Product::Mariadb);
     let driver = DbDriver::connect(&config(&admin)).await.unwrap();
     let keys = keys("compute", 10_000);
     register_all(&driver, &keys).await;
@@ -168,41 +169,6 @@ async fn url_forms_reach_the_same_database() {
     }
 }
 
-/// Waits until `check` holds, polling every 20 ms, at most `limit`.
-async fn wait_for(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    loop {
-        if check().await {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-const SECRET: &str = "Sup3r-S3cret_pw";
-
-fn assert_no_secret(what: &str, text: &str) {
-    assert!(
-        !text.contains(SECRET),
-        "the password appears in {what}: {text}"
-    );
-}
-
-fn assert_unreachable(what: &str, result: Result<impl std::fmt::Debug, Error>) -> Error {
-    match result {
-        Ok(v) => panic!("{what} answered {v:?} while MariaDB is down: it must be an error"),
-        Err(e) => {
-            assert!(
-                e.kind().is_unreachable(),
-                "{what} while MariaDB is down must be Unavailable or Timeout, got {e}"
-            );
-            assert_no_secret(what, &format!("{e} {e:?}"));
-            e
-        }
-    }
-}
-
 /// A user `nova` with password [`SECRET`] on the server `admin` names, allowed
 /// everything; returns `admin` with that user and password.
 async fn with_password_user(admin: &str) -> String {
@@ -230,98 +196,10 @@ fn outage_of_a_dedicated_server() {
         .build()
         .unwrap();
     let (logs, _guard) = capture_logs();
-    let (server, admin) = OwnMariadb::start();
-    let server = &server;
-    rt.block_on(async move {
+    let (server, admin) = OwnServer::start(Product::Mariadb);
+    rt.block_on(async {
         let url = with_password_user(&admin).await;
-        let mut config = config(&url);
-        config.report_interval = Duration::from_millis(300);
-        config.service_down_time = Duration::from_secs(1);
-        config.call_timeout = Duration::from_secs(1);
-        config.db.timeout = Duration::from_millis(500);
-        let report_interval = config.report_interval;
-        let names: Vec<String> = (0..5).map(|i| format!("host-{i}")).collect();
-
-        let sg = ServiceGroup::connect(config.clone()).await.unwrap();
-        let members = sg.join_many("compute", &names).await.unwrap();
-        let observer = ServiceGroup::connect(config.clone()).await.unwrap();
-        assert!(observer
-            .members("compute")
-            .await
-            .unwrap()
-            .iter()
-            .all(|m| m.is_up()));
-        assert_no_secret("Debug of the handle", &format!("{sg:?} {config:?}"));
-
-        // Stop MariaDB.
-        let stopped_at = Instant::now();
-        server.run("stop");
-        assert_unreachable("is_up", observer.is_up("compute", "host-0").await);
-        assert_unreachable("members", observer.members("compute").await);
-        assert_unreachable("groups", observer.groups().await);
-        assert_unreachable("member", observer.member("compute", "host-1").await);
-        assert_unreachable("join", observer.join("compute", "late").await);
-        wait_for(
-            "the heartbeat loop logs the lost connection",
-            Duration::from_secs(5),
-            async || logs.count("lost connection to db backend") >= 1,
-        )
-        .await;
-        assert!(!sg.is_healthy());
-        // Stay down past service_down_time, so the members' last heartbeats are stale.
-        let outage = config.service_down_time + Duration::from_millis(500);
-        tokio::time::sleep_until(stopped_at + outage).await;
-        assert_unreachable("members (later)", observer.members("compute").await);
-
-        // Start it again (same data directory, same port).
-        server.run("start");
-        let restarted = Instant::now();
-        let took = wait_for(
-            "every member up again after the restart",
-            report_interval + Duration::from_secs(5),
-            async || match observer.members("compute").await {
-                Ok(list) => list.len() == names.len() && list.iter().all(|m| m.is_up()),
-                Err(_) => false,
-            },
-        )
-        .await;
-        eprintln!("members up again {took:?} after MariaDB was restarted");
-        assert!(
-            took <= report_interval + Duration::from_secs(1),
-            "members came back up {took:?} after the restart; must be within one report_interval \
-             ({report_interval:?}) plus a 1 s margin"
-        );
-        wait_for(
-            "the heartbeat loop logs the recovery",
-            Duration::from_secs(3),
-            async || logs.count("recovered connection to db backend") >= 1,
-        )
-        .await;
-        assert!(sg.is_healthy());
-        // A few more ticks: no further lost/recovered lines.
-        tokio::time::sleep_until(restarted + report_interval * 4).await;
-        let text = logs.text();
-        assert_eq!(logs.count("lost connection to db backend"), 1, "{text}");
-        assert_eq!(
-            logs.count("recovered connection to db backend"),
-            1,
-            "{text}"
-        );
-        assert!(
-            !text.contains("registered them again"),
-            "a member record was lost during the outage: {text}"
-        );
-        let listed = observer.members("compute").await.unwrap();
-        assert_eq!(
-            listed
-                .iter()
-                .map(|m| m.member.to_string())
-                .collect::<Vec<_>>(),
-            names,
-            "no member record is lost"
-        );
-        assert_no_secret("the captured logs", &text);
-        drop(members);
+        outage_scenario(&server, &url, &logs).await;
     });
 }
 

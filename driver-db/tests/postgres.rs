@@ -9,10 +9,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
+use common::outage::*;
 use common::*;
 use servicegroup_core::{Driver, Error, ErrorKind, ServiceGroup};
 use servicegroup_driver_db::{BackendKind, DbDriver};
@@ -137,87 +136,6 @@ async fn url_forms_reach_the_same_database() {
     }
 }
 
-/// `scripts/lib/postgres.sh`, for a server of the test's own.
-fn pg_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/lib/postgres.sh")
-}
-
-/// A PostgreSQL server owned by one test (never the shared one), destroyed on drop.
-struct OwnServer {
-    dir: PathBuf,
-    _tmp: tempfile::TempDir,
-}
-
-impl OwnServer {
-    fn start() -> (Self, String) {
-        let tmp = open_tempdir();
-        let dir = tmp.path().join("pg");
-        let server = Self { dir, _tmp: tmp };
-        let url = server.run("start");
-        (server, url)
-    }
-
-    fn run(&self, action: &str) -> String {
-        let out = Command::new("bash")
-            .arg(pg_script())
-            .arg(action)
-            .arg(&self.dir)
-            .output()
-            .expect("run scripts/lib/postgres.sh");
-        assert!(
-            out.status.success(),
-            "scripts/lib/postgres.sh {action} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-}
-
-impl Drop for OwnServer {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(pg_script())
-            .arg("destroy")
-            .arg(&self.dir)
-            .output();
-    }
-}
-
-/// Waits until `check` holds, polling every 20 ms, at most `limit`.
-async fn wait_for(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    loop {
-        if check().await {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-const SECRET: &str = "Sup3r-S3cret_pw";
-
-fn assert_no_secret(what: &str, text: &str) {
-    assert!(
-        !text.contains(SECRET),
-        "the password appears in {what}: {text}"
-    );
-}
-
-fn assert_unreachable(what: &str, result: Result<impl std::fmt::Debug, Error>) -> Error {
-    match result {
-        Ok(v) => panic!("{what} answered {v:?} while PostgreSQL is down: it must be an error"),
-        Err(e) => {
-            assert!(
-                e.kind().is_unreachable(),
-                "{what} while PostgreSQL is down must be Unavailable or Timeout, got {e}"
-            );
-            assert_no_secret(what, &format!("{e} {e:?}"));
-            e
-        }
-    }
-}
-
 /// PostgreSQL (a dedicated server) stopped mid-run: reads are `Unavailable`/`Timeout`,
 /// never "down"; the heartbeat loop logs "lost" once and "recovered" once; after the
 /// restart every member is up again within one report_interval (plus a margin), and
@@ -229,100 +147,10 @@ fn outage_of_a_dedicated_server() {
         .build()
         .unwrap();
     let (logs, _guard) = capture_logs();
-    let (server, url) = OwnServer::start();
+    let (server, url) = OwnServer::start(Product::Postgres);
     let url = url.replacen("postgres@", &format!("postgres:{SECRET}@"), 1);
     assert!(url.contains(SECRET));
-    let server = &server;
-    rt.block_on(async move {
-        let mut config = config(&url);
-        config.report_interval = Duration::from_millis(300);
-        config.service_down_time = Duration::from_secs(1);
-        config.call_timeout = Duration::from_secs(1);
-        config.db.timeout = Duration::from_millis(500);
-        let report_interval = config.report_interval;
-        let names: Vec<String> = (0..5).map(|i| format!("host-{i}")).collect();
-
-        let sg = ServiceGroup::connect(config.clone()).await.unwrap();
-        let members = sg.join_many("compute", &names).await.unwrap();
-        let observer = ServiceGroup::connect(config.clone()).await.unwrap();
-        assert!(observer
-            .members("compute")
-            .await
-            .unwrap()
-            .iter()
-            .all(|m| m.is_up()));
-        assert_no_secret("Debug of the handle", &format!("{sg:?} {config:?}"));
-
-        // Stop PostgreSQL.
-        let stopped_at = Instant::now();
-        server.run("stop");
-        assert_unreachable("is_up", observer.is_up("compute", "host-0").await);
-        assert_unreachable("members", observer.members("compute").await);
-        assert_unreachable("groups", observer.groups().await);
-        assert_unreachable("member", observer.member("compute", "host-1").await);
-        assert_unreachable("join", observer.join("compute", "late").await);
-        wait_for(
-            "the heartbeat loop logs the lost connection",
-            Duration::from_secs(5),
-            async || logs.count("lost connection to db backend") >= 1,
-        )
-        .await;
-        assert!(!sg.is_healthy());
-        // Stay down past service_down_time, so the members' last heartbeats are stale.
-        let outage = config.service_down_time + Duration::from_millis(500);
-        tokio::time::sleep_until(stopped_at + outage).await;
-        assert_unreachable("members (later)", observer.members("compute").await);
-
-        // Start it again (same data directory, same port).
-        server.run("start");
-        let restarted = Instant::now();
-        let took = wait_for(
-            "every member up again after the restart",
-            report_interval + Duration::from_secs(5),
-            async || match observer.members("compute").await {
-                Ok(list) => list.len() == names.len() && list.iter().all(|m| m.is_up()),
-                Err(_) => false,
-            },
-        )
-        .await;
-        eprintln!("members up again {took:?} after PostgreSQL was restarted");
-        assert!(
-            took <= report_interval + Duration::from_secs(1),
-            "members came back up {took:?} after the restart; must be within one report_interval \
-             ({report_interval:?}) plus a 1 s margin"
-        );
-        wait_for(
-            "the heartbeat loop logs the recovery",
-            Duration::from_secs(3),
-            async || logs.count("recovered connection to db backend") >= 1,
-        )
-        .await;
-        assert!(sg.is_healthy());
-        // A few more ticks: no further lost/recovered lines.
-        tokio::time::sleep_until(restarted + report_interval * 4).await;
-        let text = logs.text();
-        assert_eq!(logs.count("lost connection to db backend"), 1, "{text}");
-        assert_eq!(
-            logs.count("recovered connection to db backend"),
-            1,
-            "{text}"
-        );
-        assert!(
-            !text.contains("registered them again"),
-            "a member record was lost during the outage: {text}"
-        );
-        let listed = observer.members("compute").await.unwrap();
-        assert_eq!(
-            listed
-                .iter()
-                .map(|m| m.member.to_string())
-                .collect::<Vec<_>>(),
-            names,
-            "no member record is lost"
-        );
-        assert_no_secret("the captured logs", &text);
-        drop(members);
-    });
+    rt.block_on(outage_scenario(&server, &url, &logs));
 }
 
 /// A password in the URL appears in no error, `Debug` output or log line, whatever

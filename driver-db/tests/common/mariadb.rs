@@ -2,8 +2,6 @@
 //! scripts/test starts (`SERVICEGROUP_TEST_MARIADB_URL`), fresh databases on it,
 //! statements on connections of their own, and a server owned by one test.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl};
 
@@ -125,53 +123,5 @@ impl Drop for DropMdbDatabase {
             })
         })
         .join();
-    }
-}
-
-/// `scripts/lib/mariadb.sh`, for a server of a test's own.
-pub fn mdb_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/lib/mariadb.sh")
-}
-
-/// A MariaDB server owned by one test (never the shared one), destroyed on drop.
-pub struct OwnMariadb {
-    dir: PathBuf,
-    _tmp: tempfile::TempDir,
-}
-
-impl OwnMariadb {
-    /// Installs and starts a server; returns it and its root URL.
-    pub fn start() -> (Self, String) {
-        let tmp = super::open_tempdir();
-        let dir = tmp.path().join("mdb");
-        let server = Self { dir, _tmp: tmp };
-        let url = server.run("start");
-        (server, url)
-    }
-
-    /// `scripts/lib/mariadb.sh ACTION DIR`; its stdout.
-    pub fn run(&self, action: &str) -> String {
-        let out = Command::new("bash")
-            .arg(mdb_script())
-            .arg(action)
-            .arg(&self.dir)
-            .output()
-            .expect("run scripts/lib/mariadb.sh");
-        assert!(
-            out.status.success(),
-            "scripts/lib/mariadb.sh {action} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-}
-
-impl Drop for OwnMariadb {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(mdb_script())
-            .arg("destroy")
-            .arg(&self.dir)
-            .output();
     }
 }

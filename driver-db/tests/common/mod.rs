@@ -4,16 +4,16 @@
 //! binary itself, re-run with `--ignored --exact helper_process`).
 #![allow(dead_code)]
 
-use std::io::Write;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use servicegroup_core::{Config, DatabaseUrl};
 
 #[cfg(feature = "mysql")]
 pub mod mariadb;
+pub mod outage;
 
 /// The variable scripts/test exports with the shared throwaway PostgreSQL server.
 pub const PG_ENV: &str = "SERVICEGROUP_TEST_POSTGRES_URL";
@@ -117,43 +117,12 @@ pub fn open_tempdir() -> tempfile::TempDir {
 }
 
 /// Log lines captured by [`capture_logs`].
-#[derive(Clone, Default)]
-pub struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Logs {
-    /// Everything logged so far.
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-
-    /// How many lines contain `needle`.
-    pub fn count(&self, needle: &str) -> usize {
-        self.text().lines().filter(|l| l.contains(needle)).count()
-    }
-}
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+pub use servicegroup_conformance::logs::ThreadLogs as Logs;
 
 /// Captures every `tracing` event (DEBUG and up) of the current thread until the
 /// guard drops. Use on a current-thread runtime so spawned tasks log here too.
 pub fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_max_level(tracing::Level::DEBUG)
-        .with_writer(move || writer.clone())
-        .finish();
-    let guard = tracing::subscriber::set_default(subscriber);
-    (logs, guard)
+    servicegroup_conformance::logs::capture_thread(tracing::Level::DEBUG)
 }
 
 /// Starts this test binary again as a helper process running `action` (see

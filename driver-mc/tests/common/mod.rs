@@ -2,12 +2,10 @@
 //! key prefixes, dedicated servers for restart/outage tests, log capture.
 #![allow(dead_code)]
 
-use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use servicegroup_core::Config;
@@ -149,43 +147,12 @@ impl Drop for Dedicated {
 }
 
 /// Log lines captured from `tracing` (install with [`capture_logs`]).
-#[derive(Clone, Default)]
-pub struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Logs {
-    /// Everything logged so far.
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-
-    /// How many lines contain `needle`.
-    pub fn count(&self, needle: &str) -> usize {
-        self.text().lines().filter(|l| l.contains(needle)).count()
-    }
-}
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+pub use servicegroup_conformance::logs::ThreadLogs as Logs;
 
 /// Captures this thread's `tracing` output (INFO and up) until the guard drops.
 /// Use it with a current-thread runtime, so the heartbeat task logs here too.
 pub fn capture_logs() -> (Logs, tracing::subscriber::DefaultGuard) {
-    let logs = Logs::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_max_level(tracing::Level::INFO)
-        .with_ansi(false)
-        .finish();
-    let guard = tracing::subscriber::set_default(subscriber);
-    (logs, guard)
+    servicegroup_conformance::logs::capture_thread(tracing::Level::INFO)
 }
 
 /// Polls `check` every 25 ms until it returns `Some`, at most `within`.
