@@ -193,7 +193,7 @@ def main():
         f"2 observers listing the group and checking single members all the time; ours: one "
         f"handle per {int(per_handle):,} members (at least 4), `db.pool_size` {pool} shared by all "
         f"handles and observers (memcached: the driver's own connections); the Nova baseline: "
-        f"{nova_pool} connections, one per handle and observer of ours at the largest size "
+        f"{nova_pool} connections, one per handle and observer of ours at the largest size, at most 200 "
         "(Nova holds one per service process), each running one member's read-then-update "
         "transaction at a time."
     )
@@ -282,17 +282,38 @@ def main():
     for b, t in (("memcached", 1_000_000), ("sqlite", 100_000)):
         if b in tried:
             L.append(f"- {LABEL[b]} >= {t:,}: {met(best.get(b, 0) >= t)} ({best.get(b, 0):,}).")
-    big = [r for r in rows if "error" not in r and r["backend"] != "nova" and r["members"] >= 100_000]
-    if big:
-        worst_list = max((r["listing_latency_ms"] or {}).get("p99") or 0 for r in big)
-        worst_hb = max((r["heartbeat_batch_latency_ms"] or {}).get("p99") or 0 for r in big)
-        L.append(f"- Listing p99 at >= 100,000 members (ours, worst run): {worst_list:,.1f} ms (target 50 ms per 100,000).")
-        L.append(f"- Heartbeat p99 at >= 100,000 members (ours, worst run): {worst_hb:,.1f} ms (target 100 ms).")
-    ours = [r for r in rows if "error" not in r and r["backend"] != "nova"]
-    if ours:
-        worst = max(((r["detection_delay_ms"] or {}).get("p99") or 0) - r["detection_budget_ms"] for r in ours)
-        L.append(f"- Detection p99 within service_down_time + report_interval + 1 s (ours, every run): "
-                 f"{met(worst <= 0)} (worst margin {-worst / 1000:+.1f} s).")
+    # The latency and detection targets, per backend of ours, over the sizes it held.
+    def per_backend(name, value, limit, unit):
+        """`value(r)` against `limit(r)` for every run of ours that held, per backend."""
+        parts = []
+        for b in ORDER:
+            held = [r for r in tried.get(b, []) if b != "nova" and zero_fd_ok(r) and r["members"] >= 100_000]
+            got = [(r["members"], value(r), limit(r)) for r in held if value(r) is not None]
+            if not got:
+                continue
+            within = [m for m, v, t in got if v <= t]
+            worst_m, worst_v, _ = max(got, key=lambda g: g[1] - g[2])
+            worst = f"{worst_v:,.1f} {unit} at {worst_m:,}"
+            if len(within) == len(got):
+                parts.append(f"{LABEL[b]}: met at every size held (worst {worst})")
+            elif within:
+                parts.append(f"{LABEL[b]}: met up to {max(within):,}, not above (worst {worst})")
+            else:
+                parts.append(f"{LABEL[b]}: **not met** (worst {worst})")
+        if parts:
+            L.append(f"- {name}, at the sizes held from 100,000 up: " + "; ".join(parts) + ".")
+    per_backend("Heartbeat p99 <= 100 ms", lambda r: (r["heartbeat_batch_latency_ms"] or {}).get("p99"),
+                lambda r: 100, "ms")
+    per_backend("Detection p99 <= service_down_time + report_interval + 1 s",
+                lambda r: None if (r["detection_delay_ms"] or {}).get("p99") is None
+                else r["detection_delay_ms"]["p99"] / 1000,
+                lambda r: r["detection_budget_ms"] / 1000, "s")
+    at_100k = [r for r in rows if r["backend"] != "nova" and r["members"] == 100_000 and zero_fd_ok(r)]
+    if at_100k:
+        cells = ", ".join(f"{LABEL[r['backend']]} {r['listing_latency_ms']['p50']:,.1f} ms" for r in at_100k)
+        ok = all(r["listing_latency_ms"]["p50"] <= 50 for r in at_100k)
+        L.append(f"- Listing 100,000 members <= 50 ms, under the full heartbeat load (listing p50): {met(ok)} ({cells}); "
+                 "an idle group is timed by scripts/bench-listing.")
     L.append(MARK)
     # Hand-written analysis below the marker survives a new run.
     tail = ""
