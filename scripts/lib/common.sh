@@ -39,3 +39,34 @@ backend_failed() {
   echo "error: could not start $1: $2" >&2
   exit 1
 }
+
+# The port a server directory keeps across restarts (the outage tests stop and start
+# the same server): DIR/port if it exists, else a free port, recorded there.
+sticky_port() {
+  local dir=$1 port
+  if [ -f "$dir/port" ]; then
+    cat "$dir/port"
+    return 0
+  fi
+  port=$(free_port) || return 1
+  echo "$port" >"$dir/port"
+  echo "$port"
+}
+
+# The command line of a server script run standalone:
+#   SCRIPT start DIR | stop DIR | destroy DIR
+# server_main START_FN STOP_FN "$@" calls START_FN DIR (which prints the URL) or
+# STOP_FN DIR; destroy stops the server and deletes DIR.
+server_main() {
+  local start_fn=$1 stop_fn=$2 action=${3:-} dir=${4:-}
+  case "$action" in
+    start|stop|destroy) ;;
+    *) echo "usage: $0 start|stop|destroy DIR" >&2; return 2 ;;
+  esac
+  [ -n "$dir" ] || { echo "usage: $0 $action DIR" >&2; return 2; }
+  case "$action" in
+    start) "$start_fn" "$dir" ;;
+    stop) "$stop_fn" "$dir" ;;
+    destroy) "$stop_fn" "$dir"; rm -rf "$dir" ;;
+  esac
+}

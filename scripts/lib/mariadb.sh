@@ -73,14 +73,8 @@ _mdb_start() {
       --skip-name-resolve --innodb-log-file-size=16M >"$dir/install.log" 2>&1 \
       || { echo "error: mariadb-install-db failed:" >&2; cat "$dir/install.log" >&2; return 1; }
   fi
-  # Keep the port across restarts of the same directory (the outage test restarts it).
   local port
-  if [ -f "$dir/port" ]; then
-    port=$(cat "$dir/port")
-  else
-    port=$(free_port) || return 1
-    echo "$port" >"$dir/port"
-  fi
+  port=$(sticky_port "$dir") || return 1
   if ! _mdb_running "$dir"; then
     # Durability is not wanted here (like fsync=off for PostgreSQL): a throwaway server.
     setsid "$(_mdb_find mariadbd mysqld)" --no-defaults --datadir="$dir/data" "${user_opt[@]}" \
@@ -139,23 +133,5 @@ stop_mariadb() {
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   set -euo pipefail
-  case "${1:-}" in
-    start)
-      [ -n "${2:-}" ] || { echo "usage: $0 start DIR" >&2; exit 2; }
-      _mdb_start "$2"
-      ;;
-    stop)
-      [ -n "${2:-}" ] || { echo "usage: $0 stop DIR" >&2; exit 2; }
-      _mdb_stop "$2"
-      ;;
-    destroy)
-      [ -n "${2:-}" ] || { echo "usage: $0 destroy DIR" >&2; exit 2; }
-      _mdb_stop "$2"
-      rm -rf "$2"
-      ;;
-    *)
-      echo "usage: $0 start|stop|destroy DIR" >&2
-      exit 2
-      ;;
-  esac
+  server_main _mdb_start _mdb_stop "$@"
 fi

@@ -89,14 +89,8 @@ _pg_start() {
     mkdir -p "$dir/socket"
     if [ "$(id -u)" = 0 ]; then chown postgres "$dir/socket"; fi
   fi
-  # Keep the port across restarts of the same directory (the outage test restarts it).
   local port
-  if [ -f "$dir/port" ]; then
-    port=$(cat "$dir/port")
-  else
-    port=$(free_port) || return 1
-    echo "$port" >"$dir/port"
-  fi
+  port=$(sticky_port "$dir") || return 1
   _pg_as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/data/server.log" -w -t 60 \
     -o "-c listen_addresses=127.0.0.1 -p $port -k $dir/socket -c fsync=off \
         -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 -c shared_buffers=${SG_POSTGRES_SHARED_BUFFERS:-128MB} \
@@ -139,23 +133,5 @@ stop_postgres() {
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
   set -euo pipefail
-  case "${1:-}" in
-    start)
-      [ -n "${2:-}" ] || { echo "usage: $0 start DIR" >&2; exit 2; }
-      _pg_start "$2"
-      ;;
-    stop)
-      [ -n "${2:-}" ] || { echo "usage: $0 stop DIR" >&2; exit 2; }
-      _pg_stop "$2"
-      ;;
-    destroy)
-      [ -n "${2:-}" ] || { echo "usage: $0 destroy DIR" >&2; exit 2; }
-      _pg_stop "$2"
-      rm -rf "$2"
-      ;;
-    *)
-      echo "usage: $0 start|stop|destroy DIR" >&2
-      exit 2
-      ;;
-  esac
+  server_main _pg_start _pg_stop "$@"
 fi
