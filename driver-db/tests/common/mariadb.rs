@@ -2,7 +2,6 @@
 //! scripts/test starts (`SERVICEGROUP_TEST_MARIADB_URL`), fresh databases on it,
 //! statements on connections of their own, and a server owned by one test.
 
-
 use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl};
 
 /// The variable scripts/test exports with the shared throwaway MariaDB server.
