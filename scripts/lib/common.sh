@@ -70,3 +70,28 @@ server_main() {
     destroy) "$stop_fn" "$dir"; rm -rf "$dir" ;;
   esac
 }
+
+# The server a whole test run shares (scripts/test):
+#   start_shared_server LABEL SKIP_VAR DIR_VAR SUBDIR URL_VAR START_FN
+# starts it with START_FN in $SG_RUN_DIR/SUBDIR (DIR_VAR exported) and exports its URL
+# as URL_VAR. With SKIP_VAR set nothing starts, and the tests needing it fail.
+start_shared_server() {
+  local label=$1 skip=$2 dir_var=$3 subdir=$4 url_var=$5 start_fn=$6
+  if [ -n "${!skip:-}" ]; then
+    echo "== $skip set: not starting $label (its tests will fail)" >&2
+    return 0
+  fi
+  local dir url
+  dir="${SG_RUN_DIR:-$(mktemp -d "/tmp/servicegroup-$subdir.XXXXXX")}/$subdir"
+  export "$dir_var=$dir"
+  url=$("$start_fn" "$dir") || return 1
+  export "$url_var=$url"
+  echo "== $label at $url (data in $dir)" >&2
+}
+
+# stop_shared_server DIR_VAR STOP_FN: stops what start_shared_server started, if any.
+stop_shared_server() {
+  local dir_var=$1 stop_fn=$2
+  [ -n "${!dir_var:-}" ] || return 0
+  "$stop_fn" "${!dir_var}"
+}

@@ -114,21 +114,11 @@ _mdb_stop() {
 }
 
 start_mariadb() {
-  if [ -n "${SG_SKIP_MARIADB:-}" ]; then
-    echo "== SG_SKIP_MARIADB set: not starting MariaDB (its tests will fail)" >&2
-    return 0
-  fi
-  SG_MDB_DIR="${SG_RUN_DIR:-$(mktemp -d /tmp/servicegroup-mdb.XXXXXX)}/mariadb"
-  export SG_MDB_DIR
-  local url
-  url=$(_mdb_start "$SG_MDB_DIR") || return 1
-  export SERVICEGROUP_TEST_MARIADB_URL="$url"
-  echo "== MariaDB at $url (data in $SG_MDB_DIR)" >&2
+  start_shared_server MariaDB SG_SKIP_MARIADB SG_MDB_DIR mariadb SERVICEGROUP_TEST_MARIADB_URL _mdb_start
 }
 
 stop_mariadb() {
-  [ -n "${SG_MDB_DIR:-}" ] || return 0
-  _mdb_stop "$SG_MDB_DIR"
+  stop_shared_server SG_MDB_DIR _mdb_stop
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

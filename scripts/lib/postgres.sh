@@ -114,21 +114,11 @@ _pg_stop() {
 }
 
 start_postgres() {
-  if [ -n "${SG_SKIP_POSTGRES:-}" ]; then
-    echo "== SG_SKIP_POSTGRES set: not starting PostgreSQL (its tests will fail)" >&2
-    return 0
-  fi
-  SG_PG_DIR="${SG_RUN_DIR:-$(mktemp -d /tmp/servicegroup-pg.XXXXXX)}/postgres"
-  export SG_PG_DIR
-  local url
-  url=$(_pg_start "$SG_PG_DIR") || return 1
-  export SERVICEGROUP_TEST_POSTGRES_URL="$url"
-  echo "== PostgreSQL at $url (data in $SG_PG_DIR)" >&2
+  start_shared_server PostgreSQL SG_SKIP_POSTGRES SG_PG_DIR postgres SERVICEGROUP_TEST_POSTGRES_URL _pg_start
 }
 
 stop_postgres() {
-  [ -n "${SG_PG_DIR:-}" ] || return 0
-  _pg_stop "$SG_PG_DIR"
+  stop_shared_server SG_PG_DIR _pg_stop
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then
