@@ -283,28 +283,7 @@ fn password_never_appears() {
 /// within `[db] timeout`, not a hang.
 #[tokio::test]
 async fn silent_server_times_out() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let hold = tokio::spawn(async move {
-        let mut held = Vec::new();
-        loop {
-            if let Ok((socket, _)) = listener.accept().await {
-                held.push(socket);
-            }
-        }
-    });
-    let mut config = config(&format!("postgresql://u:{SECRET}@127.0.0.1:{port}/db"));
-    config.db.timeout = Duration::from_millis(500);
-    let started = Instant::now();
-    let err = DbDriver::connect(&config).await.unwrap_err();
-    assert!(err.kind().is_unreachable(), "{err}");
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
-    assert_no_secret("the timeout error", &format!("{err} {err:?}"));
-    hold.abort();
+    common::outage::silent_server_times_out("postgresql").await;
 }
 
 /// Two processes' handles (two drivers with their own pools) heartbeating the same

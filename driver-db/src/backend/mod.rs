@@ -35,7 +35,9 @@ pub(crate) struct Row {
     pub(crate) forced_down: bool,
 }
 
-/// A member row as every backend selects it: `(member, last_seen, age, forced_down)`.
+/// A member row as SQLite and MySQL select it: `(member, last_seen, age, forced_down)`
+/// in seconds (PostgreSQL selects a binary timestamp and interval instead and has its
+/// own tuple and conversion in `postgres.rs`).
 pub(crate) type Selected = (String, f64, f64, bool);
 
 /// Turns a selected tuple into a [`Row`].

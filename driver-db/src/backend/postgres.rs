@@ -15,7 +15,7 @@
 //! - Migrations run under `pg_advisory_lock`, so processes starting together apply
 //!   them once.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use diesel::data_types::{PgInterval, PgTimestamp};
@@ -133,7 +133,7 @@ impl StatsRefresh {
 pub(crate) struct PostgresStore {
     pool: Pool<AsyncPgConnection>,
     timeout: Duration,
-    stats: Arc<StatsRefresh>,
+    stats: StatsRefresh,
     /// The URL the pool connects with (secret: never logged or shown), for the
     /// statistics refresh's own connection.
     client_url: String,
@@ -196,7 +196,7 @@ pub(crate) async fn connect(
     Ok(PostgresStore {
         pool,
         timeout: settings.timeout,
-        stats: Arc::default(),
+        stats: StatsRefresh::default(),
         client_url,
     })
 }
@@ -454,6 +454,9 @@ impl Store for PostgresStore {
 mod tests {
     use super::*;
 
+    use crate::url::{parse, Target};
+    use servicegroup_core::DatabaseUrl;
+
     #[test]
     fn statistics_are_refreshed_when_the_registered_count_doubles() {
         let stats = StatsRefresh::default();
@@ -467,8 +470,6 @@ mod tests {
             "one large batch"
         );
     }
-    use crate::url::{parse, Target};
-    use servicegroup_core::DatabaseUrl;
 
     #[test]
     fn client_url_adds_timeouts_and_keeps_options() {

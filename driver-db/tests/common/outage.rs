@@ -1,12 +1,14 @@
 //! A database server of a test's own (started, stopped and destroyed with
 //! `scripts/lib/<product>.sh`), the outage scenario every server backend runs
-//! against it, and the password checks that scenario shares with the secret tests.
+//! against it, a server that never answers, and the password checks these share
+//! with the secret tests.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use servicegroup_core::{Error, ServiceGroup};
+use servicegroup_driver_db::DbDriver;
 use tokio::time::Instant;
 
 use super::{config, open_tempdir, Logs};
@@ -242,4 +244,32 @@ pub async fn outage_scenario(server: &OwnServer, url: &str, logs: &Logs) {
     );
     assert_no_secret("the captured logs", &text);
     drop(members);
+}
+
+/// A server that accepts connections but never answers (`scheme://` URL with
+/// [`SECRET`]): connecting is `Timeout`/`Unavailable` within `[db] timeout`, not a
+/// hang, and the error does not show the password.
+pub async fn silent_server_times_out(scheme: &str) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            if let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        }
+    });
+    let mut config = config(&format!("{scheme}://u:{SECRET}@127.0.0.1:{port}/db"));
+    config.db.timeout = Duration::from_millis(500);
+    let started = Instant::now();
+    let err = DbDriver::connect(&config).await.unwrap_err();
+    assert!(err.kind().is_unreachable(), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_no_secret("the timeout error", &format!("{err} {err:?}"));
+    hold.abort();
 }
