@@ -18,9 +18,11 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use servicegroup_core::driver::{condition_holds, registered_holder};
 use servicegroup_core::{
-    async_trait, Capabilities, Config, Driver, Error, Freshness, GroupId, HeartbeatReport,
-    MemberKey, MemberRecord, Result,
+    async_trait, Beats, Capabilities, Config, Driver, Error, Freshness, GroupId, HeartbeatReport,
+    Holder, HolderUpdate, InstanceId, MemberKey, MemberRecord, Metadata, Registered, Registration,
+    Result, Superseded,
 };
 use tokio::time::Instant;
 
@@ -41,6 +43,9 @@ struct Entry {
     beat: Instant,
     wall: DateTime<Utc>,
     forced_down: bool,
+    holder: Holder,
+    holder_since: DateTime<Utc>,
+    metadata: Metadata,
 }
 
 /// A named in-process store.
@@ -99,6 +104,50 @@ fn record(key: &MemberKey, entry: &Entry, now: Instant) -> MemberRecord {
         last_heartbeat: Some(entry.wall),
         freshness: Freshness::Age(now.saturating_duration_since(entry.beat)),
         forced_down: entry.forced_down,
+        holder: entry.holder,
+        holder_since: Some(entry.holder_since),
+        metadata: entry.metadata.clone(),
+    }
+}
+
+/// Applies one registration to the map (the identity contract of `Driver`).
+fn apply(
+    members: &mut BTreeMap<MemberKey, Entry>,
+    registration: &Registration,
+    beat: Instant,
+    wall: DateTime<Utc>,
+) -> Registered {
+    let found = members.get(&registration.key).map(|e| e.holder);
+    if !condition_holds(registration.condition, found) {
+        return Registered::Refused { found };
+    }
+    let holder = registered_holder(found, registration.instance);
+    match members.get_mut(&registration.key) {
+        Some(e) => {
+            if e.holder.instance != holder.instance {
+                e.holder_since = wall;
+            }
+            e.holder = holder;
+            e.beat = beat;
+            e.wall = wall;
+            e.metadata = registration.metadata.clone();
+        }
+        None => {
+            members.insert(
+                registration.key.clone(),
+                Entry {
+                    beat,
+                    wall,
+                    forced_down: false,
+                    holder,
+                    holder_since: wall,
+                    metadata: registration.metadata.clone(),
+                },
+            );
+        }
+    }
+    Registered::Stored {
+        epoch: holder.epoch,
     }
 }
 
@@ -115,41 +164,72 @@ impl Driver for InprocDriver {
         caps
     }
 
-    async fn register(&self, key: &MemberKey) -> Result<()> {
+    async fn register(&self, registration: &Registration) -> Result<Registered> {
         let mut members = self.members()?;
-        let (beat, wall) = (Instant::now(), Utc::now());
-        members
-            .entry(key.clone())
-            .and_modify(|e| {
-                e.beat = beat;
-                e.wall = wall;
-            })
-            .or_insert(Entry {
-                beat,
-                wall,
-                forced_down: false,
-            });
-        Ok(())
+        Ok(apply(
+            &mut members,
+            registration,
+            Instant::now(),
+            Utc::now(),
+        ))
     }
 
-    async fn heartbeat(&self, keys: &[MemberKey]) -> Result<HeartbeatReport> {
+    async fn register_many(&self, registrations: &[Registration]) -> Result<Vec<Registered>> {
+        let mut members = self.members()?;
+        let (beat, wall) = (Instant::now(), Utc::now());
+        Ok(registrations
+            .iter()
+            .map(|r| apply(&mut members, r, beat, wall))
+            .collect())
+    }
+
+    async fn heartbeat(&self, batch: &[Beats<'_>]) -> Result<HeartbeatReport> {
         let mut members = self.members()?;
         let (beat, wall) = (Instant::now(), Utc::now());
         let mut report = HeartbeatReport::default();
-        for key in keys {
-            match members.get_mut(key) {
-                Some(e) => {
-                    e.beat = beat;
-                    e.wall = wall;
+        for part in batch {
+            for key in part.keys {
+                match members.get_mut(key) {
+                    Some(e) if e.holder.instance == part.instance => {
+                        e.beat = beat;
+                        e.wall = wall;
+                    }
+                    Some(e) => report.superseded.push(Superseded {
+                        key: key.clone(),
+                        instance: part.instance,
+                        holder: e.holder,
+                    }),
+                    None => report.missing.push((part.instance, key.clone())),
                 }
-                None => report.missing.push(key.clone()),
             }
         }
         Ok(report)
     }
 
-    async fn remove(&self, key: &MemberKey) -> Result<bool> {
-        Ok(self.members()?.remove(key).is_some())
+    async fn remove(&self, key: &MemberKey, holder: Option<InstanceId>) -> Result<bool> {
+        let mut members = self.members()?;
+        let held = match (members.get(key), holder) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(e), Some(instance)) => e.holder.instance == instance,
+        };
+        Ok(held && members.remove(key).is_some())
+    }
+
+    async fn set_metadata(
+        &self,
+        key: &MemberKey,
+        instance: InstanceId,
+        metadata: &Metadata,
+    ) -> Result<HolderUpdate> {
+        Ok(match self.members()?.get_mut(key) {
+            None => HolderUpdate::Missing,
+            Some(e) if e.holder.instance != instance => HolderUpdate::NotHeld(e.holder),
+            Some(e) => {
+                e.metadata = metadata.clone();
+                HolderUpdate::Stored
+            }
+        })
     }
 
     async fn set_forced_down(&self, key: &MemberKey, forced_down: bool) -> Result<bool> {

@@ -1,9 +1,27 @@
 //! The [`Driver`] trait: what a backend must store and report.
 //!
-//! A driver is storage, not policy. It keeps registrations, heartbeats and the
-//! forced-down flag, and reports facts ([`MemberRecord`]). Timeouts around calls,
-//! batching, re-registration, the up/down rule and watch all live in core, so
-//! drivers cannot disagree about them.
+//! A driver is storage, not policy. It keeps registrations (holder, epoch,
+//! metadata), heartbeats and the forced-down flag, and reports facts
+//! ([`MemberRecord`]). Timeouts around calls, batching, re-registration, fencing
+//! decisions, the up/down rule and watch all live in core, so drivers cannot
+//! disagree about them.
+//!
+//! # The identity contract
+//!
+//! - A record names the [`InstanceId`] that holds it and an epoch. A registration
+//!   that finds no record creates it with epoch 1; one by the holding instance keeps
+//!   the epoch; one by another instance adds one to it ([`Holder::next_epoch`]).
+//!   `holder_since` is set when the holder changes (or the record is created).
+//! - A registration replaces the metadata and keeps the forced-down flag.
+//! - [`Driver::heartbeat`] refreshes a record only while the heartbeating instance
+//!   holds it; otherwise the record is left untouched and reported
+//!   [`HeartbeatReport::superseded`]. A record that does not exist is reported
+//!   missing, never created.
+//! - [`Driver::remove`] with a holder deletes only a record that instance holds.
+//!
+//! None of this may cost an extra round trip on the heartbeat path: the batch stays
+//! one statement (or one pipelined exchange) per tick; only the rare refused keys may
+//! need a second look.
 
 use std::fmt;
 use std::time::Duration;
@@ -12,7 +30,9 @@ use async_trait::async_trait;
 
 use crate::error::Result;
 use crate::id::{GroupId, MemberKey};
-use crate::record::{HeartbeatReport, MemberRecord};
+use crate::instance::{Holder, InstanceId};
+use crate::metadata::Metadata;
+use crate::record::{Beats, HeartbeatReport, HolderUpdate, MemberRecord, Registered, Registration};
 
 /// What a driver can do and how precise it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,7 +67,8 @@ impl Capabilities {
 /// concurrently. Errors must use the right [`crate::ErrorKind`]: an unreachable
 /// backend is `Unavailable` or `Timeout`, never an empty or "absent" answer.
 /// Core wraps every call in a timeout, so a driver need not, but it should bound
-/// its own connects and queries (its `timeout` option).
+/// its own connects and queries (its `timeout` option). See the module docs for
+/// the identity contract every method follows.
 #[async_trait]
 pub trait Driver: Send + Sync + fmt::Debug + 'static {
     /// The registered name (`db`, `mc`, `inproc`, ...).
@@ -56,29 +77,47 @@ pub trait Driver: Send + Sync + fmt::Debug + 'static {
     /// What this driver can do.
     fn capabilities(&self) -> Capabilities;
 
-    /// Creates or refreshes the record of `key` and stores its first heartbeat,
-    /// returning only once that heartbeat is stored. An existing record keeps its
-    /// forced-down flag (an operator's decision survives a restart).
-    async fn register(&self, key: &MemberKey) -> Result<()>;
+    /// Applies one [`Registration`] atomically: checks its [`crate::Condition`], then
+    /// takes the record for the instance (epoch per the identity contract), replaces
+    /// its metadata, keeps its forced-down flag and stores a first heartbeat,
+    /// returning only once that heartbeat is stored.
+    async fn register(&self, registration: &Registration) -> Result<Registered>;
 
-    /// [`Self::register`] for several keys (sorted, unique, at most a few thousand):
-    /// every record exists with a fresh heartbeat when this returns. The default
-    /// calls `register` once per key; drivers override it with one round trip.
-    async fn register_many(&self, keys: &[MemberKey]) -> Result<()> {
-        for key in keys {
-            self.register(key).await?;
+    /// [`Self::register`] for several registrations (sorted by key, unique keys, at
+    /// most a few thousand), one outcome each, in order. The default calls `register`
+    /// once per registration, one backend operation each; drivers override it with
+    /// one round trip (core's `join_many` and the re-registration after a backend lost
+    /// its data register thousands of members at once).
+    async fn register_many(&self, registrations: &[Registration]) -> Result<Vec<Registered>> {
+        let mut out = Vec::with_capacity(registrations.len());
+        for registration in registrations {
+            out.push(self.register(registration).await?);
         }
-        Ok(())
+        Ok(out)
     }
 
-    /// Records one heartbeat for every key, in as few backend operations as the
-    /// backend allows (one statement for a database). Keys are sorted and unique.
-    /// Keys whose record does not exist are not created; they are returned in
-    /// [`HeartbeatReport::missing`].
-    async fn heartbeat(&self, keys: &[MemberKey]) -> Result<HeartbeatReport>;
+    /// Records one heartbeat for every key of every part, in as few backend
+    /// operations as the backend allows (one statement for a database), refreshing
+    /// only records held by the part's instance. Keys within a part are sorted and
+    /// unique; one key may appear in two parts (two handles of one process claiming a
+    /// member: at most one of them holds it). Records that do not exist are not
+    /// created: they are [`HeartbeatReport::missing`]; records held by another
+    /// instance are left untouched: they are [`HeartbeatReport::superseded`].
+    async fn heartbeat(&self, batch: &[Beats<'_>]) -> Result<HeartbeatReport>;
 
-    /// Deletes the record of `key`. Returns whether it existed.
-    async fn remove(&self, key: &MemberKey) -> Result<bool>;
+    /// Deletes the record of `key`: any record when `holder` is `None` (an
+    /// operator's delete), only one held by that instance otherwise (a member
+    /// leaving). Returns whether a record was deleted.
+    async fn remove(&self, key: &MemberKey, holder: Option<InstanceId>) -> Result<bool>;
+
+    /// Replaces the metadata of a record `instance` holds, leaving everything else
+    /// (heartbeat, epoch, forced-down flag) as it is.
+    async fn set_metadata(
+        &self,
+        key: &MemberKey,
+        instance: InstanceId,
+        metadata: &Metadata,
+    ) -> Result<HolderUpdate>;
 
     /// Sets or clears the forced-down flag. Returns `false` if there is no such member.
     async fn set_forced_down(&self, key: &MemberKey, forced_down: bool) -> Result<bool>;
@@ -92,4 +131,23 @@ pub trait Driver: Send + Sync + fmt::Debug + 'static {
 
     /// Every group with at least one member.
     async fn groups(&self) -> Result<Vec<GroupId>>;
+}
+
+/// The holder a record held by `found` gets when `instance` registers it, with the
+/// epoch rule of the identity contract (`None`: a new record, epoch 1).
+pub fn registered_holder(found: Option<Holder>, instance: InstanceId) -> Holder {
+    match found {
+        None => Holder::new(instance, 1),
+        Some(holder) => Holder::new(instance, holder.next_epoch(instance)),
+    }
+}
+
+/// Whether a [`crate::Condition`] holds for the record found (`None`: no record).
+/// The one place of this rule for drivers that check it in Rust.
+pub fn condition_holds(condition: crate::Condition, found: Option<Holder>) -> bool {
+    match condition {
+        crate::Condition::Always => true,
+        crate::Condition::Absent => found.is_none(),
+        crate::Condition::HeldAs(expected) => found == Some(expected),
+    }
 }

@@ -32,6 +32,12 @@ pub enum ErrorKind {
     AlreadyJoined,
     /// The backend answered with an error that is none of the above.
     Backend,
+    /// Another instance holds the member: an exclusive join of a live member, or an
+    /// update by a membership that was taken over (superseded).
+    Conflict,
+    /// Member metadata broke the metadata rules (too many entries, a bad key, a value
+    /// or the whole too long); the message names the key and the rule.
+    InvalidMetadata,
 }
 
 impl ErrorKind {
@@ -45,6 +51,8 @@ impl ErrorKind {
             ErrorKind::NotFound => "not found",
             ErrorKind::AlreadyJoined => "already joined",
             ErrorKind::Backend => "backend error",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::InvalidMetadata => "invalid metadata",
         }
     }
 
@@ -113,6 +121,11 @@ impl Error {
     /// An [`ErrorKind::Backend`] error.
     pub fn backend(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Backend, message)
+    }
+
+    /// An [`ErrorKind::Conflict`] error.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Conflict, message)
     }
 
     /// Attaches the driver name the error came from (kept if already set).

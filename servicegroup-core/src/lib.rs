@@ -1,26 +1,33 @@
 //! # servicegroup-core
 //!
-//! The policy core of servicegroup: which members of a group are alive.
-//! It holds everything that must behave the same on every backend:
+//! The policy core of servicegroup: which members of a group are alive, and who
+//! holds each of them. It holds everything that must behave the same on every
+//! backend:
 //!
-//! - validated ids ([`GroupId`], [`MemberId`]),
-//! - the storage contract drivers implement ([`Driver`]),
+//! - validated ids ([`GroupId`], [`MemberId`]), instance ids ([`InstanceId`]) and
+//!   member [`Metadata`],
+//! - the storage contract drivers implement ([`Driver`]) and the facts they report
+//!   ([`MemberRecord`]),
 //! - the one liveness rule ([`liveness::is_up`]),
 //! - configuration ([`Config`], [`ConfigLoader`]),
 //! - the driver [`Registry`],
-//! - the handle applications use ([`ServiceGroup`]) with its heartbeat loop and [`Watch`].
+//! - the handle applications use ([`ServiceGroup`], [`Membership`]) with its heartbeat
+//!   engine (batching, timeouts, re-registration, fencing) and [`Watch`].
 //!
 //! It has no backend dependency; drivers live in their own crates.
 #![deny(missing_docs)]
 
 pub mod config;
 pub mod driver;
+mod engine;
 pub mod error;
-mod group;
-mod heartbeat;
+mod handle;
 pub mod id;
+pub mod instance;
+mod joined;
 pub mod liveness;
-mod members;
+mod membership;
+pub mod metadata;
 pub mod record;
 pub mod registry;
 pub mod status;
@@ -30,17 +37,26 @@ pub use config::{
     Config, ConfigLoader, DatabaseUrl, DbConfig, InprocConfig, LoadedConfig, McConfig, Origin,
 };
 pub use driver::{Capabilities, Driver};
+pub use engine::JOIN_CHUNK;
 pub use error::{BoxError, Error, ErrorKind, Result};
-pub use group::{Membership, ServiceGroup, JOIN_CHUNK};
+pub use handle::ServiceGroup;
 pub use id::{GroupId, IntoId, MemberId, MemberKey, MAX_ID_LEN};
+pub use instance::{Holder, InstanceId};
 pub use liveness::State;
-pub use record::{Freshness, HeartbeatReport, MemberRecord};
+pub use membership::{JoinOptions, Membership};
+pub use metadata::{IntoMetadata, Metadata};
+pub use record::{
+    Beats, Condition, Freshness, HeartbeatReport, HolderUpdate, MemberRecord, Registered,
+    Registration, Superseded,
+};
 pub use registry::{BuildFuture, DriverFactory, Registry};
 pub use status::MemberStatus;
 pub use watch::{Event, EventKind, Watch};
 
 /// Re-exported so drivers can implement [`Driver`] with the same `async_trait`.
 pub use async_trait::async_trait;
+/// Re-exported so drivers name the same time types as [`MemberRecord`].
+pub use chrono;
 
 #[doc(hidden)]
 pub mod __private {

@@ -35,9 +35,14 @@ impl std::fmt::Display for State {
 ///
 /// Forced down wins over any heartbeat.
 pub fn is_up(forced_down: bool, freshness: Freshness, service_down_time: Duration) -> bool {
-    if forced_down {
-        return false;
-    }
+    !forced_down && is_fresh(freshness, service_down_time)
+}
+
+/// The heartbeat half of the rule: whether the last heartbeat is no older than
+/// `service_down_time` (inclusive), or, for TTL backends, still present, whatever
+/// the forced-down flag says. An exclusive join refuses a member held by another
+/// instance while this holds: an operator's flag does not make its process dead.
+pub fn is_fresh(freshness: Freshness, service_down_time: Duration) -> bool {
     match freshness {
         Freshness::Age(age) => age <= service_down_time,
         Freshness::Present => true,

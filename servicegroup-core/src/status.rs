@@ -1,11 +1,16 @@
-//! [`MemberStatus`]: a member as the API reports it (facts plus the verdict).
+//! [`MemberStatus`]: a member as the API reports it (facts plus the verdict), and
+//! the listing every reader of the API goes through.
 
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::id::{GroupId, MemberId};
+use crate::engine::Inner;
+use crate::error::Result;
+use crate::id::{GroupId, MemberId, MemberKey};
+use crate::instance::Holder;
 use crate::liveness::{state_of, State};
+use crate::metadata::Metadata;
 use crate::record::{Freshness, MemberRecord};
 
 /// One member of a group with its verdict.
@@ -25,6 +30,12 @@ pub struct MemberStatus {
     /// for TTL backends estimated from `last_heartbeat` on this host's clock
     /// (informational only, never used for the verdict).
     pub age: Option<Duration>,
+    /// The instance holding the record and its epoch.
+    pub holder: Holder,
+    /// When the current holder registered.
+    pub holder_since: Option<DateTime<Utc>>,
+    /// What the member says about itself.
+    pub metadata: Metadata,
 }
 
 impl MemberStatus {
@@ -44,6 +55,9 @@ impl MemberStatus {
             forced_down: record.forced_down,
             last_heartbeat: record.last_heartbeat,
             age,
+            holder: record.holder,
+            holder_since: record.holder_since,
+            metadata: record.metadata,
         }
     }
 
@@ -51,4 +65,24 @@ impl MemberStatus {
     pub fn is_up(&self) -> bool {
         self.state == State::Up
     }
+}
+
+/// One member with its state; `None` when there is no such member.
+pub(crate) async fn member(inner: &Inner, key: &MemberKey) -> Result<Option<MemberStatus>> {
+    let record = inner.call("get", inner.driver.get(key)).await?;
+    Ok(record.map(|r| MemberStatus::from_record(r, inner.config.service_down_time)))
+}
+
+/// Every member of `group` with its state, sorted by member id.
+pub(crate) async fn members(inner: &Inner, group: &GroupId) -> Result<Vec<MemberStatus>> {
+    let records = inner.call("list", inner.driver.list(group)).await?;
+    let sdt = inner.config.service_down_time;
+    let mut members: Vec<MemberStatus> = records
+        .into_iter()
+        .map(|r| MemberStatus::from_record(r, sdt))
+        .collect();
+    // Ids are unique within a group, so an unstable sort gives the same order
+    // without the stable sort's buffer (a listing can hold 1,000,000 members).
+    members.sort_unstable_by(|a, b| a.member.cmp(&b.member));
+    Ok(members)
 }

@@ -5,18 +5,24 @@
 //! exactly once: a member that appears is [`EventKind::Joined`] (followed by
 //! [`EventKind::Down`] if it appears down), one that disappears is
 //! [`EventKind::Left`], and state changes are [`EventKind::Down`] / [`EventKind::Up`].
+//! A member taken over by another instance is [`EventKind::Replaced`]; one whose
+//! metadata changed under the same holder is [`EventKind::Updated`].
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
+use crate::engine::Inner;
 use crate::error::Result;
-use crate::group::ServiceGroup;
 use crate::id::{GroupId, MemberId};
+use crate::instance::Holder;
 use crate::liveness::State;
+use crate::metadata::Metadata;
+use crate::status::{self, MemberStatus};
 
 /// What happened to a member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -29,16 +35,22 @@ pub enum EventKind {
     Down,
     /// The member came back up.
     Up,
+    /// The member's metadata changed (same holder).
+    Updated,
+    /// A different instance took the member over (its metadata is the new holder's).
+    Replaced,
 }
 
 impl EventKind {
-    /// `"joined"`, `"left"`, `"down"` or `"up"`.
+    /// `"joined"`, `"left"`, `"down"`, `"up"`, `"updated"` or `"replaced"`.
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Joined => "joined",
             EventKind::Left => "left",
             EventKind::Down => "down",
             EventKind::Up => "up",
+            EventKind::Updated => "updated",
+            EventKind::Replaced => "replaced",
         }
     }
 }
@@ -60,6 +72,35 @@ pub struct Event {
     pub member: MemberId,
     /// When the watch noticed it (this host's clock).
     pub at: DateTime<Utc>,
+    /// Who holds the member as of the event (the last holder seen, for `Left`).
+    pub holder: Holder,
+    /// The member's metadata as of the event (as last seen, for `Left`).
+    pub metadata: Metadata,
+}
+
+/// What a watch remembers of a member between polls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    state: State,
+    holder: Holder,
+    metadata: Metadata,
+}
+
+impl From<MemberStatus> for Seen {
+    fn from(m: MemberStatus) -> Self {
+        Self {
+            state: m.state,
+            holder: m.holder,
+            metadata: m.metadata,
+        }
+    }
+}
+
+fn listing(members: Vec<MemberStatus>) -> BTreeMap<MemberId, Seen> {
+    members
+        .into_iter()
+        .map(|m| (m.member.clone(), Seen::from(m)))
+        .collect()
 }
 
 /// A stream of [`Event`]s for one group; call [`Watch::next`] in a loop.
@@ -69,28 +110,23 @@ pub struct Event {
 /// stays usable: the next call polls again and reports what changed meanwhile.
 #[derive(Debug)]
 pub struct Watch {
-    group: ServiceGroup,
+    inner: Arc<Inner>,
     group_id: GroupId,
     interval: Duration,
-    known: BTreeMap<MemberId, State>,
+    known: BTreeMap<MemberId, Seen>,
     pending: VecDeque<Event>,
     next_poll: Instant,
 }
 
 impl Watch {
     pub(crate) async fn start(
-        group: ServiceGroup,
+        inner: Arc<Inner>,
         group_id: GroupId,
         interval: Duration,
     ) -> Result<Self> {
-        let known = group
-            .members(group_id.clone())
-            .await?
-            .into_iter()
-            .map(|m| (m.member, m.state))
-            .collect();
+        let known = listing(status::members(&inner, &group_id).await?);
         Ok(Self {
-            group,
+            inner,
             group_id,
             interval,
             known,
@@ -118,37 +154,42 @@ impl Watch {
 
     /// Polls once and queues the differences against the last listing.
     async fn poll(&mut self) -> Result<()> {
-        let current: BTreeMap<MemberId, State> = self
-            .group
-            .members(self.group_id.clone())
-            .await?
-            .into_iter()
-            .map(|m| (m.member, m.state))
-            .collect();
+        let current = listing(status::members(&self.inner, &self.group_id).await?);
         let at = Utc::now();
-        let mut push = |kind, member: &MemberId| {
-            self.pending.push_back(Event {
+        let group = &self.group_id;
+        let pending = &mut self.pending;
+        let mut push = |kind, member: &MemberId, seen: &Seen| {
+            pending.push_back(Event {
                 kind,
-                group: self.group_id.clone(),
+                group: group.clone(),
                 member: member.clone(),
                 at,
+                holder: seen.holder,
+                metadata: seen.metadata.clone(),
             })
         };
-        for (member, state) in &current {
-            match (self.known.get(member), state) {
-                (None, State::Up) => push(EventKind::Joined, member),
-                (None, State::Down) => {
-                    push(EventKind::Joined, member);
-                    push(EventKind::Down, member);
+        for (member, now) in &current {
+            let Some(before) = self.known.get(member) else {
+                push(EventKind::Joined, member, now);
+                if now.state == State::Down {
+                    push(EventKind::Down, member, now);
                 }
-                (Some(State::Up), State::Down) => push(EventKind::Down, member),
-                (Some(State::Down), State::Up) => push(EventKind::Up, member),
+                continue;
+            };
+            if before.holder != now.holder {
+                push(EventKind::Replaced, member, now);
+            } else if before.metadata != now.metadata {
+                push(EventKind::Updated, member, now);
+            }
+            match (before.state, now.state) {
+                (State::Up, State::Down) => push(EventKind::Down, member, now),
+                (State::Down, State::Up) => push(EventKind::Up, member, now),
                 _ => {}
             }
         }
-        for member in self.known.keys() {
+        for (member, before) in &self.known {
             if !current.contains_key(member) {
-                push(EventKind::Left, member);
+                push(EventKind::Left, member, before);
             }
         }
         self.known = current;

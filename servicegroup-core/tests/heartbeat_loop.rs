@@ -7,16 +7,26 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use servicegroup_core::driver::{condition_holds, registered_holder};
 use servicegroup_core::{
-    async_trait, Capabilities, Config, Driver, Error, ErrorKind, Freshness, GroupId,
-    HeartbeatReport, MemberKey, MemberRecord, Result, ServiceGroup,
+    async_trait, Beats, Capabilities, Config, Driver, Error, ErrorKind, Freshness, GroupId,
+    HeartbeatReport, Holder, HolderUpdate, InstanceId, JoinOptions, MemberKey, MemberRecord,
+    Metadata, Registered, Registration, Result, ServiceGroup, Superseded,
 };
 use tokio::time::Instant;
+
+/// One stored record of the scripted driver.
+#[derive(Debug, Clone)]
+struct Row {
+    beat: Instant,
+    holder: Holder,
+    metadata: Metadata,
+}
 
 /// An in-memory driver whose failures are switched by the test.
 #[derive(Debug, Default)]
 struct Scripted {
-    rows: Mutex<BTreeMap<MemberKey, Instant>>,
+    rows: Mutex<BTreeMap<MemberKey, Row>>,
     heartbeat_calls: AtomicUsize,
     keys_per_call: Mutex<Vec<usize>>,
     unreachable: AtomicBool,
@@ -41,6 +51,10 @@ impl Scripted {
             std::future::pending::<()>().await;
         }
     }
+
+    fn holder_of(&self, key: &MemberKey) -> Option<Holder> {
+        self.rows.lock().unwrap().get(key).map(|r| r.holder)
+    }
 }
 
 #[async_trait]
@@ -51,38 +65,82 @@ impl Driver for Scripted {
     fn capabilities(&self) -> Capabilities {
         Capabilities::new(Duration::from_millis(1))
     }
-    async fn register(&self, key: &MemberKey) -> Result<()> {
+    async fn register(&self, registration: &Registration) -> Result<Registered> {
         self.maybe_hang().await;
         if self.hang_register.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
         self.check()?;
-        self.rows
+        let mut rows = self.rows.lock().unwrap();
+        let found = rows.get(&registration.key).map(|r| r.holder);
+        if !condition_holds(registration.condition, found) {
+            return Ok(Registered::Refused { found });
+        }
+        let holder = registered_holder(found, registration.instance);
+        rows.insert(
+            registration.key.clone(),
+            Row {
+                beat: Instant::now(),
+                holder,
+                metadata: registration.metadata.clone(),
+            },
+        );
+        Ok(Registered::Stored {
+            epoch: holder.epoch,
+        })
+    }
+    async fn heartbeat(&self, batch: &[Beats<'_>]) -> Result<HeartbeatReport> {
+        self.heartbeat_calls.fetch_add(1, Ordering::SeqCst);
+        self.keys_per_call
             .lock()
             .unwrap()
-            .insert(key.clone(), Instant::now());
-        Ok(())
-    }
-    async fn heartbeat(&self, keys: &[MemberKey]) -> Result<HeartbeatReport> {
-        self.heartbeat_calls.fetch_add(1, Ordering::SeqCst);
-        self.keys_per_call.lock().unwrap().push(keys.len());
+            .push(batch.iter().map(|b| b.keys.len()).sum());
         let delay = *self.heartbeat_delay.lock().unwrap();
         tokio::time::sleep(delay).await;
         self.maybe_hang().await;
         self.check()?;
         let mut rows = self.rows.lock().unwrap();
         let mut report = HeartbeatReport::default();
-        for key in keys {
-            match rows.get_mut(key) {
-                Some(t) => *t = Instant::now(),
-                None => report.missing.push(key.clone()),
+        for part in batch {
+            for key in part.keys {
+                match rows.get_mut(key) {
+                    Some(r) if r.holder.instance == part.instance => r.beat = Instant::now(),
+                    Some(r) => report.superseded.push(Superseded {
+                        key: key.clone(),
+                        instance: part.instance,
+                        holder: r.holder,
+                    }),
+                    None => report.missing.push((part.instance, key.clone())),
+                }
             }
         }
         Ok(report)
     }
-    async fn remove(&self, key: &MemberKey) -> Result<bool> {
+    async fn remove(&self, key: &MemberKey, holder: Option<InstanceId>) -> Result<bool> {
         self.check()?;
-        Ok(self.rows.lock().unwrap().remove(key).is_some())
+        let mut rows = self.rows.lock().unwrap();
+        let held = match (rows.get(key), holder) {
+            (Some(r), Some(i)) => r.holder.instance == i,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        Ok(held && rows.remove(key).is_some())
+    }
+    async fn set_metadata(
+        &self,
+        key: &MemberKey,
+        instance: InstanceId,
+        metadata: &Metadata,
+    ) -> Result<HolderUpdate> {
+        self.check()?;
+        Ok(match self.rows.lock().unwrap().get_mut(key) {
+            None => HolderUpdate::Missing,
+            Some(r) if r.holder.instance != instance => HolderUpdate::NotHeld(r.holder),
+            Some(r) => {
+                r.metadata = metadata.clone();
+                HolderUpdate::Stored
+            }
+        })
     }
     async fn set_forced_down(&self, _key: &MemberKey, _forced: bool) -> Result<bool> {
         Ok(false)
@@ -90,11 +148,14 @@ impl Driver for Scripted {
     async fn get(&self, key: &MemberKey) -> Result<Option<MemberRecord>> {
         self.maybe_hang().await;
         self.check()?;
-        Ok(self.rows.lock().unwrap().get(key).map(|t| MemberRecord {
+        Ok(self.rows.lock().unwrap().get(key).map(|r| MemberRecord {
             key: key.clone(),
             last_heartbeat: None,
-            freshness: Freshness::Age(Instant::now() - *t),
+            freshness: Freshness::Age(Instant::now() - r.beat),
             forced_down: false,
+            holder: r.holder,
+            holder_since: None,
+            metadata: r.metadata.clone(),
         }))
     }
     async fn list(&self, _group: &GroupId) -> Result<Vec<MemberRecord>> {
@@ -383,4 +444,139 @@ async fn join_many_is_all_or_nothing() {
     driver.unreachable.store(false, Ordering::SeqCst);
     let joined = sg.join_many("compute", ["b", "c", "d"]).await.unwrap();
     assert_eq!(joined.len(), 3);
+}
+
+fn key(group: &str, member: &str) -> MemberKey {
+    MemberKey::new(group.parse().unwrap(), member.parse().unwrap())
+}
+
+/// Two handles (two instances) on one store: the second join takes the member over,
+/// the first is fenced at its next tick (one ERROR, out of its batch, told through
+/// its membership) and its leave leaves the new holder's record alone.
+#[tokio::test(start_paused = true)]
+async fn a_takeover_fences_the_old_holder_once() {
+    let logs = Logs::default();
+    let _guard = logs.install();
+    let driver = Arc::new(Scripted::default());
+    let old = ServiceGroup::with_driver(driver.clone(), config()).unwrap();
+    let new = ServiceGroup::with_driver(driver.clone(), config()).unwrap();
+    assert_ne!(old.instance(), new.instance());
+    let _other = old.join("compute", "b").await.unwrap();
+    let first = old.join("compute", "a").await.unwrap();
+    assert_eq!(first.epoch(), 1);
+    assert!(!first.is_superseded());
+    let second = new.join("compute", "a").await.unwrap();
+    assert_eq!(second.epoch(), 2);
+    assert_eq!(
+        driver.holder_of(&key("compute", "a")),
+        Some(second.holder())
+    );
+
+    let told = tokio::time::timeout(Duration::from_secs(11), first.superseded())
+        .await
+        .expect("the old holder is told within one report interval");
+    assert_eq!(told, Holder::new(new.instance(), 2));
+    assert!(first.is_superseded());
+    assert_eq!(logs.count("compute/a was taken over by instance"), 1);
+    assert_eq!(logs.count("two processes claim one member"), 1);
+    // Out of the old handle's batch: its later ticks carry only b, and no more ERRORs.
+    driver.keys_per_call.lock().unwrap().clear();
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    assert_eq!(logs.count("two processes claim one member"), 1);
+    assert_eq!(
+        driver.holder_of(&key("compute", "a")),
+        Some(second.holder())
+    );
+    // A superseded membership cannot change the record.
+    let err = first.set_metadata([("zone", "x")]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert!(err.to_string().contains("superseded"), "{err}");
+    // Joining again on the old handle while the superseded membership lives is refused.
+    let err = old.join("compute", "a").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::AlreadyJoined);
+    first.leave().await.unwrap();
+    assert_eq!(
+        driver.holder_of(&key("compute", "a")),
+        Some(second.holder()),
+        "the superseded holder's leave must not delete the new holder's record"
+    );
+    second.leave().await.unwrap();
+    assert_eq!(driver.holder_of(&key("compute", "a")), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn exclusive_join_refuses_a_live_holder_and_takes_a_down_one() {
+    let driver = Arc::new(Scripted::default());
+    let a = ServiceGroup::with_driver(driver.clone(), config()).unwrap();
+    let b = ServiceGroup::with_driver(driver.clone(), config()).unwrap();
+    let held = a
+        .join_with("compute", "x", JoinOptions::new().with_meta("zone", "a"))
+        .await
+        .unwrap();
+    let err = b
+        .join_with("compute", "x", JoinOptions::exclusive())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    let text = err.to_string();
+    for part in [
+        "compute",
+        "x",
+        &a.instance().to_string(),
+        "epoch 1",
+        "conflict",
+    ] {
+        assert!(text.contains(part), "{text:?} lacks {part:?}");
+    }
+    assert_eq!(driver.holder_of(&key("compute", "x")), Some(held.holder()));
+    // b may join x again after the refusal (nothing was left taken on b).
+    held.crash();
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    let taken = b
+        .join_with("compute", "x", JoinOptions::exclusive())
+        .await
+        .unwrap();
+    assert_eq!(taken.holder(), Holder::new(b.instance(), 2));
+    assert!(
+        taken.metadata().is_empty(),
+        "takeover replaces the metadata"
+    );
+    // Absent: epoch 1.
+    let fresh = b
+        .join_with("compute", "y", JoinOptions::exclusive())
+        .await
+        .unwrap();
+    assert_eq!(fresh.epoch(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_metadata_is_refused_before_any_driver_call() {
+    let driver = Arc::new(Scripted::default());
+    let sg = ServiceGroup::with_driver(driver.clone(), config()).unwrap();
+    let err = sg
+        .join_with("compute", "a", JoinOptions::new().with_meta("Bad Key", "v"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidMetadata);
+    assert!(err.to_string().contains("Bad Key"), "{err}");
+    assert!(driver.rows.lock().unwrap().is_empty());
+    // Not half-joined.
+    let m = sg.join("compute", "a").await.unwrap();
+    let err = m.set_metadata([("k", "v".repeat(1025))]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidMetadata);
+    m.set_metadata([("k", "v")]).await.unwrap();
+    assert_eq!(m.metadata().get("k"), Some("v"));
+    // A record lost by the backend is registered again with its metadata.
+    driver.rows.lock().unwrap().clear();
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let row = driver
+        .rows
+        .lock()
+        .unwrap()
+        .get(&key("compute", "a"))
+        .cloned();
+    assert_eq!(
+        row.map(|r| r.metadata.get("k").map(str::to_owned)),
+        Some(Some("v".into()))
+    );
 }
