@@ -12,6 +12,8 @@
 //! in tests (calls then fail with `Unavailable`, as a lost backend would).
 #![deny(missing_docs)]
 
+mod config;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
@@ -26,14 +28,18 @@ use servicegroup_core::{
 };
 use tokio::time::Instant;
 
-/// The name this driver registers under.
+pub use config::{InprocConfig, CONFIG};
+
+/// The name this driver registers under, and the name of its table (`[inproc]`).
 pub const NAME: &str = "inproc";
 
 servicegroup_core::register_driver! {
     name: NAME,
     description: "in-process membership shared by handles of one process (no server; tests, single-binary deployments)",
+    config: CONFIG,
     build: |config: Config| Box::pin(async move {
-        Ok(Arc::new(InprocDriver::new(&config.inproc.name)) as Arc<dyn Driver>)
+        let options: InprocConfig = config.driver_config(NAME)?;
+        Ok(Arc::new(InprocDriver::new(&options.name)) as Arc<dyn Driver>)
     }),
 }
 

@@ -3,21 +3,21 @@
 //! time (as every driver does) and on tokio's paused clock (this driver follows it).
 
 use servicegroup_conformance::{conformance_suite, unique_name, Fixture};
-use servicegroup_core::Config;
+use servicegroup_core::{Config, Result};
 // Name the driver crate: a crate nothing names is not linked, so its registration
 // would never run and `Registry::build` would not find "inproc".
 use servicegroup_driver_inproc as _;
 
 /// A fresh in-process store per case (a unique `[inproc] name`), with an outage hook
 /// that switches the store off and on.
-async fn setup() -> Fixture {
+async fn setup() -> Result<Fixture> {
     let name = unique_name("conformance");
     let mut config = Config::with_driver("inproc");
-    config.inproc.name = name.clone();
-    Fixture::new(config).with_outage_switch(move |reachable| {
+    config.set("inproc.name", &name)?;
+    Ok(Fixture::new(config).with_outage_switch(move |reachable| {
         servicegroup_driver_inproc::set_reachable(&name, reachable);
         async { Ok(()) }
-    })
+    }))
 }
 
 conformance_suite!(inproc, setup, skip: {

@@ -9,7 +9,8 @@
 //! - the storage contract drivers implement ([`Driver`]) and the facts they report
 //!   ([`MemberRecord`]),
 //! - the one liveness rule ([`liveness::is_up`]),
-//! - configuration ([`Config`], [`ConfigLoader`]),
+//! - configuration ([`Config`], [`ConfigLoader`]): core's keys, and the tables drivers
+//!   declare with their registration ([`DriverConfig`], [`DriverTable`]),
 //! - the driver [`Registry`],
 //! - the handle applications use ([`ServiceGroup`], [`Membership`]) with its heartbeat
 //!   engine (batching, timeouts, re-registration, fencing) and [`Watch`].
@@ -34,7 +35,8 @@ pub mod status;
 pub mod watch;
 
 pub use config::{
-    Config, ConfigLoader, DatabaseUrl, DbConfig, InprocConfig, LoadedConfig, McConfig, Origin,
+    Config, ConfigLoader, DatabaseUrl, DriverConfig, DriverTable, Entry, InvalidKey, LoadedConfig,
+    NovaOption, Origin, Table, Value,
 };
 pub use driver::{Capabilities, Driver};
 pub use engine::JOIN_CHUNK;
@@ -57,6 +59,10 @@ pub use watch::{Event, EventKind, Watch};
 pub use async_trait::async_trait;
 /// Re-exported so drivers name the same time types as [`MemberRecord`].
 pub use chrono;
+/// Re-exported so drivers name the same `Serialize` / `Deserialize` that
+/// [`DriverTable`] requires (derive with `#[serde(crate = "servicegroup_core::serde")]`
+/// if the driver does not depend on serde itself).
+pub use serde;
 
 #[doc(hidden)]
 pub mod __private {

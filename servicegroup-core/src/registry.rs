@@ -1,5 +1,7 @@
 //! The driver registry: driver crates register a factory by name with
-//! [`register_driver!`](crate::register_driver), and [`Registry`] builds drivers from config.
+//! [`register_driver!`](crate::register_driver), together with the declaration of
+//! their configuration table ([`DriverConfig`]), and [`Registry`] builds drivers from
+//! config.
 //!
 //! # The linker pitfall
 //!
@@ -13,7 +15,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Config, DriverConfig};
 use crate::driver::Driver;
 use crate::error::{Error, Result};
 
@@ -22,6 +24,7 @@ pub type BuildFuture = Pin<Box<dyn Future<Output = Result<Arc<dyn Driver>>> + Se
 
 /// A driver's entry in the registry.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct DriverFactory {
     /// The name configs select it by (`servicegroup_driver`).
     pub name: &'static str,
@@ -29,28 +32,65 @@ pub struct DriverFactory {
     pub description: &'static str,
     /// Builds a driver from a validated configuration (connect, migrate, ...).
     pub build: fn(Config) -> BuildFuture,
+    /// Its configuration table, if it declares one.
+    pub config: Option<DriverConfig>,
+}
+
+impl DriverFactory {
+    /// A factory without a configuration table (what [`register_driver!`](crate::register_driver) builds).
+    pub const fn new(
+        name: &'static str,
+        description: &'static str,
+        build: fn(Config) -> BuildFuture,
+    ) -> Self {
+        Self {
+            name,
+            description,
+            build,
+            config: None,
+        }
+    }
+
+    /// The same factory declaring its configuration table.
+    pub const fn with_config(mut self, config: DriverConfig) -> Self {
+        self.config = Some(config);
+        self
+    }
 }
 
 inventory::collect!(DriverFactory);
 
-/// Registers a driver factory under a name.
+/// Registers a driver factory under a name, with its configuration table if it has one.
 ///
 /// ```ignore
+/// use servicegroup_core::config::{DriverConfig, NovaOption};
+///
 /// servicegroup_core::register_driver! {
 ///     name: "mydriver",
 ///     description: "my backend",
-///     build: |config| Box::pin(async move { Ok(std::sync::Arc::new(MyDriver::new(&config)?) as _) }),
+///     // Optional: the driver's own table `[mydriver]`, read as `MyConfig`.
+///     config: DriverConfig::new::<MyConfig>("mydriver")
+///         .secrets(&["password"])
+///         .nova(&[NovaOption::new("mydriver", "servers", "servers")]),
+///     build: |config| Box::pin(async move {
+///         let options: MyConfig = config.driver_config("mydriver")?;
+///         Ok(std::sync::Arc::new(MyDriver::new(options)?) as _)
+///     }),
 /// }
 /// ```
+///
+/// The driver built must report `name` as its [`Driver::name`]; the registry refuses
+/// one that does not.
 #[macro_export]
 macro_rules! register_driver {
     (name: $name:expr, description: $description:expr, build: $build:expr $(,)?) => {
         $crate::__private::inventory::submit! {
-            $crate::DriverFactory {
-                name: $name,
-                description: $description,
-                build: $build,
-            }
+            $crate::DriverFactory::new($name, $description, $build)
+        }
+    };
+    (name: $name:expr, description: $description:expr, config: $config:expr, build: $build:expr $(,)?) => {
+        $crate::__private::inventory::submit! {
+            $crate::DriverFactory::new($name, $description, $build).with_config($config)
         }
     };
 }
@@ -86,9 +126,20 @@ impl Registry {
         })
     }
 
-    /// Builds the driver `config.driver` names from `config`.
+    /// Builds the driver `config.driver` names from `config`. A driver that reports a
+    /// [`Driver::name`] other than the name it is registered under is refused with a
+    /// `Config` error (its errors and the registry would disagree about what it is).
     pub async fn build(config: &Config) -> Result<Arc<dyn Driver>> {
         let factory = Self::get(&config.driver)?;
-        (factory.build)(config.clone()).await
+        let driver = (factory.build)(config.clone()).await?;
+        if driver.name() != factory.name {
+            return Err(Error::config(format!(
+                "the driver registered as {:?} reports the name {:?}; a driver's `Driver::name` must be the name it is registered under",
+                factory.name,
+                driver.name()
+            ))
+            .with_driver(factory.name));
+        }
+        Ok(driver)
     }
 }

@@ -1,9 +1,9 @@
 //! Loading a [`Config`] from defaults, a file, the environment and overrides.
 //!
-//! The sources are layered with [figment](https://docs.rs/figment), lowest
-//! precedence first:
+//! The sources are layered, lowest precedence first:
 //!
-//! 1. the built-in defaults ([`Config::default`]),
+//! 1. the built-in defaults ([`Config::default`]: core's keys and the defaults of every
+//!    linked driver's table),
 //! 2. one file ([`ConfigLoader::file`]): our TOML, or a nova.conf-style INI read as-is
 //!    (detected by content, see `docs/configuration.md`),
 //! 3. environment variables ([`ConfigLoader::env`], [`ConfigLoader::env_from`]):
@@ -14,8 +14,9 @@
 //! The order of the builder calls does not change this precedence. Every error is
 //! an [`ErrorKind::Config`](crate::ErrorKind::Config) error naming the key and
 //! where its value came from (file path, environment variable or override), with
-//! database passwords masked. [`LoadedConfig::origins`] says where each value of
-//! the effective configuration came from.
+//! secrets masked, in core's keys and in every driver's table alike.
+//! [`LoadedConfig::origins`] says where each value of the effective configuration
+//! came from.
 //!
 //! ```
 //! use servicegroup_core::{ConfigLoader, Origin};
@@ -34,74 +35,23 @@
 mod env;
 mod file;
 mod ini;
-mod keys;
 mod layer;
-mod redact;
+pub(crate) mod merged;
 
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
-use std::fmt;
 use std::path::PathBuf;
 
-use figment::value::{Dict, Value};
-use figment::Figment;
+use figment::value::{Dict, Value as Raw};
 use serde::Serialize;
 
+use super::schema::{self, Schema};
+use super::value::Value;
 use crate::config::Config;
 use crate::error::{Error, Result};
 
-use layer::Layer;
-use redact::Secrets;
-
-/// Where a configuration value came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Origin {
-    /// The built-in default.
-    Default,
-    /// A configuration file.
-    File(PathBuf),
-    /// An environment variable (its name).
-    Env(String),
-    /// An override from code or a command-line flag: the name given to
-    /// [`ConfigLoader::set_from`] (such as `--driver`), or `code` for [`ConfigLoader::set`].
-    Override(String),
-}
-
-impl Origin {
-    /// The kind of source in one word: `default`, `file`, `env` or `override`.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Origin::Default => "default",
-            Origin::File(_) => "file",
-            Origin::Env(_) => "env",
-            Origin::Override(_) => "override",
-        }
-    }
-
-    /// How error messages name this source: the file path, `environment variable X`,
-    /// or `override (X)`.
-    pub fn describe(&self) -> String {
-        match self {
-            Origin::Default => "the defaults".to_owned(),
-            Origin::File(path) => path.display().to_string(),
-            Origin::Env(var) => format!("environment variable {var}"),
-            Origin::Override(by) => format!("override ({by})"),
-        }
-    }
-}
-
-/// `default`, `file /etc/nova/nova.conf`, `env SERVICEGROUP_DRIVER`, `override --driver`.
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Origin::Default => f.write_str("default"),
-            Origin::File(path) => write!(f, "file {}", path.display()),
-            Origin::Env(var) => write!(f, "env {var}"),
-            Origin::Override(by) => write!(f, "override {by}"),
-        }
-    }
-}
+pub use super::origin::Origin;
+use merged::Merged;
 
 /// A loaded configuration and the origin of each of its values.
 #[derive(Debug, Clone)]
@@ -109,9 +59,11 @@ pub struct LoadedConfig {
     /// The configuration, already [validated](Config::validated) (so `service_down_time`
     /// is the effective one after Nova's 2.5x rule).
     pub config: Config,
-    /// Origin per dotted leaf key: every leaf of [`Config`] (`driver`, `report_interval`,
-    /// `service_down_time`, `call_timeout`, `watch_interval`, `db.url`, `db.pool_size`,
-    /// `db.timeout`, `mc.servers`, `mc.timeout`, `inproc.name`, ...). `options` is not listed.
+    /// Origin per dotted leaf key: core's keys (`driver`, `report_interval`,
+    /// `service_down_time`, `call_timeout`, `watch_interval`), every key of every
+    /// linked driver's table (`db.url`, `db.pool_size`, `mc.servers`, `inproc.name`,
+    /// a third party's `filestore.root`, ...), and each key set in an `[options.<driver>]`
+    /// table of a driver that declares none (`options.mine.endpoint`).
     pub origins: BTreeMap<String, Origin>,
 }
 
@@ -174,7 +126,8 @@ impl ConfigLoader {
 
     /// Sets one key from code (dotted: `report_interval`, `db.url`, `options.mine.x`),
     /// above every other source. Its origin is `Override("code")`. Durations are given
-    /// as seconds (`10`, `0.2`) or strings (`"200ms"`); `mc.servers` as a `Vec`.
+    /// as seconds (`10`, `0.2`), strings (`"200ms"`) or a `Duration`; lists (such as
+    /// `mc.servers`) as a `Vec` or an array.
     pub fn set(self, key: &str, value: impl Into<Value>) -> Self {
         self.set_from("code", key, value)
     }
@@ -184,7 +137,7 @@ impl ConfigLoader {
     pub fn set_from(mut self, by: impl Into<String>, key: &str, value: impl Into<Value>) -> Self {
         self.overrides.push(Override {
             by: by.into(),
-            dict: Ok(keys::dict_at(key, value.into())),
+            dict: Ok(schema::dict_at(key, value.into().to_raw())),
         });
         self
     }
@@ -195,11 +148,11 @@ impl ConfigLoader {
     }
 
     /// Overrides with every field of a serializable value (a struct or map shaped like
-    /// [`Config`], e.g. parsed command-line flags). `None` fields are skipped, so a
-    /// struct of `Option`s overrides only what was given. `by` names the source.
+    /// the configuration, e.g. parsed command-line flags). `None` fields are skipped, so
+    /// a struct of `Option`s overrides only what was given. `by` names the source.
     pub fn override_with<T: Serialize>(mut self, by: impl Into<String>, value: &T) -> Self {
-        let dict = match Value::serialize(value) {
-            Ok(Value::Dict(_, dict)) => Ok(keys::without_empty(dict)),
+        let dict = match Raw::serialize(value) {
+            Ok(Raw::Dict(_, dict)) => Ok(schema::without_empty(dict)),
             Ok(other) => Err(format!(
                 "expected a table of configuration keys, found {}",
                 other.to_actual()
@@ -213,98 +166,34 @@ impl ConfigLoader {
         self
     }
 
-    /// Loads the configuration: merges the sources, checks every key and value, applies
+    /// Loads the configuration: merges the sources, checks every key and value (every
+    /// linked driver's table with its own type and rules), applies
     /// [`Config::validated`] (Nova's 2.5x rule, with a WARN) and records the origins.
     pub fn load(self) -> Result<LoadedConfig> {
-        let mut secrets = Secrets::default();
-        let mut figment = Figment::new().merge(Layer::new(Origin::Default, keys::defaults()?));
+        let schema = Schema::get();
+        schema.check()?;
+        let mut merged = Merged::new(schema);
 
         if let Some(path) = &self.file {
-            let origin = Origin::File(path.clone());
-            let (format, mut dict) = file::read(path)?;
-            keys::normalize_and_check(&mut dict, &origin)?;
+            let (format, dict) = file::read(path, schema)?;
             tracing::debug!(path = %path.display(), ?format, "read configuration file");
-            secrets.collect(&dict);
-            figment = figment.merge(Layer::new(origin, dict));
+            merged.push(Origin::File(path.clone()), dict)?;
         }
 
-        for (var, dict) in env::layers(&self.env)? {
-            secrets.collect(&dict);
-            figment = figment.merge(Layer::new(Origin::Env(var), dict));
+        for (var, dict) in env::layers(&self.env, schema)? {
+            merged.push(Origin::Env(var), dict)?;
         }
 
         for Override { by, dict } in self.overrides {
             let origin = Origin::Override(by);
-            let mut dict =
+            let dict =
                 dict.map_err(|e| Error::config(format!("invalid {}: {e}", origin.describe())))?;
-            secrets.collect(&dict);
-            keys::normalize_and_check(&mut dict, &origin)
-                .map_err(|e| Error::config(secrets.scrub(e.message())))?;
-            figment = figment.merge(Layer::new(origin, dict));
+            merged.push(origin, dict)?;
         }
 
-        let config: Config = figment
-            .extract()
-            .map_err(|e| extraction_error(e, &figment, &secrets))?;
-        check_not_empty(&config, &figment)?;
-
-        let origins = keys::Schema::get()
-            .leaf_keys()
-            .map(|key| (key.to_owned(), origin_at(&figment, key)))
-            .collect();
+        let config = merged.assemble()?;
+        let origins = merged.origins();
         let config = config.validated()?;
         Ok(LoadedConfig { config, origins })
     }
-}
-
-/// Where the value at a dotted key came from (the defaults when no layer has it).
-fn origin_at(figment: &Figment, key: &str) -> Origin {
-    figment
-        .find_metadata(key)
-        .and_then(layer::origin_of)
-        .unwrap_or(Origin::Default)
-}
-
-/// Empty strings that deserialize fine but mean nothing: `driver` and `db.url`.
-fn check_not_empty(config: &Config, figment: &Figment) -> Result<()> {
-    let empty_url = config
-        .db
-        .url
-        .as_ref()
-        .is_some_and(|u| u.expose().trim().is_empty());
-    for (key, empty) in [
-        ("driver", config.driver.trim().is_empty()),
-        ("db.url", empty_url),
-    ] {
-        if empty {
-            return Err(Error::config(format!(
-                "invalid value for `{key}` in {}: must not be empty",
-                origin_at(figment, key).describe()
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Turns figment's extraction error into our `Config` error naming key and source.
-fn extraction_error(err: figment::Error, figment: &Figment, secrets: &Secrets) -> Error {
-    let messages: Vec<String> = err
-        .into_iter()
-        .map(|e| {
-            let key = e.path.join(".");
-            let origin = e
-                .metadata
-                .as_ref()
-                .and_then(layer::origin_of)
-                .or_else(|| figment.find_metadata(&key).and_then(layer::origin_of))
-                .unwrap_or(Origin::Default);
-            let what = if key.is_empty() {
-                "invalid configuration".to_owned()
-            } else {
-                format!("invalid value for `{key}`")
-            };
-            format!("{what} in {}: {}", origin.describe(), e.kind)
-        })
-        .collect();
-    Error::config(secrets.scrub(&messages.join("; ")))
 }

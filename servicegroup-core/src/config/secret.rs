@@ -1,4 +1,7 @@
 //! [`DatabaseUrl`]: a connection URL whose password never reaches a log, an error or `Debug`.
+//!
+//! A driver whose options hold such a URL uses it as the type of that key (the db
+//! driver's `url`) and declares the key secret as well, so core masks it too.
 
 use std::fmt;
 
@@ -29,32 +32,10 @@ impl DatabaseUrl {
     }
 }
 
-/// Replaces the password of a URL-like string by `***`.
+/// Replaces the password of a URL-like string by `***` (the rule of
+/// [`redact::redact_url`](crate::config::redact::redact_url)).
 pub fn redact(url: &str) -> String {
-    let mut out = url.to_owned();
-    if let Some(scheme_end) = out.find("://") {
-        let auth_start = scheme_end + 3;
-        let rest = &out[auth_start..];
-        let auth_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let authority = &rest[..auth_len];
-        if let Some(at) = authority.rfind('@') {
-            if let Some(colon) = authority[..at].find(':') {
-                out.replace_range(auth_start + colon + 1..auth_start + at, "***");
-            }
-        }
-    }
-    if let Some(q) = out.find('?') {
-        let (head, query) = out.split_at(q + 1);
-        let query: Vec<String> = query
-            .split('&')
-            .map(|pair| match pair.split_once('=') {
-                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                _ => pair.to_owned(),
-            })
-            .collect();
-        out = format!("{head}{}", query.join("&"));
-    }
-    out
+    crate::config::redact::redact_url(url)
 }
 
 impl fmt::Debug for DatabaseUrl {

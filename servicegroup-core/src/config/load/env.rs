@@ -2,10 +2,13 @@
 //!
 //! Each leaf key of the configuration has one variable: `SERVICEGROUP_` and the key in
 //! upper case with `__` for the dot (`db.pool_size` → `SERVICEGROUP_DB__POOL_SIZE`).
-//! These and `SERVICEGROUP_OPTIONS__<DRIVER>__<KEY>` are configuration; other `SERVICEGROUP_*` names (the test scripts export
+//! The keys are core's and those of every linked driver's declared table
+//! (`SERVICEGROUP_DB__URL`, `SERVICEGROUP_FILESTORE__ROOT`). These and
+//! `SERVICEGROUP_OPTIONS__<DRIVER>__<KEY>` (read as the driver's declared table when it
+//! has one) are configuration; other `SERVICEGROUP_*` names (the test scripts export
 //! `SERVICEGROUP_TEST_*`, a CLI may use `SERVICEGROUP_CONFIG`) are ignored, except
-//! under a table prefix (`SERVICEGROUP_DB__`, `SERVICEGROUP_MC__`,
-//! `SERVICEGROUP_INPROC__`), where an unknown name is a typo and so an error.
+//! under a declared table's prefix (`SERVICEGROUP_DB__`, `SERVICEGROUP_MC__`,
+//! `SERVICEGROUP_INPROC__`, ...), where an unknown name is a typo and so an error.
 //!
 //! Values are not guessed at the way figment's own `Env` provider does (which would
 //! turn an inproc name `10` into a number): each is read by the type of its key, so
@@ -16,7 +19,7 @@ use std::ffi::OsString;
 
 use figment::value::{Dict, Value};
 
-use super::keys::{self, Kind, Schema};
+use crate::config::schema::{self, Kind, Schema, OPTIONS};
 use crate::error::{Error, Result};
 
 const PREFIX: &str = "SERVICEGROUP_";
@@ -27,22 +30,20 @@ pub(super) fn var_name(key: &str) -> String {
     format!("{PREFIX}{}", key.to_uppercase().replace('.', "__"))
 }
 
-/// Every configuration variable with its dotted key and kind.
-fn known_vars() -> Vec<(String, &'static str, Kind)> {
-    Schema::get()
-        .leaves()
+/// One dictionary per configuration variable, in the order given, with its name.
+pub(super) fn layers(
+    vars: &[(OsString, OsString)],
+    schema: &Schema,
+) -> Result<Vec<(String, Dict)>> {
+    let leaves = schema.leaves();
+    let known_vars: Vec<(String, &str, Kind)> = leaves
         .iter()
         .map(|(key, kind)| (var_name(key), key.as_str(), *kind))
-        .collect()
-}
-
-/// One dictionary per configuration variable, in the order given, with its name.
-pub(super) fn layers(vars: &[(OsString, OsString)]) -> Result<Vec<(String, Dict)>> {
-    let known_vars = known_vars();
-    let table_prefixes: Vec<String> = Schema::get()
+        .collect();
+    let table_prefixes: Vec<String> = schema
         .tables()
         .iter()
-        .map(|t| format!("{}__", var_name(t)))
+        .map(|t| format!("{}__", var_name(t.name)))
         .collect();
     let mut layers = Vec::new();
     for (name, value) in vars {
@@ -64,7 +65,7 @@ pub(super) fn layers(vars: &[(OsString, OsString)]) -> Result<Vec<(String, Dict)
             Error::config(format!("environment variable {name} is not valid UTF-8"))
         })?;
         let dict = match (known, options_key) {
-            (Some((_, key, kind)), _) => keys::dict_at(key, read(value, *kind)),
+            (Some((_, key, kind)), _) => schema::dict_at(key, read(value, *kind)),
             (None, Some(rest)) => {
                 let (driver, key) = rest
                     .split_once("__")
@@ -74,10 +75,21 @@ pub(super) fn layers(vars: &[(OsString, OsString)]) -> Result<Vec<(String, Dict)
                             "environment variable {name}: expected SERVICEGROUP_OPTIONS__<DRIVER>__<KEY>"
                         ))
                     })?;
-                let key = format!("options.{}.{}", driver.to_lowercase(), key.to_lowercase());
-                // Third-party options: parsed the way figment parses environment values.
-                let value = value.parse::<Value>().unwrap_or_else(|e| match e {});
-                keys::dict_at(&key, value)
+                let (driver, key) = (driver.to_lowercase(), key.to_lowercase());
+                let value = match schema.table_of_driver(&driver) {
+                    // A driver's declared table: read by the key's kind, like its own variable.
+                    Some(table) => {
+                        let kind = table
+                            .leaves
+                            .iter()
+                            .find(|(k, _)| *k == key)
+                            .map_or(Kind::Text, |(_, kind)| *kind);
+                        read(value, kind)
+                    }
+                    // Undeclared options: parsed the way figment parses environment values.
+                    None => value.parse::<Value>().unwrap_or_else(|e| match e {}),
+                };
+                schema::dict_at(&format!("{OPTIONS}.{driver}.{key}"), value)
             }
             (None, None) => continue,
         };

@@ -3,21 +3,25 @@
 //! Detection, by content first (the extension alone decides only for `.toml`):
 //!
 //! 1. A file named `*.toml` is TOML.
-//! 2. A file with a `[DEFAULT]`, `[database]` or `[cache]` section header (Nova's
-//!    sections; our TOML has no such tables) is a nova.conf INI.
+//! 2. A file with a `[DEFAULT]` section header, or a header of a section some linked
+//!    driver reads from nova.conf (`[database]` for db, `[cache]` for mc; our TOML has
+//!    no such tables), is a nova.conf INI.
 //! 3. Otherwise a file that parses as TOML is TOML.
 //! 4. A file that does not parse as TOML is read as a nova.conf INI fragment only when
-//!    it uses none of our tables (`[db]`, `[mc]`, `[inproc]`, `[options.*]`) and none of
-//!    our TOML-only keys (`driver`, `call_timeout`, `watch_interval`) before its first
-//!    section; then it is plainly not our TOML. Every other file gets the TOML
-//!    parse error, with line and column, so a broken TOML file is reported as such.
+//!    it uses none of our tables (every linked driver's, such as `[db]`, `[mc]`,
+//!    `[inproc]`, and `[options.*]`) and none of our TOML-only keys (`driver`,
+//!    `call_timeout`, `watch_interval`) before its first section; then it is plainly
+//!    not our TOML. Every other file gets the TOML parse error, with line and column,
+//!    so a broken TOML file is reported as such.
 
 use std::path::Path;
 
 use figment::providers::{Format, Toml};
 use figment::value::Dict;
 
-use super::{ini, redact};
+use super::ini;
+use crate::config::redact;
+use crate::config::schema::{Schema, OPTIONS};
 use crate::error::{Error, Result};
 
 /// The format a configuration file was read as.
@@ -29,15 +33,14 @@ pub(super) enum FileFormat {
     NovaIni,
 }
 
-/// Nova's sections that servicegroup reads; their presence marks a nova.conf.
-const NOVA_SECTIONS: &[&str] = &["DEFAULT", "database", "cache"];
-/// Our TOML tables.
-const OUR_TABLES: &[&str] = &["db", "mc", "inproc", "options"];
+/// nova.conf's section of general options; its presence marks a nova.conf (so do
+/// the sections the linked drivers declare nova.conf options in).
+const DEFAULT_SECTION: &str = "DEFAULT";
 /// Top-level keys of our TOML that Nova does not have.
 const OUR_TOML_ONLY_KEYS: &[&str] = &["driver", "call_timeout", "watch_interval"];
 
 /// Reads and parses the file at `path` into a dictionary shaped like [`crate::Config`].
-pub(super) fn read(path: &Path) -> Result<(FileFormat, Dict)> {
+pub(super) fn read(path: &Path, schema: &Schema) -> Result<(FileFormat, Dict)> {
     let bytes = std::fs::read(path).map_err(|e| {
         Error::config(format!(
             "cannot read configuration file {}: {e}",
@@ -53,22 +56,23 @@ pub(super) fn read(path: &Path) -> Result<(FileFormat, Dict)> {
         ))
     })?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    parse(path, text)
+    parse(path, text, schema)
 }
 
-fn parse(path: &Path, text: &str) -> Result<(FileFormat, Dict)> {
+fn parse(path: &Path, text: &str, schema: &Schema) -> Result<(FileFormat, Dict)> {
     let toml_by_name = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("toml"));
     let headers = section_headers(text);
-    if !toml_by_name && headers.iter().any(|h| is_nova_section(h)) {
-        return Ok((FileFormat::NovaIni, ini::read(path, text)?));
+    let nova_sections = schema.nova_sections();
+    if !toml_by_name && headers.iter().any(|h| is_nova_section(h, &nova_sections)) {
+        return Ok((FileFormat::NovaIni, ini::read(path, text, schema)?));
     }
     match Toml::from_str::<Dict>(text) {
         Ok(dict) => Ok((FileFormat::Toml, dict)),
         Err(toml_error) => {
-            if !toml_by_name && is_nova_fragment(text, &headers) {
-                if let Ok(dict) = ini::read(path, text) {
+            if !toml_by_name && is_nova_fragment(text, &headers, schema) {
+                if let Ok(dict) = ini::read(path, text, schema) {
                     tracing::debug!(
                         path = %path.display(),
                         "not TOML and none of our tables or keys: read as a nova.conf-style INI file"
@@ -76,17 +80,14 @@ fn parse(path: &Path, text: &str) -> Result<(FileFormat, Dict)> {
                     return Ok((FileFormat::NovaIni, dict));
                 }
             }
-            Err(describe_toml_error(path, text, &toml_error))
+            Err(describe_toml_error(path, text, &toml_error, &nova_sections))
         }
     }
 }
 
-fn is_nova_section(name: &str) -> bool {
+fn is_nova_section(name: &str, nova_sections: &[String]) -> bool {
     // oslo.config lowercases section names, except DEFAULT, which is exact.
-    name == "DEFAULT"
-        || NOVA_SECTIONS[1..]
-            .iter()
-            .any(|s| name.eq_ignore_ascii_case(s))
+    name == DEFAULT_SECTION || nova_sections.iter().any(|s| name.eq_ignore_ascii_case(s))
 }
 
 /// The names of the `[section]` headers (not `[[array]]` headers), trimmed.
@@ -102,10 +103,10 @@ fn section_headers(text: &str) -> Vec<&str> {
         .collect()
 }
 
-fn is_nova_fragment(text: &str, headers: &[&str]) -> bool {
+fn is_nova_fragment(text: &str, headers: &[&str], schema: &Schema) -> bool {
     let our_table = headers.iter().any(|h| {
         let table = h.split('.').next().unwrap_or(h).trim().trim_matches('"');
-        OUR_TABLES.contains(&table)
+        table == OPTIONS || schema.table(table).is_some()
     });
     let our_key = text
         .lines()
@@ -115,7 +116,12 @@ fn is_nova_fragment(text: &str, headers: &[&str]) -> bool {
     !our_table && !our_key
 }
 
-fn describe_toml_error(path: &Path, text: &str, error: &<Toml as Format>::Error) -> Error {
+fn describe_toml_error(
+    path: &Path,
+    text: &str,
+    error: &<Toml as Format>::Error,
+    nova_sections: &[String],
+) -> Error {
     let position = error
         .span()
         .map(|span| {
@@ -135,9 +141,15 @@ fn describe_toml_error(path: &Path, text: &str, error: &<Toml as Format>::Error)
         .collect::<Vec<_>>()
         .join("; ");
     let message = redact::redact_text(&message);
+    let mut sections = vec![format!("[{DEFAULT_SECTION}]")];
+    sections.extend(nova_sections.iter().map(|s| format!("[{s}]")));
+    let sections = match sections.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => sections.join(""),
+    };
     Error::config(format!(
         "configuration file {} is not valid TOML{position}: {message} \
-         (a nova.conf-style INI file is recognised by a [DEFAULT], [database] or [cache] section)",
+         (a nova.conf-style INI file is recognised by a {sections} section)",
         path.display()
     ))
 }
@@ -146,8 +158,37 @@ fn describe_toml_error(path: &Path, text: &str, error: &<Toml as Format>::Error)
 mod tests {
     use super::*;
 
+    use crate::config::{DriverConfig, DriverTable, NovaOption};
+
+    #[derive(Default, serde::Serialize, serde::Deserialize)]
+    #[serde(default)]
+    struct Db {
+        url: Option<String>,
+    }
+    impl DriverTable for Db {}
+
+    #[derive(Default, serde::Serialize, serde::Deserialize)]
+    #[serde(default)]
+    struct Mc {
+        servers: Vec<String>,
+    }
+    impl DriverTable for Mc {}
+
+    const DB: DriverConfig =
+        DriverConfig::new::<Db>("db").nova(&[NovaOption::new("database", "connection", "url")]);
+    const MC: DriverConfig = DriverConfig::new::<Mc>("mc").nova(&[NovaOption::new(
+        "cache",
+        "memcache_servers",
+        "servers",
+    )]);
+
+    /// Core with two drivers declaring what db and mc declare.
+    fn schema() -> Schema {
+        Schema::build([("db", DB), ("mc", MC)])
+    }
+
     fn format_of(name: &str, text: &str) -> Result<FileFormat> {
-        parse(Path::new(name), text).map(|(f, _)| f)
+        parse(Path::new(name), text, &schema()).map(|(f, _)| f)
     }
 
     #[test]
@@ -172,6 +213,15 @@ mod tests {
         ] {
             let err = format_of(name, text).unwrap_err().to_string();
             assert!(err.contains("not valid TOML at line"), "{name}: {err}");
+            assert!(
+                err.contains("recognised by a [DEFAULT], [cache] or [database] section"),
+                "{err}"
+            );
         }
+        // Core alone knows only [DEFAULT].
+        let err = parse(Path::new("a.toml"), "x = [", &Schema::build([]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("recognised by a [DEFAULT] section"), "{err}");
     }
 }

@@ -13,9 +13,10 @@
 //! | `[DEFAULT] servicegroup_driver` | `driver` |
 //! | `[DEFAULT] report_interval` | `report_interval` |
 //! | `[DEFAULT] service_down_time` | `service_down_time` |
-//! | `[DEFAULT] memcached_servers` | `mc.servers` |
-//! | `[cache] memcache_servers` | `mc.servers`, when `[DEFAULT] memcached_servers` is not set |
-//! | `[database] connection` | `db.url` |
+//! | what each linked driver declares ([`NovaOption`](crate::config::NovaOption)) | a key of its table |
+//!
+//! (The db driver declares `[database] connection` → `db.url`; the mc driver
+//! `[DEFAULT] memcached_servers`, else `[cache] memcache_servers` → `mc.servers`.)
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,45 +24,81 @@ use std::path::Path;
 use figment::value::{Dict, Value};
 use ini::{Ini, ParseOption};
 
+use crate::config::schema::{Kind, Schema};
 use crate::error::{Error, Result};
 
 const DEFAULT: &str = "DEFAULT";
 
-/// Reads a nova.conf-style file into a dictionary shaped like [`crate::Config`].
-pub(super) fn read(path: &Path, text: &str) -> Result<Dict> {
+/// Core's own nova.conf options: `[DEFAULT] <option>` → key.
+const COMMON: &[(&str, &str)] = &[
+    ("servicegroup_driver", "driver"),
+    ("report_interval", "report_interval"),
+    ("service_down_time", "service_down_time"),
+];
+
+/// Reads a nova.conf-style file into a dictionary shaped like our configuration.
+pub(super) fn read(path: &Path, text: &str, schema: &Schema) -> Result<Dict> {
     let options = options(path, text)?;
     let get = |section: &str, key: &str| -> Option<&str> {
+        let section = if section == DEFAULT {
+            DEFAULT.to_owned()
+        } else {
+            section.to_lowercase()
+        };
         options
-            .get(&(section.to_owned(), key.to_owned()))
+            .get(&(section, key.to_owned()))
             .and_then(|v| v.as_deref())
     };
 
     let mut dict = Dict::new();
-    let mut put = |key: &str, value: Value| {
-        dict.insert(key.to_owned(), value);
-    };
-    if let Some(v) = get(DEFAULT, "servicegroup_driver") {
-        put("driver", Value::from(v));
-    }
-    for key in ["report_interval", "service_down_time"] {
-        if let Some(v) = get(DEFAULT, key) {
-            put(key, Value::from(v));
+    for (option, key) in COMMON {
+        if let Some(v) = get(DEFAULT, option) {
+            dict.insert((*key).to_owned(), Value::from(v));
         }
     }
-    if let Some(v) = get("database", "connection") {
-        put("db", table("url", Value::from(v)));
-    }
-    let servers = get(DEFAULT, "memcached_servers").or_else(|| get("cache", "memcache_servers"));
-    if let Some(v) = servers {
-        put("mc", table("servers", Value::from(list(v))));
+    for table in schema.tables() {
+        let mut values = Dict::new();
+        // The first declared option that is set wins for its key.
+        for nova in table.decl.nova_options() {
+            if values.contains_key(nova.key()) {
+                continue;
+            }
+            let Some(v) = get(nova.section(), nova.option()) else {
+                continue;
+            };
+            let is_list = nova.is_list()
+                || table
+                    .leaves
+                    .iter()
+                    .any(|(k, kind)| k == nova.key() && *kind == Kind::List);
+            let value = if is_list {
+                Value::from(list(v))
+            } else {
+                Value::from(v)
+            };
+            values.insert(nova.key().to_owned(), value);
+        }
+        if !values.is_empty() {
+            // Dotted keys (`tls.cert`) become nested tables.
+            let mut nested = Dict::new();
+            for (key, value) in values {
+                merge_into(&mut nested, crate::config::schema::dict_at(&key, value));
+            }
+            dict.insert(table.name.to_owned(), Value::from(nested));
+        }
     }
     Ok(dict)
 }
 
-fn table(key: &str, value: Value) -> Value {
-    let mut dict = Dict::new();
-    dict.insert(key.to_owned(), value);
-    Value::from(dict)
+fn merge_into(into: &mut Dict, from: Dict) {
+    for (key, value) in from {
+        match (into.get_mut(&key), value) {
+            (Some(Value::Dict(_, existing)), Value::Dict(_, inner)) => merge_into(existing, inner),
+            (_, value) => {
+                into.insert(key, value);
+            }
+        }
+    }
 }
 
 /// Every option of the file: `(section, key)` → its last value, `None` for `<None>`.

@@ -8,7 +8,7 @@
 use figment::value::{Dict, Map};
 use figment::{Metadata, Profile, Provider, Source};
 
-use super::Origin;
+use crate::config::origin::Origin;
 
 const DEFAULT: &str = "default";
 const FILE: &str = "file";
@@ -16,13 +16,13 @@ const ENV: &str = "env";
 const OVERRIDE: &str = "override";
 
 /// A dictionary of values from one [`Origin`].
-pub(super) struct Layer {
+pub(crate) struct Layer {
     origin: Origin,
     dict: Dict,
 }
 
 impl Layer {
-    pub(super) fn new(origin: Origin, dict: Dict) -> Self {
+    pub(crate) fn new(origin: Origin, dict: Dict) -> Self {
         Self { origin, dict }
     }
 }
@@ -43,7 +43,7 @@ impl Provider for Layer {
 }
 
 /// The [`Origin`] of a layer's metadata (`None` for metadata no [`Layer`] made).
-pub(super) fn origin_of(metadata: &Metadata) -> Option<Origin> {
+pub(crate) fn origin_of(metadata: &Metadata) -> Option<Origin> {
     match (metadata.name.as_ref(), &metadata.source) {
         (DEFAULT, _) => Some(Origin::Default),
         (FILE, Some(Source::File(path))) => Some(Origin::File(path.clone())),

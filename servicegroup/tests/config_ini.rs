@@ -1,9 +1,32 @@
 //! Reading nova.conf-style INI files as-is.
+// The keys of every bundled driver: needs all of them linked.
+#![cfg(all(feature = "db", feature = "mc", feature = "inproc"))]
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use servicegroup_core::{ConfigLoader, ErrorKind, Origin};
+use servicegroup::db::DbConfig;
+use servicegroup::inproc::InprocConfig;
+use servicegroup::mc::McConfig;
+use servicegroup::{Config, ConfigLoader, ErrorKind, Origin, Value};
+
+/// The db driver's table of `c`, read as the driver reads it.
+#[allow(dead_code)]
+fn db(c: &Config) -> DbConfig {
+    c.driver_config("db").unwrap()
+}
+
+/// The mc driver's table of `c`.
+#[allow(dead_code)]
+fn mc(c: &Config) -> McConfig {
+    c.driver_config("mc").unwrap()
+}
+
+/// The inproc driver's table of `c`.
+#[allow(dead_code)]
+fn inproc(c: &Config) -> InprocConfig {
+    c.driver_config("inproc").unwrap()
+}
 
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
     let path = dir.path().join(name);
@@ -59,16 +82,16 @@ fn nova_conf_is_read_as_is() {
     assert_eq!(c.service_down_time, Duration::from_secs(30));
     // DEFAULT memcached_servers (multi-line list) wins over [cache] memcache_servers.
     assert_eq!(
-        c.mc.servers,
+        mc(c).servers,
         ["10.0.0.1:11211", "10.0.0.2:11211", "10.0.0.3:11211"]
     );
     assert_eq!(
-        c.db.url.as_ref().unwrap().expose(),
+        db(c).url.unwrap().expose(),
         "mysql+pymysql://nova:Sup3rS3cret@controller/nova?charset=utf8"
     );
     // Not mapped: defaults.
     assert_eq!(c.call_timeout, Duration::from_secs(10));
-    assert_eq!(c.db.pool_size, 8);
+    assert_eq!(db(c).pool_size, 8);
 
     let file = Origin::File(path.clone());
     for key in [
@@ -103,7 +126,7 @@ fn keys_before_any_section_are_default() {
     assert_eq!(c.driver, "inproc");
     assert_eq!(c.report_interval, Duration::from_secs(3));
     assert_eq!(
-        c.db.url.unwrap().expose(),
+        db(&c).url.unwrap().expose(),
         "sqlite:////var/lib/nova/nova.sqlite"
     );
 }
@@ -135,7 +158,7 @@ fn none_means_unset_and_cache_servers_are_the_fallback() {
     assert_eq!(loaded.origin("driver"), Some(&Origin::Default));
     // The last value is `<None>`: unset, so the default.
     assert_eq!(loaded.config.report_interval, Duration::from_secs(10));
-    assert_eq!(loaded.config.mc.servers, ["a:11211", "b:11211"]);
+    assert_eq!(mc(&loaded.config).servers, ["a:11211", "b:11211"]);
     assert_eq!(loaded.origin("mc.servers"), Some(&Origin::File(path)));
 }
 
@@ -148,7 +171,7 @@ fn section_names_are_case_insensitive_except_default() {
         "[DEFAULT]\n[Database]\nconnection = sqlite:///x.db\n[default]\nreport_interval = 1\n",
     );
     let c = ConfigLoader::new().file(&path).load().unwrap().config;
-    assert_eq!(c.db.url.unwrap().expose(), "sqlite:///x.db");
+    assert_eq!(db(&c).url.unwrap().expose(), "sqlite:///x.db");
     // `[default]` is not `[DEFAULT]` (oslo.config: another, unknown section).
     assert_eq!(c.report_interval, Duration::from_secs(10));
 }
@@ -222,7 +245,7 @@ fn windows_paths_and_odd_passwords_survive() {
     );
     let c = ConfigLoader::new().file(&path).load().unwrap().config;
     assert_eq!(
-        c.db.url.unwrap().expose(),
+        db(&c).url.unwrap().expose(),
         r"sqlite:///C:\nova\x41\nova.sqlite"
     );
 
@@ -232,7 +255,10 @@ fn windows_paths_and_odd_passwords_survive() {
         "[database]\nconnection = \"mysql://nova:p#ss;w'rd@db/nova\"\n",
     );
     let c = ConfigLoader::new().file(&path).load().unwrap().config;
-    assert_eq!(c.db.url.unwrap().expose(), "mysql://nova:p#ss;w'rd@db/nova");
+    assert_eq!(
+        db(&c).url.unwrap().expose(),
+        "mysql://nova:p#ss;w'rd@db/nova"
+    );
 }
 
 #[test]

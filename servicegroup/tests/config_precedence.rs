@@ -1,12 +1,35 @@
 //! Precedence (defaults < file < environment < overrides), origins, overrides from
 //! code and flags, and Nova's `service_down_time` rule.
+// The keys of every bundled driver: needs all of them linked.
+#![cfg(all(feature = "db", feature = "mc", feature = "inproc"))]
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
-use servicegroup_core::{ConfigLoader, ErrorKind, Origin};
+use servicegroup::db::DbConfig;
+use servicegroup::inproc::InprocConfig;
+use servicegroup::mc::McConfig;
+use servicegroup::{Config, ConfigLoader, ErrorKind, Origin, Value};
+
+/// The db driver's table of `c`, read as the driver reads it.
+#[allow(dead_code)]
+fn db(c: &Config) -> DbConfig {
+    c.driver_config("db").unwrap()
+}
+
+/// The mc driver's table of `c`.
+#[allow(dead_code)]
+fn mc(c: &Config) -> McConfig {
+    c.driver_config("mc").unwrap()
+}
+
+/// The inproc driver's table of `c`.
+#[allow(dead_code)]
+fn inproc(c: &Config) -> InprocConfig {
+    c.driver_config("inproc").unwrap()
+}
 
 /// The leaf keys every origins map has (the list; `Config` may grow more).
 const KEYS: [&str; 11] = [
@@ -52,8 +75,8 @@ fn file_then_env_then_override() {
     assert_eq!(c.report_interval, Duration::from_secs(6));
     assert_eq!(c.service_down_time, Duration::from_secs(50));
     assert_eq!(c.call_timeout, Duration::from_secs(4));
-    assert_eq!(c.db.pool_size, 3);
-    assert_eq!(c.db.timeout, Duration::from_secs(5));
+    assert_eq!(db(c).pool_size, 3);
+    assert_eq!(db(c).timeout, Duration::from_secs(5));
 
     let file = Origin::File(path);
     let o = |k: &str| loaded.origin(k).cloned().unwrap();

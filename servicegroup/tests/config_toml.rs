@@ -1,10 +1,33 @@
 //! Loading our own TOML files: every key, the alias, options tables, and every
 //! error naming the key and the file.
+// The keys of every bundled driver: needs all of them linked.
+#![cfg(all(feature = "db", feature = "mc", feature = "inproc"))]
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use servicegroup_core::{ConfigLoader, ErrorKind, Origin};
+use servicegroup::db::DbConfig;
+use servicegroup::inproc::InprocConfig;
+use servicegroup::mc::McConfig;
+use servicegroup::{Config, ConfigLoader, ErrorKind, Origin, Value};
+
+/// The db driver's table of `c`, read as the driver reads it.
+#[allow(dead_code)]
+fn db(c: &Config) -> DbConfig {
+    c.driver_config("db").unwrap()
+}
+
+/// The mc driver's table of `c`.
+#[allow(dead_code)]
+fn mc(c: &Config) -> McConfig {
+    c.driver_config("mc").unwrap()
+}
+
+/// The inproc driver's table of `c`.
+#[allow(dead_code)]
+fn inproc(c: &Config) -> InprocConfig {
+    c.driver_config("inproc").unwrap()
+}
 
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
     let path = dir.path().join(name);
@@ -58,19 +81,19 @@ retries = 3
     assert_eq!(c.service_down_time, Duration::from_millis(1500));
     assert_eq!(c.call_timeout, Duration::from_secs(2));
     assert_eq!(c.watch_interval, Some(Duration::from_millis(100)));
-    let url = c.db.url.as_ref().unwrap();
+    let url = db(c).url.unwrap();
     assert_eq!(url.expose(), "postgres://nova:s3cr3t@db.example:5432/nova");
-    assert_eq!(c.db.pool_size, 16);
-    assert_eq!(c.db.timeout, Duration::from_secs(3));
-    assert_eq!(c.mc.servers, ["10.0.0.1:11211", "10.0.0.2:11211"]);
-    assert_eq!(c.mc.timeout, Duration::from_millis(500));
-    assert_eq!(c.inproc.name, "tests");
-    let mine = &c.options["mine"];
-    assert_eq!(mine["endpoint"].as_str(), Some("http://x"));
+    assert_eq!(db(c).pool_size, 16);
+    assert_eq!(db(c).timeout, Duration::from_secs(3));
+    assert_eq!(mc(c).servers, ["10.0.0.1:11211", "10.0.0.2:11211"]);
+    assert_eq!(mc(c).timeout, Duration::from_millis(500));
+    assert_eq!(inproc(c).name, "tests");
+    let mine = c.options("mine").unwrap();
     assert_eq!(
-        mine["retries"].to_num().and_then(|n| n.to_u128_lossy()),
-        Some(3)
+        mine.get("endpoint").and_then(Value::as_str),
+        Some("http://x")
     );
+    assert_eq!(mine.get("retries").and_then(Value::as_u64), Some(3));
 
     for key in [
         "driver",
@@ -100,7 +123,7 @@ fn empty_file_gives_defaults() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(&dir, "empty.toml", "");
     let loaded = ConfigLoader::new().file(&path).load().unwrap();
-    assert_eq!(loaded.config, servicegroup_core::Config::default());
+    assert_eq!(loaded.config, Config::default());
     assert!(loaded.origins.values().all(|o| *o == Origin::Default));
 }
 
@@ -244,8 +267,8 @@ fn windows_paths_survive() {
     );
     let c = ConfigLoader::new().file(&path).load().unwrap().config;
     assert_eq!(
-        c.db.url.unwrap().expose(),
+        db(&c).url.unwrap().expose(),
         r"sqlite:///C:\ProgramData\nova\nova.sqlite"
     );
-    assert_eq!(c.inproc.name, r"C:\x\y");
+    assert_eq!(inproc(c).name, r"C:\x\y");
 }
