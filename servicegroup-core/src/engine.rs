@@ -10,7 +10,7 @@
 //!   together spread their writes over the interval instead of writing at once.
 //! - A tick that finds the previous one still running is skipped, not piled up.
 //! - Every driver call has core's `call_timeout`.
-//! - A failure is logged once at WARN ("lost connection to <driver> backend"),
+//! - A failure is logged once at WARN (`lost connection to <driver> backend`),
 //!   the recovery once at INFO; the loop never ends while the handle lives.
 //! - Members the driver reports missing are registered again (logged once per tick),
 //!   unless another instance registered them meanwhile.

@@ -8,7 +8,7 @@
 //! - values at most [`MAX_VALUE_LEN`] bytes of UTF-8 (any characters);
 //! - keys and values together at most [`MAX_TOTAL_LEN`] bytes.
 //!
-//! Anything else is an [`ErrorKind::InvalidMetadata`](crate::ErrorKind::InvalidMetadata)
+//! Anything else is an [`ErrorKind::InvalidMetadata`]
 //! error naming the key and the rule. Nothing is ever truncated.
 
 use std::collections::BTreeMap;

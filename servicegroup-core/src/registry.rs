@@ -126,19 +126,20 @@ impl Registry {
         })
     }
 
-    /// Builds the driver `config.driver` names from `config`. A driver that reports a
-    /// [`Driver::name`] other than the name it is registered under is refused with a
-    /// `Config` error (its errors and the registry would disagree about what it is).
+    /// Builds the driver `config.driver` names from `config`.
+    ///
+    /// A factory whose driver reports a [`Driver::name`] other than the name it is
+    /// registered under is refused with a `Config` error naming both: core tags every
+    /// error and log line with the driver's name, so the two must agree.
     pub async fn build(config: &Config) -> Result<Arc<dyn Driver>> {
         let factory = Self::get(&config.driver)?;
         let driver = (factory.build)(config.clone()).await?;
         if driver.name() != factory.name {
             return Err(Error::config(format!(
-                "the driver registered as {:?} reports the name {:?}; a driver's `Driver::name` must be the name it is registered under",
+                "the driver registered as {:?} reports the name {:?}: a driver's `name()` must be the name it is registered under",
                 factory.name,
                 driver.name()
-            ))
-            .with_driver(factory.name));
+            )));
         }
         Ok(driver)
     }

@@ -1,6 +1,6 @@
 //! [`Watch`]: membership events of one group, built on the group listing.
 //!
-//! A watch polls [`ServiceGroup::members`] every interval and diffs it against the
+//! A watch polls [`crate::ServiceGroup::members`] every interval and diffs it against the
 //! previous listing, so it works on every driver. Each transition is reported
 //! exactly once: a member that appears is [`EventKind::Joined`] (followed by
 //! [`EventKind::Down`] if it appears down), one that disappears is
