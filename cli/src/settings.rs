@@ -2,8 +2,7 @@
 //! rendering it for `servicegroup config`.
 
 use servicegroup::config::duration;
-use servicegroup::{Config, ConfigLoader, LoadedConfig, Origin};
-use std::collections::BTreeMap;
+use servicegroup::{Config, ConfigLoader, LoadedConfig, Origin, Value};
 
 /// The environment variable naming a configuration file when `--config` is not given.
 pub const CONFIG_VAR: &str = "SERVICEGROUP_CONFIG";
@@ -58,27 +57,21 @@ pub struct Line {
     pub origin: String,
 }
 
-/// The effective configuration as key/value/origin lines. Values come from the
-/// config's serialization, which masks secrets (`DatabaseUrl` serializes redacted).
+/// The effective configuration as key/value/origin lines: core's keys and every key of
+/// every linked driver's table (third-party drivers' included), from the configuration's
+/// masked view, so secrets are already masked (a declared secret as `***`, a URL's
+/// password as `***`). Values are JSON, as `serde_json` writes them.
 pub fn lines(loaded: &LoadedConfig) -> Result<Vec<Line>, Failure> {
-    let value = serde_json::to_value(&loaded.config)
-        .map_err(|e| Failure::msg(format!("cannot render the configuration: {e}")))?;
-    let mut flat = BTreeMap::new();
-    flatten("", &value, &mut flat);
-    // Keys without a value (unset options) still show, as `<none>`.
-    for key in ["watch_interval", "db.url"] {
-        flat.entry(key.to_owned())
-            .or_insert(serde_json::Value::Null);
-    }
-    let mut out = Vec::new();
-    for (key, value) in flat {
-        let origin = origin_text(lookup_origin(loaded, &key));
-        out.push(Line {
-            value: render(&key, &value, &loaded.config),
-            key,
-            origin,
-        });
-    }
+    let out = loaded
+        .config
+        .entries()
+        .into_iter()
+        .map(|entry| Line {
+            value: render(&entry.key, entry.value.as_ref(), &loaded.config),
+            origin: origin_text(lookup_origin(loaded, &entry.key)),
+            key: entry.key,
+        })
+        .collect();
     Ok(out)
 }
 
@@ -93,31 +86,13 @@ fn lookup_origin<'a>(loaded: &'a LoadedConfig, key: &str) -> Option<&'a Origin> 
     }
 }
 
-fn flatten(prefix: &str, value: &serde_json::Value, out: &mut BTreeMap<String, serde_json::Value>) {
-    match value {
-        serde_json::Value::Object(map) if !map.is_empty() => {
-            for (k, v) in map {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                flatten(&key, v, out);
-            }
-        }
-        other => {
-            out.insert(prefix.to_owned(), other.clone());
-        }
-    }
-}
-
-fn render(key: &str, value: &serde_json::Value, config: &Config) -> String {
+fn render(key: &str, value: Option<&Value>, config: &Config) -> String {
     match (key, value) {
-        ("db.url", serde_json::Value::Null) => match default_db_location() {
+        ("db.url", None) => match default_db_location() {
             Some(location) => format!("<none> (embedded default: {location})"),
             None => "<none>".to_owned(),
         },
-        ("service_down_time", _) => {
+        ("service_down_time", Some(value)) => {
             let effective = config.effective_service_down_time();
             let shown = value.to_string();
             if effective != config.service_down_time {
@@ -129,8 +104,8 @@ fn render(key: &str, value: &serde_json::Value, config: &Config) -> String {
                 shown
             }
         }
-        (_, serde_json::Value::Null) => "<none>".to_owned(),
-        (_, v) => v.to_string(),
+        (_, None) => "<none>".to_owned(),
+        (_, Some(v)) => v.to_string(),
     }
 }
 
@@ -142,7 +117,7 @@ fn default_db_location() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use servicegroup::DatabaseUrl;
+    use std::collections::BTreeMap;
     use std::time::Duration;
 
     fn loaded(config: Config) -> LoadedConfig {
@@ -155,7 +130,9 @@ mod tests {
     #[test]
     fn secrets_are_masked_and_origins_shown() {
         let mut config = Config::with_driver("db");
-        config.db.url = Some(DatabaseUrl::new("postgres://nova:s3cret@db:5432/nova"));
+        config
+            .set("db.url", "postgres://nova:s3cret@db:5432/nova")
+            .unwrap();
         let mut l = loaded(config);
         l.origins
             .insert("db.url".into(), Origin::Env("SERVICEGROUP_DB__URL".into()));
@@ -171,6 +148,17 @@ mod tests {
         let ri = lines.iter().find(|l| l.key == "report_interval").unwrap();
         assert_eq!(ri.origin, "default");
         assert_eq!(ri.value, "\"10s\"");
+        // Every linked driver's keys are listed.
+        for key in [
+            "db.pool_size",
+            "db.timeout",
+            "mc.servers",
+            "mc.timeout",
+            "mc.prefix",
+            "inproc.name",
+        ] {
+            assert!(lines.iter().any(|l| l.key == key), "{key} missing");
+        }
     }
 
     #[test]

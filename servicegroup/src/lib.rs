@@ -11,6 +11,12 @@
 //!   spirit of sqlx: a build only compiles the backends it names. A `[db] url`
 //!   whose backend is not compiled in is a `Config` error naming the feature.
 //! - `inproc`: the in-process driver.
+//! - `mc`: the memcached driver (links `inproc` too).
+//!
+//! Each driver owns its configuration table (`[db]`, `[mc]`, `[inproc]`) and declares
+//! it with its registration; the typed options are re-exported here as [`DbConfig`],
+//! [`McConfig`] and [`InprocConfig`] for the enabled drivers. Set a driver's key with
+//! [`Config::set`] and read its table with [`Config::driver_config`].
 //!
 //! A driver crate must be named somewhere in the final program or the linker drops
 //! it and its registration; this crate names every enabled one.
@@ -23,7 +29,7 @@
 //!
 //! // The db driver; without a URL it uses a SQLite file in ~/.local/state/servicegroup/.
 //! let mut config = Config::with_driver("db");
-//! config.db.url = Some("sqlite::memory:".into());
+//! config.set("db.url", "sqlite::memory:")?;
 //! let sg = ServiceGroup::connect(config).await?;
 //! let me = sg.join("compute", "host-1").await?;
 //! assert!(sg.is_up("compute", "host-1").await?);
@@ -40,11 +46,20 @@ pub use servicegroup_core::*;
 /// The `db` driver crate (feature `db`; backends `sqlite`, `postgres`, `mysql`).
 #[cfg(feature = "db")]
 pub use servicegroup_driver_db as db;
+/// `[db]`: the db driver's options (feature `db`).
+#[cfg(feature = "db")]
+pub use servicegroup_driver_db::DbConfig;
 
 /// The `inproc` driver crate (feature `inproc`).
 #[cfg(feature = "inproc")]
 pub use servicegroup_driver_inproc as inproc;
+/// `[inproc]`: the inproc driver's options (feature `inproc`).
+#[cfg(feature = "inproc")]
+pub use servicegroup_driver_inproc::InprocConfig;
 
 /// The `mc` driver crate (feature `mc`): memcached, one or several servers.
 #[cfg(feature = "mc")]
 pub use servicegroup_driver_mc as mc;
+/// `[mc]`: the mc driver's options (feature `mc`).
+#[cfg(feature = "mc")]
+pub use servicegroup_driver_mc::McConfig;

@@ -1,0 +1,52 @@
+//! `[db]`: the database driver's options, declared with its registration: the table,
+//! its secret (`url`) and the nova.conf option that feeds it (`[database] connection`).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use servicegroup_core::config::{duration, DriverConfig, DriverTable, InvalidKey, NovaOption};
+use servicegroup_core::DatabaseUrl;
+
+/// The table this driver reads: `[db]`, `SERVICEGROUP_DB__*`, and nova.conf's
+/// `[database] connection` as `db.url`. `db.url` is secret: it is shown with its
+/// password masked and never appears in errors, logs or `Debug`.
+pub const CONFIG: DriverConfig = DriverConfig::new::<DbConfig>(crate::NAME)
+    .secrets(&["url"])
+    .nova(&[NovaOption::new("database", "connection", "url")]);
+
+/// `[db]`: the database driver's options.
+///
+/// Set from code with `config.set("db.url", "postgres://...")?`; read with
+/// `config.driver_config::<DbConfig>("db")?`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
+pub struct DbConfig {
+    /// Database URL (`sqlite://path`, `postgres://...`, `mysql://...`, Nova's SQLAlchemy
+    /// forms). `None`: the embedded default, a SQLite file in the state directory.
+    pub url: Option<DatabaseUrl>,
+    /// Connections in the pool. Default 8.
+    pub pool_size: u32,
+    /// Connect, query and pool-checkout timeout. Default 5 s.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+}
+
+impl Default for DbConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            pool_size: 8,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl DriverTable for DbConfig {
+    fn check(&self) -> Result<(), InvalidKey> {
+        if self.url.as_ref().is_some_and(|u| u.expose().trim().is_empty()) {
+            return Err(InvalidKey::new("url", "must not be empty"));
+        }
+        Ok(())
+    }
+}
