@@ -161,6 +161,46 @@ mod tests {
         }
     }
 
+    /// A third party's driver linked into the binary: its table shows like the
+    /// bundled ones, with origins and its secret masked.
+    #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct ThirdParty {
+        endpoint: String,
+        api_key: Option<String>,
+    }
+
+    impl servicegroup::DriverTable for ThirdParty {}
+
+    servicegroup::register_driver! {
+        name: "thirdparty",
+        description: "test driver declaring [thirdparty]",
+        config: servicegroup::DriverConfig::new::<ThirdParty>("thirdparty").secrets(&["api_key"]),
+        build: |_config: Config| Box::pin(async move {
+            Err(servicegroup::Error::unavailable("never built"))
+        }),
+    }
+
+    #[test]
+    fn third_party_tables_show_with_origins_and_masked_secrets() {
+        let loaded = ConfigLoader::new()
+            .env_from([
+                ("SERVICEGROUP_THIRDPARTY__ENDPOINT", "https://tp.example"),
+                ("SERVICEGROUP_THIRDPARTY__API_KEY", "k-Very-Secret-1"),
+            ])
+            .load()
+            .unwrap();
+        let lines = lines(&loaded).unwrap();
+        let line = |key: &str| lines.iter().find(|l| l.key == key).unwrap().clone();
+        let endpoint = line("thirdparty.endpoint");
+        assert_eq!(endpoint.value, "\"https://tp.example\"");
+        assert_eq!(endpoint.origin, "env SERVICEGROUP_THIRDPARTY__ENDPOINT");
+        let key = line("thirdparty.api_key");
+        assert_eq!(key.value, "\"***\"");
+        assert_eq!(key.origin, "env SERVICEGROUP_THIRDPARTY__API_KEY");
+        assert!(lines.iter().all(|l| !l.value.contains("k-Very-Secret-1")));
+    }
+
     #[test]
     fn overridden_down_time_is_explained() {
         let mut config = Config::with_driver("inproc");
