@@ -1,17 +1,21 @@
 //! [`Instrumented`]: a [`Driver`] wrapper that delegates every call and records
-//! what core asked of the driver (calls, batch sizes, when writes happened).
+//! what core asked of the driver (calls, batch sizes, when writes happened, what
+//! heartbeats reported).
 //!
 //! The suite wraps the driver the registry builds
 //! (`ServiceGroup::with_driver(Arc::new(Instrumented::new(Registry::build(&config).await?)), config)`)
-//! to see how core drives it: one heartbeat call per tick carrying every member, and
-//! the exact window in which the last heartbeat of a crashed member was stored.
+//! to see how core drives it: one heartbeat call per tick carrying every member, at
+//! the configured cadence; the exact window in which the last heartbeat of a crashed
+//! member was stored; which members a heartbeat found missing or held by another
+//! instance; and that invalid input never reaches the driver.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use servicegroup_core::{
-    Capabilities, Driver, GroupId, HeartbeatReport, MemberKey, MemberRecord, Result,
+    Beats, Capabilities, Driver, GroupId, HeartbeatReport, HolderUpdate, InstanceId, MemberKey,
+    MemberRecord, Metadata, Registered, Registration, Result, Superseded,
 };
 use tokio::time::Instant;
 
@@ -20,8 +24,10 @@ use tokio::time::Instant;
 pub struct HeartbeatCall {
     /// When core called the driver.
     pub started: Instant,
-    /// How many keys the batch carried.
+    /// How many keys the batch carried (over all its parts).
     pub keys: usize,
+    /// The batch's parts: each heartbeating instance and how many keys it sent.
+    pub parts: Vec<(InstanceId, usize)>,
 }
 
 /// The time window in which a write (register or heartbeat) was stored: the backend
@@ -38,8 +44,11 @@ pub struct WriteWindow {
 #[derive(Debug, Default)]
 pub struct Counters {
     register_calls: AtomicU64,
+    register_many_calls: AtomicU64,
+    registrations: AtomicU64,
     heartbeat_calls: AtomicU64,
     remove_calls: AtomicU64,
+    set_metadata_calls: AtomicU64,
     set_forced_down_calls: AtomicU64,
     get_calls: AtomicU64,
     list_calls: AtomicU64,
@@ -47,6 +56,7 @@ pub struct Counters {
     writes_in_flight: AtomicU64,
     heartbeats: Mutex<Vec<HeartbeatCall>>,
     missing_reported: Mutex<Vec<MemberKey>>,
+    superseded_reported: Mutex<Vec<Superseded>>,
     last_ok_write: Mutex<Option<WriteWindow>>,
     last_write_end: Mutex<Option<Instant>>,
 }
@@ -56,9 +66,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Counters {
-    /// `register` calls so far.
+    /// `register` calls so far (one registration each).
     pub fn register_calls(&self) -> u64 {
         self.register_calls.load(Ordering::SeqCst)
+    }
+
+    /// `register_many` calls so far.
+    pub fn register_many_calls(&self) -> u64 {
+        self.register_many_calls.load(Ordering::SeqCst)
+    }
+
+    /// Registrations sent so far, through `register` and `register_many` together.
+    pub fn registrations(&self) -> u64 {
+        self.registrations.load(Ordering::SeqCst)
     }
 
     /// `heartbeat` calls so far.
@@ -66,12 +86,29 @@ impl Counters {
         self.heartbeat_calls.load(Ordering::SeqCst)
     }
 
+    /// `remove` calls so far.
+    pub fn remove_calls(&self) -> u64 {
+        self.remove_calls.load(Ordering::SeqCst)
+    }
+
+    /// `set_metadata` calls so far.
+    pub fn set_metadata_calls(&self) -> u64 {
+        self.set_metadata_calls.load(Ordering::SeqCst)
+    }
+
     /// Calls of any method so far.
     pub fn total_calls(&self) -> u64 {
+        self.calls_except_heartbeats() + self.heartbeat_calls()
+    }
+
+    /// Calls of any method but `heartbeat` so far (what an API call made, while the
+    /// handle's heartbeat loop goes on).
+    pub fn calls_except_heartbeats(&self) -> u64 {
         [
             &self.register_calls,
-            &self.heartbeat_calls,
+            &self.register_many_calls,
             &self.remove_calls,
+            &self.set_metadata_calls,
             &self.set_forced_down_calls,
             &self.get_calls,
             &self.list_calls,
@@ -90,6 +127,11 @@ impl Counters {
     /// Every key a heartbeat reported missing so far.
     pub fn missing_reported(&self) -> Vec<MemberKey> {
         lock(&self.missing_reported).clone()
+    }
+
+    /// Every key a heartbeat reported held by another instance so far.
+    pub fn superseded_reported(&self) -> Vec<Superseded> {
+        lock(&self.superseded_reported).clone()
     }
 
     /// Register or heartbeat calls running right now.
@@ -182,32 +224,64 @@ impl Driver for Instrumented {
         self.inner.capabilities()
     }
 
-    async fn register(&self, key: &MemberKey) -> Result<()> {
+    async fn register(&self, registration: &Registration) -> Result<Registered> {
         self.counters.register_calls.fetch_add(1, Ordering::SeqCst);
+        self.counters.registrations.fetch_add(1, Ordering::SeqCst);
         let mut guard = WriteGuard::new(&self.counters);
-        let result = self.inner.register(key).await;
+        let result = self.inner.register(registration).await;
         guard.ok = result.is_ok();
         result
     }
 
-    async fn heartbeat(&self, keys: &[MemberKey]) -> Result<HeartbeatReport> {
+    async fn register_many(&self, registrations: &[Registration]) -> Result<Vec<Registered>> {
+        self.counters
+            .register_many_calls
+            .fetch_add(1, Ordering::SeqCst);
+        self.counters
+            .registrations
+            .fetch_add(registrations.len() as u64, Ordering::SeqCst);
+        let mut guard = WriteGuard::new(&self.counters);
+        let result = self.inner.register_many(registrations).await;
+        guard.ok = result.is_ok();
+        result
+    }
+
+    async fn heartbeat(&self, batch: &[Beats<'_>]) -> Result<HeartbeatReport> {
         self.counters.heartbeat_calls.fetch_add(1, Ordering::SeqCst);
         let mut guard = WriteGuard::new(&self.counters);
         lock(&self.counters.heartbeats).push(HeartbeatCall {
             started: guard.started,
-            keys: keys.len(),
+            keys: batch.iter().map(|part| part.keys.len()).sum(),
+            parts: batch
+                .iter()
+                .map(|part| (part.instance, part.keys.len()))
+                .collect(),
         });
-        let result = self.inner.heartbeat(keys).await;
+        let result = self.inner.heartbeat(batch).await;
         if let Ok(report) = &result {
             guard.ok = true;
-            lock(&self.counters.missing_reported).extend(report.missing.iter().cloned());
+            lock(&self.counters.missing_reported)
+                .extend(report.missing.iter().map(|(_, key)| key.clone()));
+            lock(&self.counters.superseded_reported).extend(report.superseded.iter().cloned());
         }
         result
     }
 
-    async fn remove(&self, key: &MemberKey) -> Result<bool> {
+    async fn remove(&self, key: &MemberKey, holder: Option<InstanceId>) -> Result<bool> {
         self.counters.remove_calls.fetch_add(1, Ordering::SeqCst);
-        self.inner.remove(key).await
+        self.inner.remove(key, holder).await
+    }
+
+    async fn set_metadata(
+        &self,
+        key: &MemberKey,
+        instance: InstanceId,
+        metadata: &Metadata,
+    ) -> Result<HolderUpdate> {
+        self.counters
+            .set_metadata_calls
+            .fetch_add(1, Ordering::SeqCst);
+        self.inner.set_metadata(key, instance, metadata).await
     }
 
     async fn set_forced_down(&self, key: &MemberKey, forced_down: bool) -> Result<bool> {

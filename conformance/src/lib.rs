@@ -2,9 +2,48 @@
 //!
 //! The one behaviour suite every servicegroup driver runs. It is written against
 //! the public API of [`servicegroup_core`] only (`ServiceGroup`, `Membership`,
-//! `Watch`, `Config`, `Registry`, `ErrorKind`), so a driver that passes it behaves
-//! like every other driver: the same up/down verdicts at the same times, the same
-//! errors, the same listings.
+//! `JoinOptions`, `Metadata`, `Watch`, `Config`, `Registry`, `ErrorKind`), so a driver
+//! that passes it behaves like every other driver: the same up/down verdicts at the
+//! same times, the same holders and epochs, the same metadata, the same errors, the
+//! same listings.
+//!
+//! ## What the cases cover
+//!
+//! [`CASES`] lists every case with what it checks; by topic:
+//!
+//! - **membership**: join visible at once (the first heartbeat stored before join
+//!   returns), ages, heartbeats keeping a member up, `get_updated_time`, leave,
+//!   `AlreadyJoined`, several handles, one member id in two groups;
+//! - **liveness**: the `is_up` boundary of a crashed member on both sides (± the
+//!   driver's `liveness_resolution`), crashed members listed down (not dropped),
+//!   rejoin after a crash, Nova's `service_down_time <= report_interval` rule;
+//! - **heartbeat cadence**: about one heartbeat per `report_interval` reaches the
+//!   driver and is stored; 1,000 members in one call per tick; few backend operations
+//!   per batch;
+//! - **forced down**: wins over heartbeats, which go on; clearing; survives a rejoin
+//!   and a takeover; unknown members;
+//! - **lookups, listings, groups**: `NotFound`, operator `remove` (a live member
+//!   registers again), sorted and scoped listings, `groups()`;
+//! - **ids**: bad ids rejected at every entry point before any driver call; long and
+//!   unusual ids round-trip without collisions;
+//! - **who holds a member**: every handle is an instance (32 hex digits) stored in the
+//!   records it registers, with an epoch and `holder_since`; a second join elsewhere
+//!   takes over (epoch + 1); the old holder is fenced (its heartbeats no longer keep
+//!   the record fresh), told once (`Membership::superseded()`, one ERROR log line) and
+//!   cannot delete or update the new holder's record; exclusive joins are `Conflict`
+//!   on a live member held elsewhere (changing nothing) and take a down or absent one;
+//! - **metadata**: exact round trips (unicode, 1024-byte values, 32 entries, 4 KiB),
+//!   limits rejected with `InvalidMetadata` before any driver call, `set_metadata`
+//!   visible at once, kept across heartbeats and re-registration, replaced by a
+//!   takeover;
+//! - **watch**: `Joined`, `Left`, `Down`, `Up`, `Updated` and `Replaced`, each exactly
+//!   once and nothing spurious;
+//! - **outages**: "cannot tell" is `Unavailable`/`Timeout`, never "down"; the heartbeat
+//!   loop heals by itself and logs the loss and the recovery once each;
+//! - **scale**: many members on one handle, many handles at once.
+//!
+//! Handles of one case are built from one configuration, so they share a backend; each
+//! is its own instance, exactly as separate processes would be.
 //!
 //! ## Running it on a driver: one macro call
 //!
@@ -231,6 +270,26 @@ macro_rules! __servicegroup_conformance_cases {
             outage_is_an_error_never_down
             heartbeats_recover_after_outage
             outage_logs_lost_and_recovered_once
+            second_join_elsewhere_takes_over_and_bumps_epoch
+            epoch_moves_only_when_the_holder_changes
+            holder_fields_are_listed
+            superseded_holder_is_fenced
+            superseded_holder_is_told
+            takeover_is_logged_once_at_error
+            exclusive_join_of_live_member_held_elsewhere_is_conflict
+            exclusive_join_of_down_member_takes_it
+            exclusive_join_of_absent_member_creates_epoch_one
+            leave_by_superseded_holder_leaves_new_holder_alone
+            forced_down_survives_takeover
+            metadata_round_trips_exactly
+            invalid_metadata_is_rejected_before_any_driver_call
+            set_metadata_is_visible_at_once
+            set_metadata_by_superseded_holder_is_conflict
+            metadata_survives_heartbeats_and_reregistration
+            takeover_replaces_metadata
+            watch_reports_updated_once
+            watch_reports_replaced_once
+            heartbeats_arrive_at_report_interval
         );
     };
     (@list $cb:ident $($case:ident)*) => {

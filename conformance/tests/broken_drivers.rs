@@ -4,15 +4,18 @@
 //! FAIL with a contract violation, and runs the same cases on the correct driver to
 //! show they pass there (so the failure comes from the defect, not from the harness).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use servicegroup_conformance::{cases, unique_name, CaseFuture, FailureKind, Fixture};
+use servicegroup_conformance::{
+    cases, run_case, unique_name, CaseFuture, Clock, FailureKind, Fixture,
+};
 use servicegroup_core::{
-    async_trait, Capabilities, Config, Driver, Error, ErrorKind, Freshness, GroupId,
-    HeartbeatReport, MemberId, MemberKey, MemberRecord, Result,
+    async_trait, Beats, Capabilities, Condition, Config, Driver, Error, ErrorKind, Freshness,
+    GroupId, HeartbeatReport, Holder, HolderUpdate, InstanceId, MemberId, MemberKey, MemberRecord,
+    Metadata, Registered, Registration, Result,
 };
 use servicegroup_driver_inproc::InprocDriver;
 
@@ -41,6 +44,23 @@ enum Defect {
     UpsertsOnHeartbeat,
     /// Truncates member ids to 250 bytes (memcached's key limit), so long ids collide.
     TruncatesLongIds,
+    /// `heartbeat` ignores the heartbeating instance: it refreshes every record it finds,
+    /// whoever holds it, and never reports one superseded (no fencing: a zombie process
+    /// keeps a member alive).
+    IgnoresInstanceOnHeartbeat,
+    /// Stores and returns no metadata (registrations and `set_metadata` store an empty
+    /// map; reads return one).
+    DropsMetadata,
+    /// Every second `heartbeat` call of a driver (one per handle) returns Ok and stores
+    /// nothing: what a heartbeat loop skipping every second tick looks like to the store.
+    SkipsEverySecondHeartbeat,
+    /// `remove` with a holder deletes the record whoever holds it (today's leave before
+    /// identities: the old holder's leave deletes the new holder's record).
+    RemoveIgnoresHolder,
+    /// `set_metadata` stores whoever holds the record.
+    SetMetadataIgnoresInstance,
+    /// Every record reads epoch 1, whatever the takeovers.
+    EpochNeverMoves,
 }
 
 /// Backend operations spent on heartbeats, per in-process store name.
@@ -63,6 +83,8 @@ struct Broken {
     defect: Option<Defect>,
     ops: Arc<AtomicU64>,
     service_down_time: Duration,
+    /// Heartbeat calls this driver (this handle) received.
+    heartbeat_calls: AtomicU64,
 }
 
 impl Broken {
@@ -73,6 +95,7 @@ impl Broken {
             defect,
             ops: ops_counter(&config.inproc.name),
             service_down_time: config.service_down_time,
+            heartbeat_calls: AtomicU64::new(0),
         })
     }
 
@@ -93,14 +116,84 @@ impl Broken {
         MemberKey::new(key.group.clone(), MemberId::new(&s[..end]).unwrap())
     }
 
+    /// The registration as the driver applies it.
+    fn stored_registration(&self, registration: &Registration) -> Registration {
+        let mut stored = registration.clone();
+        stored.key = self.stored(&registration.key);
+        if self.is(Defect::DropsMetadata) {
+            stored.metadata = Metadata::new();
+        }
+        stored
+    }
+
     fn adjust(&self, mut record: MemberRecord) -> MemberRecord {
         if self.is(Defect::StaleClock) {
             if let Freshness::Age(age) = record.freshness {
                 record.freshness = Freshness::Age(age + Duration::from_millis(600));
             }
         }
+        if self.is(Defect::DropsMetadata) {
+            record.metadata = Metadata::new();
+        }
+        if self.is(Defect::EpochNeverMoves) {
+            record.holder.epoch = 1;
+        }
         record
     }
+
+    /// The no-fencing heartbeat: every record found is refreshed as if the
+    /// heartbeating instance held it (each key is sent in the part of its holder).
+    async fn heartbeat_ignoring_instance(
+        &self,
+        batch: &[(InstanceId, Vec<MemberKey>)],
+    ) -> Result<HeartbeatReport> {
+        let mut by_holder: BTreeMap<InstanceId, Vec<MemberKey>> = BTreeMap::new();
+        for (instance, keys) in batch {
+            for key in keys {
+                let holder = match self.inner.get(key).await? {
+                    Some(record) => record.holder.instance,
+                    None => *instance,
+                };
+                by_holder.entry(holder).or_default().push(key.clone());
+            }
+        }
+        for keys in by_holder.values_mut() {
+            keys.sort();
+            keys.dedup();
+        }
+        let parts: Vec<Beats<'_>> = by_holder
+            .iter()
+            .map(|(instance, keys)| Beats {
+                instance: *instance,
+                keys,
+            })
+            .collect();
+        let mut report = self.inner.heartbeat(&parts).await?;
+        report.superseded.clear();
+        Ok(report)
+    }
+}
+
+/// The parts of a batch as owned keys (mapped through `stored`).
+fn owned_parts(
+    batch: &[Beats<'_>],
+    stored: impl Fn(&MemberKey) -> MemberKey,
+) -> Vec<(InstanceId, Vec<MemberKey>)> {
+    batch
+        .iter()
+        .map(|part| (part.instance, part.keys.iter().map(&stored).collect()))
+        .collect()
+}
+
+/// Borrowed parts of owned ones.
+fn beats(parts: &[(InstanceId, Vec<MemberKey>)]) -> Vec<Beats<'_>> {
+    parts
+        .iter()
+        .map(|(instance, keys)| Beats {
+            instance: *instance,
+            keys,
+        })
+        .collect()
 }
 
 fn unreachable(e: &Error) -> bool {
@@ -117,54 +210,105 @@ impl Driver for Broken {
         self.inner.capabilities()
     }
 
-    async fn register(&self, key: &MemberKey) -> Result<()> {
-        self.inner.register(&self.stored(key)).await
+    async fn register(&self, registration: &Registration) -> Result<Registered> {
+        let outcome = self
+            .inner
+            .register(&self.stored_registration(registration))
+            .await?;
+        Ok(match outcome {
+            Registered::Stored { .. } if self.is(Defect::EpochNeverMoves) => {
+                Registered::Stored { epoch: 1 }
+            }
+            other => other,
+        })
     }
 
-    async fn heartbeat(&self, keys: &[MemberKey]) -> Result<HeartbeatReport> {
-        let keys: Vec<MemberKey> = keys.iter().map(|k| self.stored(k)).collect();
+    async fn heartbeat(&self, batch: &[Beats<'_>]) -> Result<HeartbeatReport> {
+        let parts = owned_parts(batch, |k| self.stored(k));
+        let call = self.heartbeat_calls.fetch_add(1, Ordering::SeqCst);
         match self.defect {
             Some(Defect::SkipsHeartbeats) => Ok(HeartbeatReport::default()),
+            Some(Defect::SkipsEverySecondHeartbeat) if call % 2 == 1 => {
+                Ok(HeartbeatReport::default())
+            }
+            Some(Defect::IgnoresInstanceOnHeartbeat) => {
+                self.ops.fetch_add(1, Ordering::SeqCst);
+                self.heartbeat_ignoring_instance(&parts).await
+            }
             Some(Defect::LateHeartbeats) => {
                 let inner = self.inner.clone();
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_millis(1500)).await;
-                    let _ = inner.heartbeat(&keys).await;
+                    let _ = inner.heartbeat(&beats(&parts)).await;
                 });
                 Ok(HeartbeatReport::default())
             }
             Some(Defect::HeartbeatsOneMemberPerCall) => {
                 let mut report = HeartbeatReport::default();
-                for key in &keys {
-                    self.ops.fetch_add(1, Ordering::SeqCst);
-                    report.missing.extend(
-                        self.inner
-                            .heartbeat(std::slice::from_ref(key))
-                            .await?
-                            .missing,
-                    );
+                for (instance, keys) in &parts {
+                    for key in keys {
+                        self.ops.fetch_add(1, Ordering::SeqCst);
+                        let one = [Beats {
+                            instance: *instance,
+                            keys: std::slice::from_ref(key),
+                        }];
+                        let got = self.inner.heartbeat(&one).await?;
+                        report.missing.extend(got.missing);
+                        report.superseded.extend(got.superseded);
+                    }
                 }
                 Ok(report)
             }
             Some(Defect::UpsertsOnHeartbeat) => {
-                let report = self.inner.heartbeat(&keys).await?;
-                for key in &report.missing {
-                    self.inner.register(key).await?;
+                let mut report = self.inner.heartbeat(&beats(&parts)).await?;
+                for (instance, key) in std::mem::take(&mut report.missing) {
+                    self.inner
+                        .register(&Registration {
+                            key,
+                            instance,
+                            metadata: Metadata::new(),
+                            condition: Condition::Always,
+                        })
+                        .await?;
                 }
-                Ok(HeartbeatReport::default())
+                Ok(report)
             }
             _ => {
                 self.ops.fetch_add(1, Ordering::SeqCst);
-                self.inner.heartbeat(&keys).await
+                self.inner.heartbeat(&beats(&parts)).await
             }
         }
     }
 
-    async fn remove(&self, key: &MemberKey) -> Result<bool> {
-        match self.inner.remove(&self.stored(key)).await {
+    async fn remove(&self, key: &MemberKey, holder: Option<InstanceId>) -> Result<bool> {
+        let holder = if self.is(Defect::RemoveIgnoresHolder) {
+            None
+        } else {
+            holder
+        };
+        match self.inner.remove(&self.stored(key), holder).await {
             Err(e) if self.is(Defect::AbsentWhenUnreachable) && unreachable(&e) => Ok(false),
             other => other,
         }
+    }
+
+    async fn set_metadata(
+        &self,
+        key: &MemberKey,
+        instance: InstanceId,
+        metadata: &Metadata,
+    ) -> Result<HolderUpdate> {
+        let metadata = if self.is(Defect::DropsMetadata) {
+            Metadata::new()
+        } else {
+            metadata.clone()
+        };
+        let key = self.stored(key);
+        let instance = match self.inner.get(&key).await? {
+            Some(record) if self.is(Defect::SetMetadataIgnoresInstance) => record.holder.instance,
+            _ => instance,
+        };
+        self.inner.set_metadata(&key, instance, &metadata).await
     }
 
     async fn set_forced_down(&self, key: &MemberKey, forced_down: bool) -> Result<bool> {
@@ -186,6 +330,9 @@ impl Driver for Broken {
                     last_heartbeat: None,
                     freshness: Freshness::Absent,
                     forced_down: false,
+                    holder: Holder::UNKNOWN,
+                    holder_since: None,
+                    metadata: Metadata::new(),
                 }))
             }
             other => Ok(other?.map(|r| self.adjust(r))),
@@ -241,6 +388,18 @@ register!(
 register!("drops-down-members", Some(Defect::DropsDownMembers));
 register!("upserts-on-heartbeat", Some(Defect::UpsertsOnHeartbeat));
 register!("truncates-long-ids", Some(Defect::TruncatesLongIds));
+register!("no-fencing", Some(Defect::IgnoresInstanceOnHeartbeat));
+register!("drops-metadata", Some(Defect::DropsMetadata));
+register!(
+    "skips-every-second-heartbeat",
+    Some(Defect::SkipsEverySecondHeartbeat)
+);
+register!("remove-ignores-holder", Some(Defect::RemoveIgnoresHolder));
+register!(
+    "set-metadata-ignores-instance",
+    Some(Defect::SetMetadataIgnoresInstance)
+);
+register!("epoch-never-moves", Some(Defect::EpochNeverMoves));
 
 /// A fresh fixture on `driver`, with an outage switch and a heartbeat operation counter.
 fn fixture(driver: &str) -> Fixture {
@@ -456,6 +615,166 @@ async fn truncating_long_ids_is_caught() {
     )
     .await;
     assert_mentions(&messages, "members(");
+}
+
+#[tokio::test(start_paused = true)]
+async fn ignoring_the_instance_on_heartbeat_is_caught() {
+    let messages = must_fail(
+        "no-fencing",
+        &[
+            case!(superseded_holder_is_fenced),
+            case!(superseded_holder_is_told),
+            case!(leave_by_superseded_holder_leaves_new_holder_alone),
+        ],
+    )
+    .await;
+    assert_mentions(&messages, "must not refresh it (fencing)");
+    assert_mentions(&messages, "its old membership was not told");
+    // Takeover itself (a registration) still works: only the fencing cases see it.
+    must_pass(
+        "no-fencing",
+        &[
+            case!(second_join_elsewhere_takes_over_and_bumps_epoch),
+            case!(exclusive_join_of_live_member_held_elsewhere_is_conflict),
+            case!(metadata_round_trips_exactly),
+        ],
+    )
+    .await;
+}
+
+/// The message of a panic caught by `catch_unwind`.
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    match panic.downcast::<String>() {
+        Ok(s) => *s,
+        Err(panic) => panic
+            .downcast::<&str>()
+            .map(|s| (*s).to_owned())
+            .unwrap_or_default(),
+    }
+}
+
+/// The log case needs the suite's log capture, which only the runner's named threads
+/// have: it runs through `run_case` (which panics with the failure) instead of as a
+/// plain async fn.
+#[test]
+fn ignoring_the_instance_on_heartbeat_logs_no_takeover_and_that_is_caught() {
+    let failed = std::panic::catch_unwind(|| {
+        run_case(
+            "takeover_is_logged_once_at_error",
+            Clock::Paused,
+            None,
+            || async { fixture("no-fencing") },
+            cases::takeover_is_logged_once_at_error,
+        )
+    });
+    let message = panic_message(failed.expect_err(
+        "takeover_is_logged_once_at_error PASSED on the driver that never reports superseded",
+    ));
+    assert!(
+        message.contains("takeover_is_logged_once_at_error")
+            && message.contains("contract violation")
+            && message.contains("expected exactly one ERROR")
+            && message.contains("got 0"),
+        "{message}"
+    );
+    // Control: it passes on the correct driver.
+    run_case(
+        "takeover_is_logged_once_at_error",
+        Clock::Paused,
+        None,
+        || async { fixture("correct") },
+        cases::takeover_is_logged_once_at_error,
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_metadata_is_caught() {
+    let messages = must_fail(
+        "drops-metadata",
+        &[
+            case!(metadata_round_trips_exactly),
+            case!(set_metadata_is_visible_at_once),
+            case!(metadata_survives_heartbeats_and_reregistration),
+            case!(takeover_replaces_metadata),
+            case!(watch_reports_updated_once),
+            case!(exclusive_join_of_down_member_takes_it),
+            case!(set_metadata_by_superseded_holder_is_conflict),
+            case!(invalid_metadata_is_rejected_before_any_driver_call),
+        ],
+    )
+    .await;
+    assert_mentions(&messages, "the metadata is not exactly what was stored");
+    assert_mentions(&messages, "the `joined` event");
+    must_pass(
+        "drops-metadata",
+        &[
+            case!(second_join_elsewhere_takes_over_and_bumps_epoch),
+            case!(superseded_holder_is_fenced),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn skipping_every_second_heartbeat_is_caught() {
+    let messages = must_fail(
+        "skips-every-second-heartbeat",
+        &[case!(heartbeats_arrive_at_report_interval)],
+    )
+    .await;
+    assert_mentions(&messages, "without storing them");
+    // A member beating every 2 intervals (400 ms) against a down time of 1 s is never
+    // judged down: the liveness cases cannot see it. (The cases timing a crash against
+    // the wrapper's write windows, such as live_member_age_is_small, see a driver that
+    // drops writes, but not a heartbeat loop that skips ticks, which makes no call:
+    // only the cadence case's call count sees that.)
+    must_pass(
+        "skips-every-second-heartbeat",
+        &[
+            case!(heartbeats_keep_member_up_past_down_time),
+            case!(get_updated_time_advances),
+            case!(thousand_members_heartbeated_in_batches),
+            case!(join_is_visible_at_once),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_leave_deleting_another_holders_record_is_caught() {
+    let messages = must_fail(
+        "remove-ignores-holder",
+        &[case!(leave_by_superseded_holder_leaves_new_holder_alone)],
+    )
+    .await;
+    assert_mentions(
+        &messages,
+        "leave deletes only a record its own instance holds",
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn set_metadata_by_a_non_holder_is_caught() {
+    let messages = must_fail(
+        "set-metadata-ignores-instance",
+        &[case!(set_metadata_by_superseded_holder_is_conflict)],
+    )
+    .await;
+    assert_mentions(&messages, "expected a Conflict error, got Ok(())");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_epoch_that_never_moves_is_caught() {
+    let messages = must_fail(
+        "epoch-never-moves",
+        &[
+            case!(second_join_elsewhere_takes_over_and_bumps_epoch),
+            case!(epoch_moves_only_when_the_holder_changes),
+            case!(exclusive_join_of_down_member_takes_it),
+        ],
+    )
+    .await;
+    assert_mentions(&messages, "expected epoch 2");
 }
 
 #[tokio::test(start_paused = true)]

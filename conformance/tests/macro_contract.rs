@@ -9,8 +9,8 @@ use std::process::Command;
 
 use servicegroup_conformance::{cases, conformance_suite, run_case, unique_name, Clock, CASES};
 use servicegroup_core::{
-    async_trait, Capabilities, Config, Driver, GroupId, HeartbeatReport, MemberKey, MemberRecord,
-    Result,
+    async_trait, Beats, Capabilities, Config, Driver, GroupId, HeartbeatReport, HolderUpdate,
+    InstanceId, MemberKey, MemberRecord, Metadata, Registered, Registration, Result,
 };
 use servicegroup_driver_inproc::InprocDriver;
 
@@ -118,14 +118,22 @@ impl Driver for WallClockOnly {
         caps.follows_tokio_clock = false;
         caps
     }
-    async fn register(&self, key: &MemberKey) -> Result<()> {
-        self.0.register(key).await
+    async fn register(&self, registration: &Registration) -> Result<Registered> {
+        self.0.register(registration).await
     }
-    async fn heartbeat(&self, keys: &[MemberKey]) -> Result<HeartbeatReport> {
-        self.0.heartbeat(keys).await
+    async fn heartbeat(&self, batch: &[Beats<'_>]) -> Result<HeartbeatReport> {
+        self.0.heartbeat(batch).await
     }
-    async fn remove(&self, key: &MemberKey) -> Result<bool> {
-        self.0.remove(key).await
+    async fn remove(&self, key: &MemberKey, holder: Option<InstanceId>) -> Result<bool> {
+        self.0.remove(key, holder).await
+    }
+    async fn set_metadata(
+        &self,
+        key: &MemberKey,
+        instance: InstanceId,
+        metadata: &Metadata,
+    ) -> Result<HolderUpdate> {
+        self.0.set_metadata(key, instance, metadata).await
     }
     async fn set_forced_down(&self, key: &MemberKey, forced_down: bool) -> Result<bool> {
         self.0.set_forced_down(key, forced_down).await

@@ -217,11 +217,24 @@ impl Inner {
     }
 
     /// Stops heartbeating `key` because `holder` took it over: logs one ERROR (if
-    /// the member was still heartbeated here) and tells its membership.
+    /// the member was still heartbeated here) and tells its membership. A membership
+    /// asking for itself (`set_metadata`) fences whatever incarnation is joined.
     pub(crate) fn fence(&self, key: &MemberKey, holder: Holder) {
-        if !self.joined().remove(key) {
-            return;
+        if self.joined().remove(key) {
+            self.fenced(key, holder);
         }
+    }
+
+    /// [`Self::fence`] for a tick's report, which speaks of the batch the tick sent:
+    /// a member that left and joined again meanwhile (and may hold the record again,
+    /// at a higher epoch) is a later incarnation and is left alone.
+    fn fence_batched(&self, key: &MemberKey, holder: Holder) {
+        if self.joined().remove_batched(key) {
+            self.fenced(key, holder);
+        }
+    }
+
+    fn fenced(&self, key: &MemberKey, holder: Holder) {
         lock(&self.fenced).insert(key.clone(), holder);
         lock(&self.metadata).remove(key);
         tracing::error!(
@@ -240,6 +253,8 @@ impl Inner {
 
     /// One heartbeat tick: every joined member in one driver call.
     pub(crate) async fn tick(&self) {
+        // Held until the tick ends: the report speaks of this batch (see
+        // `Joined::remove_batched`), and nothing is folded into it meanwhile.
         let keys = self.joined().batch();
         if keys.is_empty() {
             return;
@@ -260,7 +275,7 @@ impl Inner {
             }
         };
         for Superseded { key, holder, .. } in &report.superseded {
-            self.fence(key, *holder);
+            self.fence_batched(key, *holder);
         }
         if report.missing.is_empty() {
             return;
@@ -299,7 +314,7 @@ impl Inner {
                 Registered::Refused {
                     found: Some(holder),
                 } if holder.instance != self.instance => {
-                    self.fence(key, holder);
+                    self.fence_batched(key, holder);
                 }
                 // Recreated by this instance meanwhile, or gone again: the next tick sees.
                 Registered::Refused { .. } => {}

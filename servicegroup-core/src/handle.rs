@@ -268,7 +268,7 @@ impl ServiceGroup {
             None => "at an unknown time".to_owned(),
         };
         Error::conflict(format!(
-            "conflict: group {} member {} is held by live instance {} (epoch {}, last heartbeat {age}); exclusive join refused",
+            "group {} member {} is held by live instance {} (epoch {}, last heartbeat {age}); exclusive join refused",
             key.group, key.member, holder.instance, holder.epoch
         ))
         .with_driver(self.driver_name().to_owned())

@@ -104,6 +104,15 @@ impl Joined {
         if self.added.remove(key) {
             return true;
         }
+        self.remove_batched(key)
+    }
+
+    /// Removes `key` only if it is in the batch the last [`Self::batch`] returned,
+    /// not if it left and joined again since. A tick's driver report speaks of the
+    /// batch it sent: while the tick holds that batch nothing is folded into it, so a
+    /// member joined again meanwhile waits in `added` and is a later incarnation the
+    /// report says nothing about. Returns whether it was removed.
+    pub(crate) fn remove_batched(&mut self, key: &MemberKey) -> bool {
         let Some(i) = self.position(key) else {
             return false;
         };
@@ -267,6 +276,25 @@ mod tests {
         assert!(set.start_joining(&failed).is_ok());
         set.abort_joining(&failed);
         assert_eq!(batch(&mut set), names(&["a", "b", "c"]));
+    }
+
+    #[test]
+    fn a_report_on_the_batch_spares_a_member_joined_again_since() {
+        let mut set = Joined::default();
+        join(&mut set, &["a", "b"]);
+        let sent = set.batch();
+        // a leaves and joins again while a tick holds `sent`.
+        assert!(set.remove(&key("g", "a")));
+        join(&mut set, &["a"]);
+        assert!(!set.remove_batched(&key("g", "a")), "a later incarnation");
+        assert!(set.is_joined(&key("g", "a")));
+        assert!(
+            set.remove_batched(&key("g", "b")),
+            "the incarnation that was sent"
+        );
+        assert!(!set.is_joined(&key("g", "b")));
+        drop(sent);
+        assert_eq!(batch(&mut set), names(&["a"]));
     }
 
     #[test]

@@ -36,6 +36,8 @@ struct Scripted {
     hang_register: AtomicBool,
     /// How long each heartbeat call takes.
     heartbeat_delay: Mutex<Duration>,
+    /// How long a heartbeat call waits after storing, before it answers.
+    answer_delay: Mutex<Duration>,
 }
 
 impl Scripted {
@@ -99,21 +101,26 @@ impl Driver for Scripted {
         tokio::time::sleep(delay).await;
         self.maybe_hang().await;
         self.check()?;
-        let mut rows = self.rows.lock().unwrap();
-        let mut report = HeartbeatReport::default();
-        for part in batch {
-            for key in part.keys {
-                match rows.get_mut(key) {
-                    Some(r) if r.holder.instance == part.instance => r.beat = Instant::now(),
-                    Some(r) => report.superseded.push(Superseded {
-                        key: key.clone(),
-                        instance: part.instance,
-                        holder: r.holder,
-                    }),
-                    None => report.missing.push((part.instance, key.clone())),
+        let report = {
+            let mut rows = self.rows.lock().unwrap();
+            let mut report = HeartbeatReport::default();
+            for part in batch {
+                for key in part.keys {
+                    match rows.get_mut(key) {
+                        Some(r) if r.holder.instance == part.instance => r.beat = Instant::now(),
+                        Some(r) => report.superseded.push(Superseded {
+                            key: key.clone(),
+                            instance: part.instance,
+                            holder: r.holder,
+                        }),
+                        None => report.missing.push((part.instance, key.clone())),
+                    }
                 }
             }
-        }
+            report
+        };
+        let answer = *self.answer_delay.lock().unwrap();
+        tokio::time::sleep(answer).await;
         Ok(report)
     }
     async fn remove(&self, key: &MemberKey, holder: Option<InstanceId>) -> Result<bool> {
@@ -579,4 +586,43 @@ async fn bad_metadata_is_refused_before_any_driver_call() {
         row.map(|r| r.metadata.get("k").map(str::to_owned)),
         Some(Some("v".into()))
     );
+}
+
+/// A tick's report arriving after the member left and joined again speaks of the old
+/// incarnation: it must not fence the new one (which holds the record again).
+#[tokio::test(start_paused = true)]
+async fn a_late_superseded_report_spares_a_membership_joined_again() {
+    let logs = Logs::default();
+    let _guard = logs.install();
+    let driver = Arc::new(Scripted::default());
+    let a = ServiceGroup::with_driver(driver.clone(), config()).unwrap();
+    let b = ServiceGroup::with_driver(driver.clone(), config()).unwrap();
+    // A holds two members, so its ticks are the calls carrying two keys.
+    let _other = a.join("compute", "other").await.unwrap();
+    let old = a.join("compute", "k").await.unwrap();
+    let taken = b.join("compute", "k").await.unwrap();
+    assert_eq!(taken.epoch(), 2);
+    // A's next tick finds k held by B, but answers only 1 s later (within call_timeout).
+    *driver.answer_delay.lock().unwrap() = Duration::from_secs(1);
+    driver.keys_per_call.lock().unwrap().clear();
+    while !driver.keys_per_call.lock().unwrap().contains(&2) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Let the call read the store (it answers 1 s later).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!old.is_superseded(), "A's tick has not answered yet");
+    // Meanwhile A's application drops the old membership and joins again: epoch 3.
+    drop(old);
+    let again = a.join("compute", "k").await.unwrap();
+    assert_eq!(again.holder(), Holder::new(a.instance(), 3));
+    drop(taken);
+    *driver.answer_delay.lock().unwrap() = Duration::ZERO;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(
+        !again.is_superseded(),
+        "the stale report fenced the new membership"
+    );
+    assert_eq!(logs.count("two processes claim one member"), 0);
+    assert_eq!(driver.holder_of(&key("compute", "k")), Some(again.holder()));
+    assert!(a.is_up("compute", "k").await.unwrap());
 }

@@ -128,7 +128,7 @@ pub(crate) async fn removed_live_member_registers_again(ctx: Ctx) -> CaseResult 
     let (sg, counters) = ctx.connect_instrumented().await?;
     let _m = sg.join(&g, "host-1").await.ctx("join")?;
     wait_heartbeat_calls(&ctx, &counters, 1).await?;
-    let registers = counters.register_calls();
+    let registers = counters.registrations();
     observer
         .remove(&g, "host-1")
         .await
@@ -141,7 +141,7 @@ pub(crate) async fn removed_live_member_registers_again(ctx: Ctx) -> CaseResult 
     let deadline = ctx.deadline(ctx.next_heartbeat_within() + ctx.t.report_interval);
     let mut seen_up = false;
     loop {
-        let registered_again = counters.register_calls() > registers;
+        let registered_again = counters.registrations() > registers;
         match observer.is_up(&g, "host-1").await {
             Ok(true) if registered_again => break,
             Ok(up) => seen_up |= up,

@@ -17,12 +17,15 @@
 //! [`FailureKind::MissingRequirement`](crate::FailureKind::MissingRequirement) when the
 //! fixture lacks one.
 
+mod cadence;
 mod crash;
 mod forced;
+mod holder;
 mod ids;
 mod listing;
 mod lookup;
 mod membership;
+mod metadata;
 mod outage;
 mod scale;
 mod support;
@@ -190,8 +193,9 @@ cases! {
     /// `service_down_time`, and gone after they all leave concurrently.
     eight_handles_hundred_members_all_up needs [] => scale::eight_handles_hundred_members_all_up;
 
-    /// A watch reports `Joined`, `Down` (crash), `Up` (rejoin) and `Left` (leave) of a
-    /// member exactly once each, in order, and nothing else.
+    /// A watch reports `Joined`, `Down` (crash), `Up` with `Replaced` (rejoin by a
+    /// restarted process, a new instance) and `Left` (leave) of a member exactly once
+    /// each, in order, and nothing else.
     watch_reports_each_transition_once needs [] => watch::watch_reports_each_transition_once;
 
     /// A watch reports forcing down as `Down` and clearing it as `Up`, once each.
@@ -209,10 +213,121 @@ cases! {
     /// record lost) and stays up.
     heartbeats_recover_after_outage needs [Outage] => outage::heartbeats_recover_after_outage;
 
-    /// An outage is logged once at WARN ("lost connection to <driver> backend") and the
-    /// recovery once at INFO ("recovered connection to <driver> backend"), however many
+    /// An outage is logged once at WARN (`lost connection to <driver> backend`) and the
+    /// recovery once at INFO (`recovered connection to <driver> backend`), however many
     /// ticks fail.
     outage_logs_lost_and_recovered_once needs [Outage, LogCapture] => outage::outage_logs_lost_and_recovered_once;
+
+    /// Every handle is its own instance; a join of a live member from another handle
+    /// (another instance, as a second process) takes it over: the new membership and
+    /// the record (`member()` and `members()`, listed once) name the new instance with
+    /// epoch 2, and a third instance makes it epoch 3; the member stays up throughout.
+    second_join_elsewhere_takes_over_and_bumps_epoch needs [] => holder::second_join_elsewhere_takes_over_and_bumps_epoch;
+
+    /// The epoch moves only when the holder changes: the holding instance joining again
+    /// keeps the epoch and `holder_since`; a takeover adds one and moves `holder_since`
+    /// forward; taking the member back from the second holder is a change again (epoch 3).
+    epoch_moves_only_when_the_holder_changes needs [] => holder::epoch_moves_only_when_the_holder_changes;
+
+    /// `member()` and `members()` report the holder (the joining handle's `instance()`,
+    /// 32 lowercase hex digits, as the membership says), epoch 1 for a new member and a
+    /// `holder_since` no later than the first heartbeat; heartbeats move the last
+    /// heartbeat but never the holder or `holder_since`.
+    holder_fields_are_listed needs [] => holder::holder_fields_are_listed;
+
+    /// Fencing: after another instance took a member over, the old holder's heartbeats
+    /// (its handle alive, heartbeating another member) no longer refresh the record.
+    /// When the new holder crashes, the member is up until its last heartbeat +
+    /// `service_down_time` and down after it (± resolution), still held by the new holder.
+    superseded_holder_is_fenced needs [] => holder::superseded_holder_is_fenced;
+
+    /// The old holder is told once: within one report interval plus margin
+    /// `Membership::superseded()` resolves with the new holder's instance and epoch (and
+    /// again at once when asked again), `is_superseded()` is true, the driver reported
+    /// the member superseded exactly once, and the old handle neither heartbeats nor
+    /// registers it again; the new holder is not told anything.
+    superseded_holder_is_told needs [] => holder::superseded_holder_is_told;
+
+    /// A takeover is logged exactly once at ERROR by the old holder
+    /// (`<group>/<member> was taken over by instance <hex> (epoch 2); two processes claim one member`,
+    /// with the field `driver`), however many ticks follow, and nothing else at ERROR.
+    takeover_is_logged_once_at_error needs [LogCapture] => holder::takeover_is_logged_once_at_error;
+
+    /// An exclusive join of a live member held by another instance (crashed, within its
+    /// down time) is `Conflict`, naming the group, member, holder instance and epoch; it
+    /// changes nothing (holder, epoch, metadata, last heartbeat, `holder_since`), the
+    /// member goes down on time after the old holder's last heartbeat, and the refused
+    /// handle can join normally afterwards (epoch 2).
+    exclusive_join_of_live_member_held_elsewhere_is_conflict needs [] => holder::exclusive_join_of_live_member_held_elsewhere_is_conflict;
+
+    /// An exclusive join of a member that is down takes it: epoch 2, the new instance,
+    /// up at once, with the new metadata.
+    exclusive_join_of_down_member_takes_it needs [] => holder::exclusive_join_of_down_member_takes_it;
+
+    /// An exclusive join of a member with no record creates it with epoch 1 (up, with its
+    /// metadata); an exclusive join by the instance that holds the live record takes it
+    /// again (no conflict with itself), keeping epoch 1.
+    exclusive_join_of_absent_member_creates_epoch_one needs [] => holder::exclusive_join_of_absent_member_creates_epoch_one;
+
+    /// `leave` by a superseded holder, before or after it was told, leaves the new
+    /// holder's record alone: still present, up, held by the new holder with its
+    /// metadata, and the new holder's heartbeats never find it missing.
+    leave_by_superseded_holder_leaves_new_holder_alone needs [] => holder::leave_by_superseded_holder_leaves_new_holder_alone;
+
+    /// The forced-down flag survives a takeover; the new holder's heartbeats are stored
+    /// while it is forced down, so clearing the flag makes the member up at once.
+    forced_down_survives_takeover needs [] => holder::forced_down_survives_takeover;
+
+    /// Metadata round-trips exactly in `Membership::metadata()`, `member()`, `members()`
+    /// and the watch's `Joined` events: unicode (combining marks, emoji sequences,
+    /// right-to-left, control characters including NUL, quotes, whitespace at both ends,
+    /// an empty value), values of exactly 1024 bytes of 1-, 2-, 3- and 4-byte characters
+    /// totalling exactly 4096 bytes, 32 entries with a 63-byte key, and no metadata.
+    metadata_round_trips_exactly needs [] => metadata::metadata_round_trips_exactly;
+
+    /// Metadata over the limits (33 entries, 64-byte / empty / upper-case / non-ASCII /
+    /// spaced keys, 1025-byte values also of multi-byte characters, 4097 bytes in all, a
+    /// key twice) is `InvalidMetadata` naming the key or rule, at `join_with` (plain
+    /// and exclusive) and `set_metadata`, with no driver call made and nothing stored;
+    /// the refused joins leave the member free to join.
+    invalid_metadata_is_rejected_before_any_driver_call needs [] => metadata::invalid_metadata_is_rejected_before_any_driver_call;
+
+    /// `set_metadata` replaces the metadata (no merge) and is visible on another handle
+    /// as soon as it returns, in `member()` and `members()`; holder, epoch,
+    /// `holder_since` and the forced-down flag stay; clearing it stores no metadata;
+    /// no registration is made.
+    set_metadata_is_visible_at_once needs [] => metadata::set_metadata_is_visible_at_once;
+
+    /// `set_metadata` by a membership another instance took over is `Conflict` naming the
+    /// new holder and changes nothing; the membership then reports itself superseded; the
+    /// new holder's `set_metadata` works.
+    set_metadata_by_superseded_holder_is_conflict needs [] => metadata::set_metadata_by_superseded_holder_is_conflict;
+
+    /// Metadata survives heartbeats and re-registration by the same holder: after an
+    /// operator's `remove` of the live member, it is registered again (reported missing
+    /// by the heartbeat) with the metadata it set last.
+    metadata_survives_heartbeats_and_reregistration needs [] => metadata::metadata_survives_heartbeats_and_reregistration;
+
+    /// A takeover replaces the metadata with the new holder's exactly (keys of the old
+    /// holder do not survive), and a takeover without metadata leaves none.
+    takeover_replaces_metadata needs [] => metadata::takeover_replaces_metadata;
+
+    /// A watch reports `set_metadata` as `Updated` exactly once, with the new metadata
+    /// and the unchanged holder; heartbeats and storing the same metadata again are no
+    /// event; clearing is `Updated` again.
+    watch_reports_updated_once needs [] => watch::watch_reports_updated_once;
+
+    /// A watch reports a takeover as `Replaced` exactly once, with the new holder and its
+    /// metadata: not also `Updated`, no `Down`/`Up`, nothing while the old holder is
+    /// fenced; a takeover with unchanged metadata is `Replaced` too; `Left` names the
+    /// last holder.
+    watch_reports_replaced_once needs [] => watch::watch_reports_replaced_once;
+
+    /// Heartbeat cadence: over 10 report intervals after the first tick, between 8 and
+    /// 12 heartbeat calls reach the driver (ticks come every interval minus up to 10 %,
+    /// the lower bound allowing two late ticks), and the stored heartbeat time moves at
+    /// least 8 times: a loop skipping ticks, or a driver dropping writes, fails.
+    heartbeats_arrive_at_report_interval needs [] => cadence::heartbeats_arrive_at_report_interval;
 }
 
 /// The entry of [`CASES`] called `name`.

@@ -105,9 +105,9 @@ pub(crate) async fn thousand_members_heartbeated_in_batches(ctx: Ctx) -> CaseRes
     let members = join_many(&sg, &g, MANY).await?;
     let joined = Instant::now();
     ensure!(
-        counters.register_calls() == MANY as u64,
+        counters.registrations() == MANY as u64,
         "{MANY} joins made {} register calls",
-        counters.register_calls()
+        counters.registrations()
     );
     // Past the boundary for every member (each was registered before `joined`), so
     // only heartbeats can keep them up; that is about five ticks.
@@ -145,10 +145,10 @@ pub(crate) async fn thousand_members_heartbeated_in_batches(ctx: Ctx) -> CaseRes
     );
     require_all_up(&observer, &g, MANY, "one service_down_time after the joins").await?;
     ensure!(
-        counters.register_calls() == MANY as u64 && counters.missing_reported().is_empty(),
+        counters.registrations() == MANY as u64 && counters.missing_reported().is_empty(),
         "heartbeats reported {} members missing and {} registers were made: the batch lost members",
         counters.missing_reported().len(),
-        counters.register_calls()
+        counters.registrations()
     );
     drop(members);
     Ok(())
