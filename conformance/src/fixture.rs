@@ -139,11 +139,14 @@ impl Timings {
 /// ```
 /// use servicegroup_conformance::Fixture;
 /// use servicegroup_core::Config;
+/// // Linked, so its `[inproc]` table is known.
+/// use servicegroup_driver_inproc as _;
 ///
 /// let mut config = Config::with_driver("inproc");
-/// config.inproc.name = servicegroup_conformance::unique_name("doc");
+/// config.set("inproc.name", servicegroup_conformance::unique_name("doc"))?;
 /// let fixture = Fixture::new(config);
 /// assert!(!fixture.has_outage());
+/// # Ok::<(), servicegroup_core::Error>(())
 /// ```
 pub struct Fixture {
     pub(crate) config: Config,

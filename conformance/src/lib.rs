@@ -54,18 +54,18 @@
 //!
 //! ```
 //! use servicegroup_conformance::{conformance_suite, unique_name, Fixture};
-//! use servicegroup_core::Config;
+//! use servicegroup_core::{Config, Result};
 //! // Name the driver crate, or the linker drops it and its registration.
 //! use servicegroup_driver_inproc as _;
 //!
-//! async fn setup() -> Fixture {
+//! async fn setup() -> Result<Fixture> {
 //!     let name = unique_name("inproc");
 //!     let mut config = Config::with_driver("inproc");
-//!     config.inproc.name = name.clone();
-//!     Fixture::new(config).with_outage_switch(move |reachable| {
+//!     config.set("inproc.name", &name)?;
+//!     Ok(Fixture::new(config).with_outage_switch(move |reachable| {
 //!         servicegroup_driver_inproc::set_reachable(&name, reachable);
 //!         async { Ok(()) }
-//!     })
+//!     }))
 //! }
 //!
 //! conformance_suite!(inproc, setup, skip: {

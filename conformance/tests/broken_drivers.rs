@@ -17,7 +17,7 @@ use servicegroup_core::{
     GroupId, HeartbeatReport, Holder, HolderUpdate, InstanceId, MemberId, MemberKey, MemberRecord,
     Metadata, Registered, Registration, Result,
 };
-use servicegroup_driver_inproc::InprocDriver;
+use servicegroup_driver_inproc::{InprocConfig, InprocDriver};
 
 /// The defects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,15 +88,17 @@ struct Broken {
 }
 
 impl Broken {
-    fn build(config: &Config, defect: Option<Defect>) -> Arc<dyn Driver> {
-        Arc::new(Broken {
+    fn build(config: &Config, defect: Option<Defect>) -> Result<Arc<dyn Driver>> {
+        // The wrapped in-process store is the one `[inproc] name` names.
+        let store = config.driver_config::<InprocConfig>("inproc")?.name;
+        Ok(Arc::new(Broken {
             name: config.driver.clone(),
-            inner: InprocDriver::new(&config.inproc.name),
+            inner: InprocDriver::new(&store),
             defect,
-            ops: ops_counter(&config.inproc.name),
+            ops: ops_counter(&store),
             service_down_time: config.service_down_time,
             heartbeat_calls: AtomicU64::new(0),
-        })
+        }))
     }
 
     fn is(&self, defect: Defect) -> bool {
@@ -367,7 +369,7 @@ macro_rules! register {
         servicegroup_core::register_driver! {
             name: $name,
             description: "inproc with a deliberate defect (conformance self-test)",
-            build: |config: Config| Box::pin(async move { Ok(Broken::build(&config, $defect)) }),
+            build: |config: Config| Box::pin(async move { Broken::build(&config, $defect) }),
         }
     };
 }
@@ -405,7 +407,9 @@ register!("epoch-never-moves", Some(Defect::EpochNeverMoves));
 fn fixture(driver: &str) -> Fixture {
     let store = unique_name(driver);
     let mut config = Config::with_driver(driver);
-    config.inproc.name = store.clone();
+    config
+        .set("inproc.name", &store)
+        .expect("inproc.name is the inproc driver's key");
     let ops = ops_counter(&store);
     Fixture::new(config)
         .with_outage_switch(move |reachable| {
@@ -797,7 +801,7 @@ async fn the_correct_driver_passes_every_case_that_needs_no_log_capture() {
 #[tokio::test(start_paused = true)]
 async fn a_missing_hook_fails_and_says_how_to_declare_the_skip() {
     let mut config = Config::with_driver("correct");
-    config.inproc.name = unique_name("no-hooks");
+    config.set("inproc.name", unique_name("no-hooks")).unwrap();
     let failure = cases::outage_is_an_error_never_down(Fixture::new(config.clone()))
         .await
         .unwrap_err();

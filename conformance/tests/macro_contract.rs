@@ -12,12 +12,12 @@ use servicegroup_core::{
     async_trait, Beats, Capabilities, Config, Driver, GroupId, HeartbeatReport, HolderUpdate,
     InstanceId, MemberKey, MemberRecord, Metadata, Registered, Registration, Result,
 };
-use servicegroup_driver_inproc::InprocDriver;
+use servicegroup_driver_inproc::{InprocConfig, InprocDriver};
 
-async fn setup() -> Config {
+async fn setup() -> Result<Config> {
     let mut config = Config::with_driver("inproc");
-    config.inproc.name = unique_name("contract");
-    config
+    config.set("inproc.name", unique_name("contract"))?;
+    Ok(config)
 }
 
 conformance_suite!(plain_config, setup, clock: paused, skip: {
@@ -153,7 +153,8 @@ servicegroup_core::register_driver! {
     name: "wall-clock-only",
     description: "inproc claiming not to follow tokio's clock (conformance self-test)",
     build: |config: Config| Box::pin(async move {
-        Ok(std::sync::Arc::new(WallClockOnly(InprocDriver::new(&config.inproc.name))) as std::sync::Arc<dyn Driver>)
+        let store = config.driver_config::<InprocConfig>("inproc")?.name;
+        Ok(std::sync::Arc::new(WallClockOnly(InprocDriver::new(&store))) as std::sync::Arc<dyn Driver>)
     }),
 }
 
@@ -166,7 +167,7 @@ fn a_paused_clock_on_a_driver_that_does_not_follow_it_fails() {
         None,
         || async {
             let mut config = Config::with_driver("wall-clock-only");
-            config.inproc.name = unique_name("wall");
+            config.set("inproc.name", unique_name("wall")).unwrap();
             config
         },
         cases::join_is_visible_at_once,
