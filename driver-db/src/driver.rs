@@ -1,9 +1,14 @@
 //! [`DbDriver`]: the [`Driver`] implementation shared by every backend.
 //!
-//! It keeps a cache from member key to row id (filled by registrations), so a
-//! heartbeat tick is one `UPDATE … WHERE id IN (…)` on the backend; ids the
-//! database no longer has are reported as missing (core registers them again).
-//! Records carry ages computed by the database on its own clock.
+//! It keeps a cache from member key to row id (filled by registrations and by a
+//! first look-up by name), so a heartbeat tick is one `UPDATE … WHERE id IN (…)` on
+//! the backend that refreshes only rows the beating instance holds; rows the
+//! database no longer has are reported missing (core registers them again), rows
+//! another instance holds superseded (core stops heartbeating them). Ids are never
+//! reused, so a cached id is right for as long as its row lives, whoever holds it.
+//! Records carry ages computed by the database on its own clock, the holder and the
+//! metadata, every stored value checked (a bad row is a `Backend` error naming the
+//! database and the member, never a panic).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
@@ -14,11 +19,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use servicegroup_core::{
-    async_trait, Capabilities, Config, DatabaseUrl, Driver, Error, Freshness, GroupId,
-    HeartbeatReport, MemberId, MemberKey, MemberRecord, Result,
+    async_trait, Beats, Capabilities, Config, DatabaseUrl, Driver, Error, Freshness, GroupId,
+    HeartbeatReport, Holder, HolderUpdate, InstanceId, MemberId, MemberKey, MemberRecord, Metadata,
+    Registered, Registration, Result, Superseded,
 };
 
-use crate::backend::{Row, RowId, Settings, Store};
+use crate::backend::{
+    Beat, Outcome, Reg, Row, RowId, Settings, Store, StoredHolder, StoredMetadata,
+};
 use crate::error::{DbError, Redactor};
 use crate::url::{self, BackendKind, SqliteLocation, Target};
 
@@ -39,7 +47,7 @@ pub struct Statistics {
     pub heartbeated_members: u64,
 }
 
-/// The `db` driver: SQLite or PostgreSQL, picked by `[db] url`.
+/// The `db` driver: SQLite, PostgreSQL or MySQL/MariaDB, picked by `[db] url`.
 pub struct DbDriver {
     store: Box<dyn Store>,
     target: Target,
@@ -175,13 +183,19 @@ impl DbDriver {
         error
     }
 
-    /// A record of `group` from its stored row (the member id is checked: a row
-    /// written by something else must not become an invalid id).
+    /// A record of `group` from its stored row. Every stored value is checked: a
+    /// member id, holder or metadata that is not valid (a row written by something
+    /// else) is a `Backend` error naming the database and the member.
     fn record(&self, group: &GroupId, row: Row) -> Result<MemberRecord> {
-        let key = MemberKey::new(
-            group.clone(),
-            MemberId::new(row.member).map_err(|e| self.bad_row(e))?,
-        );
+        let member = MemberId::new(row.member).map_err(|e| self.bad_row(e))?;
+        let key = MemberKey::new(group.clone(), member);
+        let holder = self.holder_of(&key, (row.instance, row.epoch))?;
+        let metadata = match &row.metadata {
+            StoredMetadata::Empty => Metadata::new(),
+            StoredMetadata::Json(text) => Metadata::from_json(text).map_err(|e| {
+                self.bad_member_row(&key, &format!("its metadata is not valid: {}", e.message()))
+            })?,
+        };
         Ok(MemberRecord {
             key,
             last_heartbeat: epoch_to_utc(row.last_seen),
@@ -190,7 +204,45 @@ impl DbDriver {
                 Duration::try_from_secs_f64(row.age.max(0.0)).unwrap_or(Duration::MAX),
             ),
             forced_down: row.forced_down,
+            holder,
+            holder_since: row.holder_since.and_then(epoch_to_utc),
+            metadata,
         })
+    }
+
+    /// The holder a row of `key` stores, checked (16 bytes, an epoch >= 0).
+    fn holder_of(&self, key: &MemberKey, (instance, epoch): StoredHolder) -> Result<Holder> {
+        let Some(id) = instance.instance() else {
+            return Err(self.bad_member_row(
+                key,
+                &format!(
+                    "its holder instance is {} bytes long, not 16",
+                    instance.len()
+                ),
+            ));
+        };
+        let epoch = self.epoch_of(key, epoch)?;
+        Ok(Holder::new(id, epoch))
+    }
+
+    /// An epoch a row of `key` stores, checked.
+    fn epoch_of(&self, key: &MemberKey, epoch: i64) -> Result<u64> {
+        u64::try_from(epoch)
+            .map_err(|_| self.bad_member_row(key, &format!("its epoch {epoch} is negative")))
+    }
+
+    /// The holder of a row that refused a heartbeat. A stored holder that is not
+    /// valid is logged and reported as the unknown instance: the row is fenced
+    /// either way (it is not the beating instance's), and one bad row must not fail
+    /// the heartbeat of every other member of the batch.
+    fn fencing_holder(&self, key: &MemberKey, found: StoredHolder) -> Holder {
+        match self.holder_of(key, found) {
+            Ok(holder) => holder,
+            Err(error) => {
+                tracing::warn!(driver = crate::NAME, %error, "heartbeat refused by a row with an invalid holder");
+                Holder::new(InstanceId::NIL, u64::try_from(found.1).unwrap_or(0))
+            }
+        }
     }
 
     fn bad_row(&self, e: Error) -> Error {
@@ -202,35 +254,64 @@ impl DbDriver {
         .with_driver(crate::NAME)
     }
 
-    async fn upsert(&self, keys: &[MemberKey]) -> Result<()> {
-        if keys.is_empty() {
-            return Ok(());
-        }
-        let pairs: Vec<(&str, &str)> = keys
+    fn bad_member_row(&self, key: &MemberKey, what: &str) -> Error {
+        Error::backend(format!(
+            "the database {} holds an invalid row for member {key}: {what}",
+            self.location
+        ))
+        .with_driver(crate::NAME)
+    }
+
+    /// Applies registrations with unique keys through the store (one statement, or
+    /// one transaction when some are conditional) and caches the row ids.
+    async fn apply(&self, registrations: &[Registration]) -> Result<Vec<Registered>> {
+        let regs: Vec<Reg<'_>> = registrations
             .iter()
-            .map(|k| (k.group.as_str(), k.member.as_str()))
+            .map(|r| Reg {
+                group: r.key.group.as_str(),
+                member: r.key.member.as_str(),
+                instance: r.instance,
+                metadata: r.metadata.to_json(),
+                condition: r.condition,
+            })
             .collect();
-        let what = if keys.len() == 1 {
-            format!("registering {}", keys[0])
+        let what = if registrations.len() == 1 {
+            format!("registering {}", registrations[0].key)
         } else {
-            format!("registering {} members", keys.len())
+            format!("registering {} members", registrations.len())
         };
-        let rows = self
+        let outcomes = self
             .store
-            .upsert(&pairs)
+            .register(&regs)
             .await
             .map_err(|e| self.fail(&what, e))?;
-        let by_pair: HashMap<(&str, &str), &MemberKey> = keys
-            .iter()
-            .map(|k| ((k.group.as_str(), k.member.as_str()), k))
-            .collect();
-        let mut ids = self.ids();
-        for (id, group, member) in &rows {
-            if let Some(key) = by_pair.get(&(group.as_str(), member.as_str())) {
-                ids.insert((*key).clone(), *id);
-            }
+        if outcomes.len() != registrations.len() {
+            return Err(Error::backend(format!(
+                "{what} on {}: {} outcomes for {} registrations",
+                self.location,
+                outcomes.len(),
+                registrations.len()
+            ))
+            .with_driver(crate::NAME));
         }
-        Ok(())
+        let mut out = Vec::with_capacity(outcomes.len());
+        let mut ids = self.ids();
+        for (registration, outcome) in registrations.iter().zip(outcomes) {
+            let key = &registration.key;
+            out.push(match outcome {
+                Outcome::Stored { id, epoch } => {
+                    // A re-created row has a new id: the cache follows.
+                    ids.insert(key.clone(), id);
+                    Registered::Stored {
+                        epoch: self.epoch_of(key, epoch)?,
+                    }
+                }
+                Outcome::Refused { found } => Registered::Refused {
+                    found: found.map(|h| self.holder_of(key, h)).transpose()?,
+                },
+            });
+        }
+        Ok(out)
     }
 }
 
@@ -362,59 +443,72 @@ impl Driver for DbDriver {
         caps
     }
 
-    async fn register(&self, key: &MemberKey) -> Result<()> {
-        self.upsert(std::slice::from_ref(key)).await
+    async fn register(&self, registration: &Registration) -> Result<Registered> {
+        let mut outcomes = self.apply(std::slice::from_ref(registration)).await?;
+        outcomes.pop().ok_or_else(|| {
+            Error::backend(format!("registering {}: no outcome", registration.key))
+                .with_driver(crate::NAME)
+        })
     }
 
-    async fn register_many(&self, keys: &[MemberKey]) -> Result<()> {
-        self.upsert(keys).await
+    async fn register_many(&self, registrations: &[Registration]) -> Result<Vec<Registered>> {
+        if registrations.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The statements need unique keys (an upsert cannot touch one row twice).
+        // Core never sends a key twice; should it happen, each is applied on its own.
+        let mut seen = HashSet::with_capacity(registrations.len());
+        if registrations.iter().all(|r| seen.insert(&r.key)) {
+            return self.apply(registrations).await;
+        }
+        let mut out = Vec::with_capacity(registrations.len());
+        for registration in registrations {
+            out.extend(self.apply(std::slice::from_ref(registration)).await?);
+        }
+        Ok(out)
     }
 
-    async fn heartbeat(&self, keys: &[MemberKey]) -> Result<HeartbeatReport> {
-        if keys.is_empty() {
+    async fn heartbeat(&self, batch: &[Beats<'_>]) -> Result<HeartbeatReport> {
+        let total: usize = batch.iter().map(|part| part.keys.len()).sum();
+        if total == 0 {
             return Ok(HeartbeatReport::default());
         }
-        // Split into members known by id and members to find by name.
-        let mut by_id: Vec<(RowId, &MemberKey)> = Vec::with_capacity(keys.len());
-        let mut unknown: BTreeMap<&GroupId, Vec<&MemberKey>> = BTreeMap::new();
+        // Split into members known by id and members to look up by name.
+        let mut beats: Vec<(Beat, &MemberKey)> = Vec::with_capacity(total);
+        let mut unknown: BTreeMap<&GroupId, Vec<(&MemberKey, InstanceId)>> = BTreeMap::new();
         {
             let ids = self.ids();
-            for key in keys {
-                match ids.get(key) {
-                    Some(id) => by_id.push((*id, key)),
-                    None => unknown.entry(&key.group).or_default().push(key),
-                }
-            }
-        }
-        by_id.sort_unstable_by_key(|(id, _)| *id);
-        let mut report = HeartbeatReport::default();
-        if !by_id.is_empty() {
-            let ids: Vec<RowId> = by_id.iter().map(|(id, _)| *id).collect();
-            let found: HashSet<RowId> = self
-                .store
-                .touch_ids(ids)
-                .await
-                .map_err(|e| self.fail(&format!("heartbeat of {} members", keys.len()), e))?
-                .into_iter()
-                .collect();
-            if found.len() < by_id.len() {
-                let mut cache = self.ids();
-                for (id, key) in &by_id {
-                    if !found.contains(id) {
-                        cache.remove(*key);
-                        report.missing.push((*key).clone());
+            for part in batch {
+                for key in part.keys {
+                    match ids.get(key) {
+                        Some(id) => beats.push((
+                            Beat {
+                                id: *id,
+                                instance: part.instance,
+                            },
+                            key,
+                        )),
+                        None => unknown
+                            .entry(&key.group)
+                            .or_default()
+                            .push((key, part.instance)),
                     }
                 }
             }
         }
+        let mut report = HeartbeatReport::default();
+        // Members this driver has no id for (another handle or process registered
+        // them): their ids, one query per group, cached for the next ticks.
         for (group, members) in unknown {
-            let names: Vec<String> = members
+            let mut names: Vec<String> = members
                 .iter()
-                .map(|k| k.member.as_str().to_owned())
+                .map(|(key, _)| key.member.as_str().to_owned())
                 .collect();
+            names.sort_unstable();
+            names.dedup();
             let found = self
                 .store
-                .touch_members(group.as_str(), names)
+                .lookup(group.as_str(), names)
                 .await
                 .map_err(|e| {
                     self.fail(
@@ -425,30 +519,124 @@ impl Driver for DbDriver {
             let found: HashMap<String, RowId> =
                 found.into_iter().map(|(id, member)| (member, id)).collect();
             let mut cache = self.ids();
-            for key in members {
+            for (key, instance) in members {
                 match found.get(key.member.as_str()) {
                     Some(id) => {
                         cache.insert(key.clone(), *id);
+                        beats.push((Beat { id: *id, instance }, key));
                     }
-                    None => report.missing.push(key.clone()),
+                    None => report.missing.push((instance, key.clone())),
+                }
+            }
+        }
+        // Sorted by id: the statement locks rows in id order (no deadlocks between
+        // processes), and the refused beats are found by binary search.
+        beats.sort_unstable_by_key(|(beat, _)| *beat);
+        beats.dedup_by_key(|(beat, _)| *beat);
+        if !beats.is_empty() {
+            let plain: Vec<Beat> = beats.iter().map(|(beat, _)| *beat).collect();
+            let unrefreshed = self
+                .store
+                .touch(&plain)
+                .await
+                .map_err(|e| self.fail(&format!("heartbeat of {total} members"), e))?;
+            if !unrefreshed.is_empty() {
+                let mut cache = self.ids();
+                for u in unrefreshed {
+                    let wanted = Beat {
+                        id: u.id,
+                        instance: u.instance,
+                    };
+                    let Ok(at) = beats.binary_search_by_key(&wanted, |(beat, _)| *beat) else {
+                        continue;
+                    };
+                    let key = beats[at].1;
+                    match u.found {
+                        None => {
+                            // Gone. Only this id leaves the cache: a registration may
+                            // have cached the id of a re-created row meanwhile.
+                            if cache.get(key) == Some(&u.id) {
+                                cache.remove(key);
+                            }
+                            report.missing.push((u.instance, key.clone()));
+                        }
+                        Some(found) => report.superseded.push(Superseded {
+                            key: key.clone(),
+                            instance: u.instance,
+                            holder: self.fencing_holder(key, found),
+                        }),
+                    }
                 }
             }
         }
         report.missing.sort();
+        report
+            .superseded
+            .sort_by(|a, b| (&a.key, a.instance).cmp(&(&b.key, b.instance)));
         self.heartbeat_calls.fetch_add(1, Ordering::Relaxed);
         self.heartbeated_members
-            .fetch_add(keys.len() as u64, Ordering::Relaxed);
+            .fetch_add(total as u64, Ordering::Relaxed);
         Ok(report)
     }
 
-    async fn remove(&self, key: &MemberKey) -> Result<bool> {
-        let existed = self
+    async fn remove(&self, key: &MemberKey, holder: Option<InstanceId>) -> Result<bool> {
+        let deleted = self
             .store
-            .delete(key.group.as_str(), key.member.as_str())
+            .delete(key.group.as_str(), key.member.as_str(), holder)
             .await
             .map_err(|e| self.fail(&format!("removing {key}"), e))?;
-        self.ids().remove(key);
-        Ok(existed)
+        // A row another instance holds stays, and so does its (valid) cached id.
+        if deleted || holder.is_none() {
+            self.ids().remove(key);
+        }
+        Ok(deleted)
+    }
+
+    async fn set_metadata(
+        &self,
+        key: &MemberKey,
+        instance: InstanceId,
+        metadata: &Metadata,
+    ) -> Result<HolderUpdate> {
+        let what = format!("setting the metadata of {key}");
+        let json = metadata.to_json();
+        // The update is conditional on the holder; when it changes nothing, one read
+        // tells why. Should the row be taken back by this instance in between, the
+        // update is tried again.
+        for _ in 0..3 {
+            if self
+                .store
+                .set_metadata(
+                    key.group.as_str(),
+                    key.member.as_str(),
+                    instance,
+                    json.clone(),
+                )
+                .await
+                .map_err(|e| self.fail(&what, e))?
+            {
+                return Ok(HolderUpdate::Stored);
+            }
+            let found = self
+                .store
+                .holder(key.group.as_str(), key.member.as_str())
+                .await
+                .map_err(|e| self.fail(&what, e))?;
+            match found {
+                None => return Ok(HolderUpdate::Missing),
+                Some(found) => {
+                    let holder = self.holder_of(key, found)?;
+                    if holder.instance != instance {
+                        return Ok(HolderUpdate::NotHeld(holder));
+                    }
+                }
+            }
+        }
+        Err(Error::backend(format!(
+            "{what} on {}: the record kept changing under the update",
+            self.location
+        ))
+        .with_driver(crate::NAME))
     }
 
     async fn set_forced_down(&self, key: &MemberKey, forced_down: bool) -> Result<bool> {

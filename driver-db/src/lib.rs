@@ -14,14 +14,24 @@
 //!   `mysql+pymysql://…`, `sqlite:////abs/path`). Unset: a SQLite file
 //!   at [`default_sqlite_path`]. Passwords never appear in errors, logs or `Debug`.
 //! - **Schema**: one row per (group, member) with a unique key, the last heartbeat,
-//!   the forced-down flag and the creation time; no index on the heartbeat column.
-//!   Embedded migrations run when the driver is built, idempotently and safely
-//!   when several processes start at once.
+//!   the forced-down flag, the creation time, the holder (the 16-byte instance id of
+//!   the handle holding it, and an epoch), when that holder registered, and the
+//!   member's metadata (JSON); no index on any of the columns heartbeats and
+//!   registrations write. Embedded migrations run when the driver is built,
+//!   idempotently and safely when several processes start at once.
+//! - **Registrations** follow core's identity contract in SQL: a new row gets epoch
+//!   1, the holding instance keeps it, another instance adds one; unconditional ones
+//!   are one statement per chunk (PostgreSQL: four array binds), conditional ones
+//!   (`Absent`, `HeldAs`) one transaction that locks the rows it checks (SQLite: an
+//!   immediate transaction), so of two processes claiming one member exactly one wins.
 //! - **Heartbeats**: a batch is one statement, `UPDATE … SET last_seen = <db now>
-//!   WHERE id IN (…)` with the ids sorted and bound as one array (PostgreSQL
-//!   `= ANY($1)`, SQLite `json_each(?)`, MySQL the ids as literals with `ORDER BY
-//!   id`); members whose row is gone are reported back
-//!   so core registers them again. Listing a group is one query.
+//!   WHERE id IN (…) AND holder = <instance>` with the ids sorted and bound as one
+//!   array (PostgreSQL `= ANY($1)`, SQLite `json_each(?)`, MySQL the ids as literals
+//!   with `ORDER BY id`); a batch of several instances matches `(id, holder)` pairs
+//!   instead. Rows that were not refreshed are found by a second statement only then:
+//!   gone ones are reported missing (core registers them again), rows another
+//!   instance holds superseded (fencing: a zombie cannot keep a member alive).
+//!   Listing a group is one query.
 //! - **One clock**: ages are computed by the database (`now() - last_seen`), never
 //!   by comparing a client's clock with a stored time.
 //! - **Timeouts**: connect, statement and pool checkout are bounded by

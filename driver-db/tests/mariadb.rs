@@ -14,7 +14,9 @@ use std::time::Duration;
 use common::mariadb::*;
 use common::outage::*;
 use common::*;
-use servicegroup_core::{Driver, Error, ErrorKind, GroupId, MemberId, MemberKey, ServiceGroup};
+use servicegroup_core::{
+    Beats, Driver, Error, ErrorKind, GroupId, InstanceId, MemberId, MemberKey, ServiceGroup,
+};
 use servicegroup_driver_db::{BackendKind, DbDriver};
 // Name the driver crate so it is linked and registered.
 use servicegroup_driver_db as _;
@@ -82,10 +84,11 @@ async fn server_counts_one_update_per_batch() {
     let (_server, admin) = OwnServer::start(Product::Mariadb);
     let driver = DbDriver::connect(&config(&admin)).await.unwrap();
     let keys = keys("compute", 10_000);
-    register_all(&driver, &keys).await;
+    let me = InstanceId::random();
+    register_all(&driver, me, &keys).await;
     let before = updates(&admin).await;
     for _ in 0..3 {
-        assert!(driver.heartbeat(&keys).await.unwrap().missing.is_empty());
+        assert!(beat(&driver, me, &keys).await.missing.is_empty());
     }
     let after = updates(&admin).await;
     assert_eq!(
@@ -127,7 +130,10 @@ async fn ids_compare_byte_exactly() {
         .iter()
         .map(|n| MemberKey::new(group.clone(), MemberId::new(n.clone()).unwrap()))
         .collect();
-    driver.register_many(&keys).await.unwrap();
+    let me = InstanceId::random();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    register_all(&driver, me, &sorted).await;
     let mut listed: Vec<String> = driver
         .list(&group)
         .await
@@ -146,7 +152,11 @@ async fn ids_compare_byte_exactly() {
     assert!(driver.set_forced_down(&keys[1], true).await.unwrap());
     assert!(!driver.get(&keys[0]).await.unwrap().unwrap().forced_down);
     assert!(driver.get(&keys[1]).await.unwrap().unwrap().forced_down);
-    assert!(driver.heartbeat(&keys).await.unwrap().missing.is_empty());
+    let report = beat(&driver, me, &sorted).await;
+    assert!(
+        report.missing.is_empty() && report.superseded.is_empty(),
+        "{report:?}"
+    );
 }
 
 #[tokio::test]
@@ -159,7 +169,7 @@ async fn url_forms_reach_the_same_database() {
         .unwrap();
     assert_eq!(first.backend(), BackendKind::Mysql);
     let key = keys("forms", 1).remove(0);
-    first.register(&key).await.unwrap();
+    register(&first, InstanceId::random(), &key).await;
     for url in [
         format!("mariadb://{rest}"),
         format!("mysql+pymysql://{rest}?charset=utf8"),
@@ -278,16 +288,22 @@ async fn concurrent_overlapping_batches_never_deadlock() {
     let a = std::sync::Arc::new(DbDriver::connect(&config).await.unwrap());
     let b = std::sync::Arc::new(DbDriver::connect(&config).await.unwrap());
     let keys = std::sync::Arc::new(keys("compute", 2_000));
-    register_all(&a, &keys).await;
+    let me = InstanceId::random();
+    register_all(&a, me, &keys).await;
     // b finds the rows by name once, then by id like a.
-    assert!(b.heartbeat(&keys).await.unwrap().missing.is_empty());
+    assert!(beat(&b, me, &keys).await.missing.is_empty());
     let mut tasks = tokio::task::JoinSet::new();
     for driver in [a.clone(), b.clone(), a, b] {
         let keys = keys.clone();
         tasks.spawn(async move {
             for _ in 0..40 {
-                let report = driver.heartbeat(&keys).await?;
-                assert!(report.missing.is_empty());
+                let report = driver
+                    .heartbeat(&[Beats {
+                        instance: me,
+                        keys: &keys,
+                    }])
+                    .await?;
+                assert!(report.missing.is_empty() && report.superseded.is_empty());
             }
             Ok::<_, Error>(())
         });
@@ -299,7 +315,9 @@ async fn concurrent_overlapping_batches_never_deadlock() {
 }
 
 /// Two drivers registering the same 1,000 members at the same time (two processes
-/// restarting together) both succeed: the rows are inserted in key order.
+/// restarting together) both succeed: the rows are inserted in key order. Each takes
+/// the members over from the other in turn, so a heartbeat finds every member either
+/// refreshed or superseded, never missing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_registrations_succeed() {
     let url = fresh_mdb_database("sg_reg").await;
@@ -310,10 +328,18 @@ async fn concurrent_registrations_succeed() {
     for _ in 0..2 {
         let driver = DbDriver::connect(&config).await.unwrap();
         let keys = keys.clone();
+        let me = InstanceId::random();
         tasks.spawn(async move {
+            let registrations: Vec<_> = keys.iter().map(|k| registration(k, me)).collect();
             for _ in 0..10 {
-                driver.register_many(&keys).await?;
-                assert!(driver.heartbeat(&keys).await?.missing.is_empty());
+                driver.register_many(&registrations).await?;
+                let report = driver
+                    .heartbeat(&[Beats {
+                        instance: me,
+                        keys: &keys,
+                    }])
+                    .await?;
+                assert!(report.missing.is_empty(), "{report:?}");
             }
             Ok::<_, Error>(())
         });
@@ -322,4 +348,70 @@ async fn concurrent_registrations_succeed() {
         done.unwrap()
             .expect("concurrent registrations must all succeed");
     }
+}
+
+/// A fresh database of the shared server, dropped at the end of the test.
+async fn own_database(prefix: &str) -> (String, DropMdbDatabase) {
+    let url = fresh_mdb_database(prefix).await;
+    let drop = DropMdbDatabase::for_url(&url);
+    (url, drop)
+}
+
+#[tokio::test]
+async fn takeover_bumps_the_epoch_and_fences_the_old_holder() {
+    let (url, _drop) = own_database("sg_takeover").await;
+    identity::takeover_bumps_the_epoch_and_fences_the_old_holder(&url).await;
+}
+
+#[tokio::test]
+async fn refused_registrations_change_nothing() {
+    let (url, _drop) = own_database("sg_cond").await;
+    identity::refused_registrations_change_nothing(&url).await;
+}
+
+#[tokio::test]
+async fn leave_by_another_instance_leaves_the_row() {
+    let (url, _drop) = own_database("sg_leave").await;
+    identity::leave_by_another_instance_leaves_the_row(&url).await;
+}
+
+#[tokio::test]
+async fn metadata_round_trips() {
+    let (url, _drop) = own_database("sg_meta").await;
+    identity::metadata_round_trips(&url).await;
+}
+
+#[tokio::test]
+async fn id_cache_follows_removed_and_recreated_rows() {
+    let (url, _drop) = own_database("sg_cache").await;
+    identity::id_cache_follows_removed_and_recreated_rows(&url).await;
+}
+
+#[tokio::test]
+async fn legacy_rows_read_as_the_unknown_holder() {
+    let (url, _drop) = own_database("sg_legacy").await;
+    identity::legacy_rows_read_as_the_unknown_holder(
+        &url,
+        "INSERT INTO servicegroup_members (group_id, member_id, last_seen, forced_down) \
+         VALUES ('legacy', 'old-host', NOW(6), TRUE)",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn undecodable_rows_are_backend_errors() {
+    let (url, _drop) = own_database("sg_bad").await;
+    // BINARY(16) pads a shorter value to 16 bytes: no holder of another length.
+    identity::undecodable_rows_are_backend_errors(
+        &url,
+        "UPDATE servicegroup_members SET metadata = '{\"Bad Key\": \"x\"}' WHERE member_id = 'm00000'",
+        None,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_conditional_claims_have_one_winner() {
+    let (url, _drop) = own_database("sg_race").await;
+    identity::racing_conditional_claims_have_one_winner(&url).await;
 }

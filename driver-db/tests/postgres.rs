@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::outage::*;
 use common::*;
-use servicegroup_core::{Driver, Error, ErrorKind, ServiceGroup};
+use servicegroup_core::{Driver, Error, ErrorKind, InstanceId, ServiceGroup};
 use servicegroup_driver_db::{BackendKind, DbDriver};
 // Name the driver crate so it is linked and registered.
 use servicegroup_driver_db as _;
@@ -87,13 +87,14 @@ async fn registering_a_fleet_refreshes_the_planner_statistics() {
     let url = fresh_pg_database("sg_analyze").await;
     let driver = DbDriver::connect(&config(&url)).await.unwrap();
     let keys = keys("compute", 20_000);
-    register_all(&driver, &keys[..9_000]).await;
+    let me = InstanceId::random();
+    register_all(&driver, me, &keys[..9_000]).await;
     assert_eq!(
         wait_for_analyze(&url, 0).await,
         0,
         "analyzed before 10,000 rows"
     );
-    register_all(&driver, &keys[9_000..]).await;
+    register_all(&driver, me, &keys[9_000..]).await;
     wait_for_analyze(&url, 1).await;
 
     #[derive(diesel::QueryableByName)]
@@ -104,17 +105,35 @@ async fn registering_a_fleet_refreshes_the_planner_statistics() {
     use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
     let mut conn = AsyncPgConnection::establish(&url).await.unwrap();
     let ids: Vec<i64> = (10_000..10_200).collect();
+    // The heartbeat statement of one instance (TOUCH_ONE in backend/postgres.rs).
     let plan: Vec<Line> = diesel::sql_query(
         "EXPLAIN UPDATE servicegroup_members AS t SET last_seen = now() \
          FROM (SELECT id FROM servicegroup_members WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE) AS s \
-         WHERE t.id = s.id AND t.id = ANY($1)",
+         WHERE t.id = s.id AND t.id = ANY($1) AND t.holder = $2",
     )
     .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(&ids)
+    .bind::<diesel::sql_types::Binary, _>(&me.to_bytes()[..])
     .load(&mut conn)
     .await
     .unwrap();
     let plan: String = plan.into_iter().map(|l| l.line + "\n").collect();
     assert!(!plan.contains("Seq Scan"), "{plan}");
+    // ... and of several instances (TOUCH_MANY).
+    let holders: Vec<Vec<u8>> = ids.iter().map(|_| me.to_bytes().to_vec()).collect();
+    let plan: Vec<Line> = diesel::sql_query(
+        "EXPLAIN UPDATE servicegroup_members AS t SET last_seen = now() \
+         FROM (SELECT id FROM servicegroup_members WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE) AS s \
+         WHERE t.id = s.id AND t.id = ANY($1) \
+         AND (t.id, t.holder) IN (SELECT * FROM unnest($2::bigint[], $3::bytea[]))",
+    )
+    .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(&ids)
+    .bind::<diesel::sql_types::Array<diesel::sql_types::BigInt>, _>(&ids)
+    .bind::<diesel::sql_types::Array<diesel::sql_types::Binary>, _>(&holders)
+    .load(&mut conn)
+    .await
+    .unwrap();
+    let plan: String = plan.into_iter().map(|l| l.line + "\n").collect();
+    assert!(!plan.contains("Seq Scan on servicegroup_members"), "{plan}");
 }
 
 /// The server's own count: three batches of 10,000 members are three statements in
@@ -146,7 +165,8 @@ async fn pg_stat_statements_counts_one_update_per_batch() {
 
     let driver = DbDriver::connect(&config(&url)).await.unwrap();
     let keys = keys("compute", 10_000);
-    register_all(&driver, &keys).await;
+    let me = InstanceId::random();
+    register_all(&driver, me, &keys).await;
     // Registering 10,000 members makes the driver analyze the table in the background:
     // wait for it, so it is not counted below.
     wait_for_analyze(&url, 1).await;
@@ -158,7 +178,7 @@ async fn pg_stat_statements_counts_one_update_per_batch() {
     )
     .await;
     for _ in 0..3 {
-        assert!(driver.heartbeat(&keys).await.unwrap().missing.is_empty());
+        assert!(beat(&driver, me, &keys).await.missing.is_empty());
     }
 
     use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
@@ -199,7 +219,7 @@ async fn url_forms_reach_the_same_database() {
         .unwrap();
     assert_eq!(first.backend(), BackendKind::Postgres);
     let key = keys("forms", 1).remove(0);
-    first.register(&key).await.unwrap();
+    register(&first, InstanceId::random(), &key).await;
     for url in [
         format!("postgresql://{rest}"),
         format!("postgresql+psycopg2://{rest}?client_encoding=utf8"),
@@ -300,16 +320,22 @@ async fn concurrent_overlapping_batches_never_deadlock() {
     let a = std::sync::Arc::new(DbDriver::connect(&config).await.unwrap());
     let b = std::sync::Arc::new(DbDriver::connect(&config).await.unwrap());
     let keys = std::sync::Arc::new(keys("compute", 2_000));
-    register_all(&a, &keys).await;
+    let me = InstanceId::random();
+    register_all(&a, me, &keys).await;
     // b finds the rows by name once, then by id like a.
-    assert!(b.heartbeat(&keys).await.unwrap().missing.is_empty());
+    assert!(beat(&b, me, &keys).await.missing.is_empty());
     let mut tasks = tokio::task::JoinSet::new();
     for driver in [a.clone(), b.clone(), a, b] {
         let keys = keys.clone();
         tasks.spawn(async move {
             for _ in 0..40 {
-                let report = driver.heartbeat(&keys).await?;
-                assert!(report.missing.is_empty());
+                let report = driver
+                    .heartbeat(&[servicegroup_core::Beats {
+                        instance: me,
+                        keys: &keys,
+                    }])
+                    .await?;
+                assert!(report.missing.is_empty() && report.superseded.is_empty());
             }
             Ok::<_, Error>(())
         });
@@ -318,4 +344,71 @@ async fn concurrent_overlapping_batches_never_deadlock() {
         done.unwrap()
             .expect("concurrent heartbeat batches must all succeed");
     }
+}
+
+/// A fresh database of the shared server, dropped at the end of the test.
+async fn own_database(prefix: &str) -> (String, DropDatabase) {
+    let url = fresh_pg_database(prefix).await;
+    let drop = DropDatabase::for_url(&url);
+    (url, drop)
+}
+
+#[tokio::test]
+async fn takeover_bumps_the_epoch_and_fences_the_old_holder() {
+    let (url, _drop) = own_database("sg_takeover").await;
+    identity::takeover_bumps_the_epoch_and_fences_the_old_holder(&url).await;
+}
+
+#[tokio::test]
+async fn refused_registrations_change_nothing() {
+    let (url, _drop) = own_database("sg_cond").await;
+    identity::refused_registrations_change_nothing(&url).await;
+}
+
+#[tokio::test]
+async fn leave_by_another_instance_leaves_the_row() {
+    let (url, _drop) = own_database("sg_leave").await;
+    identity::leave_by_another_instance_leaves_the_row(&url).await;
+}
+
+#[tokio::test]
+async fn metadata_round_trips() {
+    let (url, _drop) = own_database("sg_meta").await;
+    identity::metadata_round_trips(&url).await;
+}
+
+#[tokio::test]
+async fn id_cache_follows_removed_and_recreated_rows() {
+    let (url, _drop) = own_database("sg_cache").await;
+    identity::id_cache_follows_removed_and_recreated_rows(&url).await;
+}
+
+#[tokio::test]
+async fn legacy_rows_read_as_the_unknown_holder() {
+    let (url, _drop) = own_database("sg_legacy").await;
+    identity::legacy_rows_read_as_the_unknown_holder(
+        &url,
+        "INSERT INTO servicegroup_members (group_id, member_id, last_seen, forced_down) \
+         VALUES ('legacy', 'old-host', now(), true)",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn undecodable_rows_are_backend_errors() {
+    let (url, _drop) = own_database("sg_bad").await;
+    identity::undecodable_rows_are_backend_errors(
+        &url,
+        "UPDATE servicegroup_members SET metadata = '{\"Bad Key\": \"x\"}' WHERE member_id = 'm00000'",
+        Some("UPDATE servicegroup_members SET holder = '\\x010203' WHERE member_id = 'm00000'"),
+    )
+    .await;
+}
+
+/// Two drivers (two processes) on one PostgreSQL database claiming one member at
+/// once with a condition: exactly one is stored, round after round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_conditional_claims_have_one_winner() {
+    let (url, _drop) = own_database("sg_race").await;
+    identity::racing_conditional_claims_have_one_winner(&url).await;
 }

@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use servicegroup_core::{Driver, ErrorKind, ServiceGroup};
+use servicegroup_core::{Driver, ErrorKind, InstanceId, ServiceGroup};
 use servicegroup_driver_db::{BackendKind, DbDriver};
 // Name the driver crate so it is linked and registered.
 use servicegroup_driver_db as _;
@@ -144,7 +144,7 @@ async fn url_forms_reach_the_same_file() {
     let alchemy_driver = format!("sqlite+pysqlite:///{abs}");
     let first = DbDriver::connect(&config(&sqlx)).await.unwrap();
     let key = keys("forms", 1).remove(0);
-    first.register(&key).await.unwrap();
+    register(&first, InstanceId::random(), &key).await;
     for url in [nova, alchemy_driver] {
         let d = DbDriver::connect(&config(&url)).await.unwrap();
         assert_eq!(d.backend(), BackendKind::Sqlite);
@@ -190,30 +190,88 @@ async fn register_keeps_forced_down_and_remove_forgets() {
         .await
         .unwrap();
     let key = keys("g", 1).remove(0);
+    let (first, restarted) = (InstanceId::random(), InstanceId::random());
     assert!(
         !driver.set_forced_down(&key, true).await.unwrap(),
         "no such member yet"
     );
-    driver.register(&key).await.unwrap();
+    register(&driver, first, &key).await;
     assert!(driver.set_forced_down(&key, true).await.unwrap());
-    driver.register(&key).await.unwrap();
+    assert_eq!(register(&driver, restarted, &key).await, 2);
     assert!(
         driver.get(&key).await.unwrap().unwrap().forced_down,
         "a restart keeps the operator's flag"
     );
-    assert!(driver.remove(&key).await.unwrap());
-    assert!(!driver.remove(&key).await.unwrap());
+    assert!(driver.remove(&key, None).await.unwrap());
+    assert!(!driver.remove(&key, None).await.unwrap());
     assert_eq!(
-        driver
-            .heartbeat(std::slice::from_ref(&key))
+        beat(&driver, restarted, std::slice::from_ref(&key))
             .await
-            .unwrap()
             .missing,
-        vec![key.clone()]
+        vec![(restarted, key.clone())]
     );
-    driver.register(&key).await.unwrap();
+    assert_eq!(register(&driver, restarted, &key).await, 1, "a new record");
     assert!(
         !driver.get(&key).await.unwrap().unwrap().forced_down,
         "a new record starts not forced down"
     );
+}
+
+#[tokio::test]
+async fn takeover_bumps_the_epoch_and_fences_the_old_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    identity::takeover_bumps_the_epoch_and_fences_the_old_holder(&sqlite_url(dir.path(), "t.db"))
+        .await;
+}
+
+#[tokio::test]
+async fn refused_registrations_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    identity::refused_registrations_change_nothing(&sqlite_url(dir.path(), "c.db")).await;
+}
+
+#[tokio::test]
+async fn leave_by_another_instance_leaves_the_row() {
+    let dir = tempfile::tempdir().unwrap();
+    identity::leave_by_another_instance_leaves_the_row(&sqlite_url(dir.path(), "l.db")).await;
+}
+
+#[tokio::test]
+async fn metadata_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    identity::metadata_round_trips(&sqlite_url(dir.path(), "m.db")).await;
+}
+
+#[tokio::test]
+async fn id_cache_follows_removed_and_recreated_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    identity::id_cache_follows_removed_and_recreated_rows(&sqlite_url(dir.path(), "i.db")).await;
+}
+
+#[tokio::test]
+async fn legacy_rows_read_as_the_unknown_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    identity::legacy_rows_read_as_the_unknown_holder(
+        &sqlite_url(dir.path(), "legacy.db"),
+        "INSERT INTO servicegroup_members (group_id, member_id, last_seen, forced_down) \
+         VALUES ('legacy', 'old-host', unixepoch('subsec'), 1)",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn undecodable_rows_are_backend_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    identity::undecodable_rows_are_backend_errors(
+        &sqlite_url(dir.path(), "bad.db"),
+        "UPDATE servicegroup_members SET metadata = '{\"Bad Key\": \"x\"}' WHERE member_id = 'm00000'",
+        Some("UPDATE servicegroup_members SET holder = x'010203' WHERE member_id = 'm00000'"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_conditional_claims_have_one_winner() {
+    let dir = tempfile::tempdir().unwrap();
+    identity::racing_conditional_claims_have_one_winner(&sqlite_url(dir.path(), "race.db")).await;
 }

@@ -1,8 +1,9 @@
 //! What differs per database product: SQL dialect, the clock expression, connection
 //! setup, pooling and migrations. Each backend implements [`Store`], a handful of
-//! storage operations in its own SQL; everything else (the id cache, missing-member
-//! detection, records, errors) lives once in [`crate::driver`]: SQLite, PostgreSQL
-//! and MySQL/MariaDB are one module each implementing [`Store`].
+//! storage operations in its own SQL; everything else (the id cache, missing and
+//! superseded members, records and their checks, errors) lives once in
+//! [`crate::driver`]: SQLite, PostgreSQL and MySQL/MariaDB are one module each
+//! implementing [`Store`].
 
 use std::fmt;
 use std::future::Future;
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::connection::{Instrumentation, InstrumentationEvent};
-use servicegroup_core::async_trait;
+use servicegroup_core::{async_trait, Condition, InstanceId};
 
 use crate::error::DbError;
 
@@ -21,6 +22,122 @@ pub(crate) mod mysql;
 pub(crate) mod postgres;
 #[cfg(feature = "sqlite")]
 pub(crate) mod sqlite;
+
+/// An instance id as a backend stores it (16 big-endian bytes: BLOB, `bytea`,
+/// `BINARY(16)`), read without allocating. A value of another length (a row written
+/// by something else) keeps its length, so the driver reports the row as invalid
+/// instead of guessing an instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, diesel::deserialize::FromSqlRow)]
+pub(crate) struct StoredInstance {
+    bytes: [u8; 16],
+    /// The stored length (saturated at 255).
+    len: u8,
+}
+
+impl StoredInstance {
+    /// The stored bytes of a column value.
+    pub(crate) fn from_slice(raw: &[u8]) -> Self {
+        let mut bytes = [0u8; 16];
+        if raw.len() == bytes.len() {
+            bytes.copy_from_slice(raw);
+        }
+        Self {
+            bytes,
+            len: u8::try_from(raw.len()).unwrap_or(u8::MAX),
+        }
+    }
+
+    /// The instance, if the value is 16 bytes long.
+    pub(crate) fn instance(self) -> Option<InstanceId> {
+        (usize::from(self.len) == self.bytes.len()).then(|| InstanceId::from_bytes(self.bytes))
+    }
+
+    /// The length of the stored value in bytes (255: 255 or more).
+    pub(crate) fn len(self) -> usize {
+        usize::from(self.len)
+    }
+}
+
+/// Metadata as a backend stores it (`Metadata::to_json`'s text), read so that the
+/// common `{}` (a member without metadata) costs no allocation; other text is kept
+/// for the driver to decode and check.
+#[derive(Debug, Clone, PartialEq, Eq, diesel::deserialize::FromSqlRow)]
+pub(crate) enum StoredMetadata {
+    /// `{}`.
+    Empty,
+    /// Any other stored text.
+    Json(String),
+}
+
+impl StoredMetadata {
+    /// The stored text of a column value (not UTF-8: kept lossily, so the driver
+    /// reports it as invalid metadata instead of failing the whole query).
+    fn from_bytes(raw: &[u8]) -> Self {
+        if raw == b"{}" {
+            Self::Empty
+        } else {
+            Self::Json(String::from_utf8_lossy(raw).into_owned())
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl diesel::deserialize::FromSql<diesel::sql_types::Text, diesel::pg::Pg> for StoredMetadata {
+    fn from_sql(value: diesel::pg::PgValue<'_>) -> diesel::deserialize::Result<Self> {
+        Ok(Self::from_bytes(value.as_bytes()))
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl diesel::deserialize::FromSql<diesel::sql_types::Text, diesel::sqlite::Sqlite>
+    for StoredMetadata
+{
+    fn from_sql(
+        mut value: diesel::sqlite::SqliteValue<'_, '_, '_>,
+    ) -> diesel::deserialize::Result<Self> {
+        Ok(Self::from_bytes(value.read_text().as_bytes()))
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl diesel::deserialize::FromSql<diesel::sql_types::Text, diesel::mysql::Mysql>
+    for StoredMetadata
+{
+    fn from_sql(value: diesel::mysql::MysqlValue<'_>) -> diesel::deserialize::Result<Self> {
+        Ok(Self::from_bytes(value.as_bytes()))
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl diesel::deserialize::FromSql<diesel::sql_types::Binary, diesel::pg::Pg> for StoredInstance {
+    fn from_sql(value: diesel::pg::PgValue<'_>) -> diesel::deserialize::Result<Self> {
+        Ok(Self::from_slice(value.as_bytes()))
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl diesel::deserialize::FromSql<diesel::sql_types::Binary, diesel::sqlite::Sqlite>
+    for StoredInstance
+{
+    fn from_sql(
+        mut value: diesel::sqlite::SqliteValue<'_, '_, '_>,
+    ) -> diesel::deserialize::Result<Self> {
+        Ok(Self::from_slice(value.read_blob()))
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl diesel::deserialize::FromSql<diesel::sql_types::Binary, diesel::mysql::Mysql>
+    for StoredInstance
+{
+    fn from_sql(value: diesel::mysql::MysqlValue<'_>) -> diesel::deserialize::Result<Self> {
+        Ok(Self::from_slice(value.as_bytes()))
+    }
+}
+
+/// A holder as a backend stores it: the instance bytes and the epoch (`BIGINT`),
+/// checked by the driver when it turns them into a [`servicegroup_core::Holder`].
+pub(crate) type StoredHolder = (StoredInstance, i64);
 
 /// One stored member of a known group as a backend returns it: facts measured on the
 /// database's clock. The group is the query's parameter, so it is not selected again
@@ -33,25 +150,148 @@ pub(crate) struct Row {
     /// `now - last_seen` in seconds, computed by the database in the same query.
     pub(crate) age: f64,
     pub(crate) forced_down: bool,
+    /// The holding instance as stored.
+    pub(crate) instance: StoredInstance,
+    /// The record's epoch as stored.
+    pub(crate) epoch: i64,
+    /// When the current holder registered, as Unix epoch seconds (database clock);
+    /// `None` for rows written before rows named their holder.
+    pub(crate) holder_since: Option<f64>,
+    /// The metadata as stored (`Metadata::to_json`'s form).
+    pub(crate) metadata: StoredMetadata,
 }
 
-/// A member row as SQLite and MySQL select it: `(member, last_seen, age, forced_down)`
-/// in seconds (PostgreSQL selects a binary timestamp and interval instead and has its
-/// own tuple and conversion in `postgres.rs`).
-pub(crate) type Selected = (String, f64, f64, bool);
+/// A member row as SQLite and MySQL select it: `(member, last_seen, age,
+/// forced_down, holder, epoch, holder_since, metadata)` with times in seconds
+/// (PostgreSQL selects binary timestamps and an interval instead and has its own
+/// tuple and conversion in `postgres.rs`).
+pub(crate) type Selected = (
+    String,
+    f64,
+    f64,
+    bool,
+    StoredInstance,
+    i64,
+    Option<f64>,
+    StoredMetadata,
+);
 
 /// Turns a selected tuple into a [`Row`].
-pub(crate) fn row((member, last_seen, age, forced_down): Selected) -> Row {
+pub(crate) fn row(
+    (member, last_seen, age, forced_down, instance, epoch, holder_since, metadata): Selected,
+) -> Row {
     Row {
         member,
         last_seen,
         age,
         forced_down,
+        instance,
+        epoch,
+        holder_since,
+        metadata,
     }
 }
 
 /// An id assigned to a member by the database.
 pub(crate) type RowId = i64;
+
+/// One registration as a backend applies it.
+#[derive(Debug, Clone)]
+pub(crate) struct Reg<'a> {
+    pub(crate) group: &'a str,
+    pub(crate) member: &'a str,
+    pub(crate) instance: InstanceId,
+    /// The metadata to store, in `Metadata::to_json`'s form.
+    pub(crate) metadata: String,
+    pub(crate) condition: Condition,
+}
+
+/// What a backend did with one [`Reg`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Stored (a first heartbeat included): the row's id and its epoch now.
+    Stored { id: RowId, epoch: i64 },
+    /// The condition did not hold; nothing changed. The holder found, if a row was.
+    Refused { found: Option<StoredHolder> },
+}
+
+/// Whether `condition` holds for a row found with `found` (`None`: no row). A stored
+/// instance of the wrong length never equals an expected holder.
+pub(crate) fn condition_holds(condition: Condition, found: Option<StoredHolder>) -> bool {
+    match condition {
+        Condition::Always => true,
+        Condition::Absent => found.is_none(),
+        Condition::HeldAs(expected) => found.is_some_and(|(instance, epoch)| {
+            instance.instance() == Some(expected.instance)
+                && u64::try_from(epoch).ok() == Some(expected.epoch)
+        }),
+    }
+}
+
+/// One heartbeat of a batch: a row known by id, beaten by an instance. A batch is
+/// sorted by `(id, instance)` and unique; one id may appear with two instances (two
+/// handles claiming a member: at most one holds it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Beat {
+    pub(crate) id: RowId,
+    pub(crate) instance: InstanceId,
+}
+
+/// A heartbeat that did not refresh its row: the row is gone (`found: None`) or held
+/// by another instance (`found`: who holds it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Unrefreshed {
+    pub(crate) id: RowId,
+    pub(crate) instance: InstanceId,
+    pub(crate) found: Option<StoredHolder>,
+}
+
+/// The one instance beating every row of `beats`, if there is one (the normal case:
+/// a handle's tick). Then the statement compares the holder with one bound value.
+pub(crate) fn single_instance(beats: &[Beat]) -> Option<InstanceId> {
+    let first = beats.first()?.instance;
+    beats.iter().all(|b| b.instance == first).then_some(first)
+}
+
+/// The distinct ids of `beats` (sorted, as `beats` is).
+pub(crate) fn unique_ids(beats: &[Beat]) -> Vec<RowId> {
+    let mut ids: Vec<RowId> = beats.iter().map(|b| b.id).collect();
+    ids.dedup();
+    ids
+}
+
+/// The beats of `beats` whose row is not in `found` (gone) or is held by another
+/// instance: the second look of a batch whose row count fell short, for backends
+/// that read the rows back and compare here.
+#[cfg(feature = "mysql")]
+pub(crate) fn unrefreshed_among(
+    beats: &[Beat],
+    found: &std::collections::HashMap<RowId, StoredHolder>,
+) -> Vec<Unrefreshed> {
+    beats
+        .iter()
+        .filter_map(|beat| match found.get(&beat.id) {
+            None => Some(Unrefreshed {
+                id: beat.id,
+                instance: beat.instance,
+                found: None,
+            }),
+            Some(holder) if holder.0.instance() != Some(beat.instance) => Some(Unrefreshed {
+                id: beat.id,
+                instance: beat.instance,
+                found: Some(*holder),
+            }),
+            Some(_) => None,
+        })
+        .collect()
+}
+
+/// Writes `id` as 32 lowercase hex digits to `out` (no allocation).
+pub(crate) fn push_hex(out: &mut String, id: InstanceId) {
+    use std::fmt::Write;
+    // Writing to a String cannot fail.
+    let _ = write!(out, "{:032x}", id.as_u128());
+}
 
 /// Storage operations, one statement (or one transaction) each, in the backend's SQL.
 ///
@@ -59,24 +299,48 @@ pub(crate) type RowId = i64;
 /// failures as [`DbError`]; the caller classifies and redacts them.
 #[async_trait]
 pub(crate) trait Store: Send + Sync + fmt::Debug + 'static {
-    /// Creates or refreshes each `(group, member)` with `last_seen = <db now>`,
-    /// keeping `forced_down` and `created_at`; returns `(id, group, member)` per row.
-    async fn upsert(&self, keys: &[(&str, &str)]) -> Result<Vec<(RowId, String, String)>, DbError>;
+    /// Applies registrations (unique keys, sorted) atomically each, one outcome per
+    /// registration in order: all of them unconditional in one statement (or one
+    /// transaction where the backend needs it to read the result back); with
+    /// conditions in one transaction that locks the rows it checks. The identity
+    /// contract: a new row gets epoch 1 and `holder_since = <db now>`; the holding
+    /// instance keeps the epoch; another instance adds one and sets `holder_since`;
+    /// metadata is replaced, `forced_down` kept, `last_seen = <db now>`.
+    async fn register(&self, regs: &[Reg<'_>]) -> Result<Vec<Outcome>, DbError>;
 
-    /// `UPDATE … SET last_seen = <db now> WHERE id IN ids` (ids sorted, unique), in as
-    /// few statements as the backend allows; returns the ids that still exist.
-    async fn touch_ids(&self, ids: Vec<RowId>) -> Result<Vec<RowId>, DbError>;
+    /// `UPDATE … SET last_seen = <db now> WHERE id IN (…)` for the rows of `beats`
+    /// still held by their beat's instance, one statement in the normal case; only
+    /// when its row count falls short a second statement finds the beats that did
+    /// not refresh their row (returned; empty when all did).
+    async fn touch(&self, beats: &[Beat]) -> Result<Vec<Unrefreshed>, DbError>;
 
-    /// Like [`Store::touch_ids`] for members not known by id: returns `(id, member)`
-    /// of the rows of `group` that exist and were updated.
-    async fn touch_members(
+    /// The ids of the rows of `group` among `members` (any order).
+    async fn lookup(
         &self,
         group: &str,
         members: Vec<String>,
     ) -> Result<Vec<(RowId, String)>, DbError>;
 
-    /// Deletes a member; whether it existed.
-    async fn delete(&self, group: &str, member: &str) -> Result<bool, DbError>;
+    /// Deletes a member (only if `holder` holds it, when given); whether a row was
+    /// deleted.
+    async fn delete(
+        &self,
+        group: &str,
+        member: &str,
+        holder: Option<InstanceId>,
+    ) -> Result<bool, DbError>;
+
+    /// Replaces the metadata of a member `instance` holds; whether it did.
+    async fn set_metadata(
+        &self,
+        group: &str,
+        member: &str,
+        instance: InstanceId,
+        metadata: String,
+    ) -> Result<bool, DbError>;
+
+    /// Who holds a member, if it exists.
+    async fn holder(&self, group: &str, member: &str) -> Result<Option<StoredHolder>, DbError>;
 
     /// Sets the forced-down flag; whether the member exists.
     async fn set_forced_down(
@@ -154,4 +418,88 @@ where
         .recycle_timeout(Some(timeout))
         .build()
         .map_err(|e| DbError::Other(format!("cannot build the connection pool: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use servicegroup_core::Holder;
+
+    #[test]
+    fn stored_values_keep_what_cannot_be_decoded() {
+        let id = InstanceId::from_u128(0x0123_4567_89ab_cdef_0011_2233_4455_6677);
+        let stored = StoredInstance::from_slice(&id.to_bytes());
+        assert_eq!(stored.instance(), Some(id));
+        let short = StoredInstance::from_slice(&[1, 2, 3]);
+        assert_eq!((short.instance(), short.len()), (None, 3));
+        assert_eq!(StoredInstance::from_slice(&[0; 300]).len(), 255);
+        assert_eq!(StoredMetadata::from_bytes(b"{}"), StoredMetadata::Empty);
+        assert_eq!(
+            StoredMetadata::from_bytes(b"{\"a\":\"b\"}"),
+            StoredMetadata::Json("{\"a\":\"b\"}".to_owned())
+        );
+        assert!(matches!(
+            StoredMetadata::from_bytes(&[b'{', 0xff, b'}']),
+            StoredMetadata::Json(_)
+        ));
+    }
+
+    #[test]
+    fn conditions_on_stored_holders() {
+        let a = InstanceId::from_u128(1);
+        let held = Some((StoredInstance::from_slice(&a.to_bytes()), 2));
+        let bad = Some((StoredInstance::from_slice(&[1]), 2));
+        assert!(condition_holds(Condition::Always, held));
+        assert!(condition_holds(Condition::Absent, None));
+        assert!(!condition_holds(Condition::Absent, held));
+        assert!(condition_holds(Condition::HeldAs(Holder::new(a, 2)), held));
+        assert!(!condition_holds(Condition::HeldAs(Holder::new(a, 1)), held));
+        assert!(!condition_holds(Condition::HeldAs(Holder::new(a, 2)), None));
+        assert!(!condition_holds(Condition::HeldAs(Holder::new(a, 2)), bad));
+        assert!(!condition_holds(
+            Condition::HeldAs(Holder::new(a, 2)),
+            Some((StoredInstance::from_slice(&a.to_bytes()), -1))
+        ));
+    }
+
+    #[test]
+    fn batch_shapes() {
+        let (a, b) = (InstanceId::from_u128(1), InstanceId::from_u128(2));
+        let beat = |id, instance| Beat { id, instance };
+        let one = [beat(1, a), beat(4, a)];
+        assert_eq!(single_instance(&one), Some(a));
+        let two = [beat(1, a), beat(4, a), beat(4, b)];
+        assert_eq!(single_instance(&two), None);
+        assert_eq!(unique_ids(&two), vec![1, 4]);
+        assert_eq!(single_instance(&[]), None);
+        let mut hex = String::new();
+        push_hex(&mut hex, InstanceId::from_u128(0xab));
+        assert_eq!(hex, format!("{:032x}", 0xab));
+    }
+
+    #[cfg(feature = "mysql")]
+    #[test]
+    fn unrefreshed_beats_are_found_by_holder() {
+        let (a, b) = (InstanceId::from_u128(1), InstanceId::from_u128(2));
+        let beat = |id, instance| Beat { id, instance };
+        let held = |i: InstanceId, epoch| (StoredInstance::from_slice(&i.to_bytes()), epoch);
+        let found: std::collections::HashMap<RowId, StoredHolder> =
+            [(1, held(a, 1)), (4, held(b, 3))].into_iter().collect();
+        let beats = [beat(1, a), beat(2, a), beat(4, a), beat(4, b)];
+        assert_eq!(
+            unrefreshed_among(&beats, &found),
+            vec![
+                Unrefreshed {
+                    id: 2,
+                    instance: a,
+                    found: None
+                },
+                Unrefreshed {
+                    id: 4,
+                    instance: a,
+                    found: Some(held(b, 3))
+                },
+            ]
+        );
+    }
 }

@@ -4,18 +4,24 @@
 //! - The clock: `last_seen = NOW(6)` (microseconds) and ages
 //!   `TIMESTAMPDIFF(MICROSECOND, last_seen, NOW(6))`, both on the server; every
 //!   session runs in UTC (`time_zone = '+00:00'`, set by diesel-async).
-//! - A heartbeat batch is one `UPDATE … SET last_seen = NOW(6) WHERE id IN (…)
-//!   ORDER BY id`: InnoDB locks the rows in primary-key order whatever the plan, so
-//!   concurrent batches of several processes cannot deadlock. The ids (integers the
-//!   database assigned, never user input) are written into the statement as
-//!   literals: one short prepare instead of one placeholder definition per id, and
-//!   no placeholder limit (65,535) to chunk around; a batch is split only past
-//!   [`IDS_PER_STATEMENT`] ids. The row count is the number of *matched* rows
-//!   (diesel-async sets `CLIENT_FOUND_ROWS`), so it tells whether every row exists.
-//! - No `RETURNING` on MySQL: registering is `INSERT … ON DUPLICATE KEY UPDATE` then
-//!   one `SELECT` of the ids; members known only by name are looked up first and
-//!   then touched by id (two statements, only on a handle's first tick for members
-//!   another handle registered).
+//! - A heartbeat batch is one `UPDATE … SET last_seen = NOW(6) WHERE id IN (…) AND
+//!   holder = X'…' ORDER BY id`: InnoDB locks the rows in primary-key order whatever
+//!   the plan, so concurrent batches of several processes cannot deadlock, and only
+//!   rows the beating instance holds are refreshed (a batch of several instances
+//!   compares `(id, holder) IN ((…), …)` instead). The ids and instances (integers
+//!   the database assigned, 16-byte ids: never user text) are written into the
+//!   statement as literals: one short prepare instead of one placeholder definition
+//!   per id, and no placeholder limit (65,535) to chunk around; a batch is split only
+//!   past [`IDS_PER_STATEMENT`] ids. The row count is the number of *matched* rows
+//!   (diesel-async sets `CLIENT_FOUND_ROWS`), so it tells whether every beat
+//!   refreshed its row; when not, one `SELECT` of the rows' holders tells which.
+//! - No `RETURNING` on MySQL: registering is one transaction, `INSERT … ON DUPLICATE
+//!   KEY UPDATE` (the epoch rule in SQL) then one `SELECT` of the ids and epochs
+//!   (the rows stay locked in between, so it reads what the insert wrote);
+//!   conditional registrations first lock the rows they check (`SELECT … FOR
+//!   UPDATE`). Members known only by name are looked up first and then touched by id
+//!   (two statements, only on a handle's first tick for members another handle
+//!   registered).
 //! - Timeouts: every session gets `max_statement_time` (MariaDB; MySQL:
 //!   `max_execution_time`, which bounds `SELECT`s), `innodb_lock_wait_timeout` and
 //!   `lock_wait_timeout` from `[db] timeout`; the pool's checkout, connect and
@@ -36,7 +42,7 @@ use std::time::Duration;
 use diesel::dsl::sql;
 use diesel::mysql::Mysql;
 use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Double, Nullable, Text};
+use diesel::sql_types::{BigInt, Binary, Double, Nullable, Text};
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::deadpool::{Object, Pool};
 use diesel_async::pooled_connection::{
@@ -44,9 +50,12 @@ use diesel_async::pooled_connection::{
 };
 use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl, SimpleAsyncConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
-use servicegroup_core::{async_trait, ErrorKind};
+use servicegroup_core::{async_trait, Condition, ErrorKind, InstanceId};
 
-use super::{bounded, Row, RowId, Settings, StatementCounter, Store};
+use super::{
+    bounded, condition_holds, push_hex, single_instance, unique_ids, unrefreshed_among, Beat,
+    Outcome, Reg, Row, RowId, Settings, StatementCounter, Store, StoredHolder, Unrefreshed,
+};
 use crate::error::DbError;
 use crate::url::MysqlUrl;
 
@@ -60,14 +69,15 @@ pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/
 /// (below MySQL's 65,535 placeholders).
 pub(crate) const IDS_PER_STATEMENT: usize = 50_000;
 
-/// Most rows in one multi-row `INSERT` (two placeholders per row).
+/// Most rows in one multi-row `INSERT` (four placeholders per row).
 const ROWS_PER_UPSERT: usize = 10_000;
 
-/// How often a statement InnoDB chose as a deadlock victim is sent again. Batches
-/// lock rows in id order and registrations in key order, so two batches never
-/// deadlock; a registration and another process's batch over the same rows still
-/// can (key order and id order differ). Each statement is its own transaction, so
-/// sending it again is safe.
+/// How often a statement (or a registration's transaction) InnoDB chose as a
+/// deadlock victim is sent again. Batches lock rows in id order and registrations in
+/// key order, so two batches never deadlock; a registration and another process's
+/// batch over the same rows still can (key order and id order differ). A heartbeat
+/// statement is its own transaction and a registration's transaction is rolled back
+/// whole, so sending it again is safe.
 const DEADLOCK_RETRIES: u32 = 2;
 
 /// Whether InnoDB rolled the statement back as a deadlock victim (error 1213).
@@ -88,6 +98,10 @@ mod schema {
             last_seen -> Datetime,
             forced_down -> Bool,
             created_at -> Datetime,
+            holder -> Binary,
+            epoch -> BigInt,
+            holder_since -> Nullable<Datetime>,
+            metadata -> Text,
         }
     }
 }
@@ -104,10 +118,26 @@ fn db_age() -> diesel::expression::SqlLiteral<Double> {
     sql::<Double>("TIMESTAMPDIFF(MICROSECOND, last_seen, NOW(6)) / 1e6")
 }
 
-/// `UPDATE … WHERE id IN (1,2,3) ORDER BY id`: ids written as literals (they are
-/// integers, so nothing can be injected).
-fn touch_ids_sql(ids: &[RowId]) -> String {
-    let mut sql = String::with_capacity(96 + ids.len() * 8);
+/// When the current holder registered, as Unix epoch seconds.
+fn db_holder_since() -> diesel::expression::SqlLiteral<Nullable<Double>> {
+    sql::<Nullable<Double>>("UNIX_TIMESTAMP(holder_since)")
+}
+
+/// `X'…'`: an instance as a binary literal (hex digits: nothing can be injected).
+fn push_binary(sql: &mut String, instance: InstanceId) {
+    sql.push_str("X'");
+    push_hex(sql, instance);
+    sql.push('\'');
+}
+
+/// `UPDATE … WHERE id IN (1,2,3) AND holder = X'…' ORDER BY id` (one instance), or
+/// `… AND (id, holder) IN ((1,X'…'),…) ORDER BY id` (several): ids and instances
+/// written as literals (integers and hex digits, so nothing can be injected).
+fn touch_sql(beats: &[Beat]) -> String {
+    let ids = unique_ids(beats);
+    let single = single_instance(beats);
+    let per_pair = if single.is_some() { 0 } else { 44 };
+    let mut sql = String::with_capacity(128 + ids.len() * 8 + beats.len() * per_pair);
     sql.push_str("UPDATE servicegroup_members SET last_seen = NOW(6) WHERE id IN (");
     for (i, id) in ids.iter().enumerate() {
         if i > 0 {
@@ -115,23 +145,221 @@ fn touch_ids_sql(ids: &[RowId]) -> String {
         }
         sql.push_str(&id.to_string());
     }
-    sql.push_str(") ORDER BY id");
+    sql.push(')');
+    match single {
+        Some(instance) => {
+            sql.push_str(" AND holder = ");
+            push_binary(&mut sql, instance);
+        }
+        None => {
+            sql.push_str(" AND (id, holder) IN (");
+            for (i, beat) in beats.iter().enumerate() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push('(');
+                sql.push_str(&beat.id.to_string());
+                sql.push(',');
+                push_binary(&mut sql, beat.instance);
+                sql.push(')');
+            }
+            sql.push(')');
+        }
+    }
+    sql.push_str(" ORDER BY id");
     sql
 }
 
-/// `INSERT … VALUES (?, ?, NOW(6)), … ON DUPLICATE KEY UPDATE last_seen = NOW(6)`
-/// for `rows` rows.
-fn upsert_sql(rows: usize) -> String {
-    let mut sql = String::with_capacity(128 + rows * 18);
-    sql.push_str("INSERT INTO servicegroup_members (group_id, member_id, last_seen) VALUES ");
+/// The columns every registering statement writes, and its values for `rows` rows.
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::with_capacity(160 + rows * 40);
+    sql.push_str(
+        "INSERT INTO servicegroup_members \
+         (group_id, member_id, last_seen, holder, epoch, holder_since, metadata) VALUES ",
+    );
     for i in 0..rows {
         if i > 0 {
             sql.push_str(", ");
         }
-        sql.push_str("(?, ?, NOW(6))");
+        sql.push_str("(?, ?, NOW(6), ?, 1, NOW(6), ?)");
     }
-    sql.push_str(" ON DUPLICATE KEY UPDATE last_seen = NOW(6)");
     sql
+}
+
+/// Registering unconditionally for `rows` rows, the identity contract in SQL: a new
+/// row gets epoch 1 and `holder_since` now; on a duplicate key the holding instance
+/// keeps its epoch and `holder_since`, another instance adds one and sets
+/// `holder_since`; metadata is replaced, `forced_down` and `created_at` kept. MySQL
+/// assigns left to right and later expressions see earlier assignments, so `holder`
+/// is assigned after the expressions that compare with the old one.
+fn upsert_sql(rows: usize) -> String {
+    let mut sql = insert_sql(rows);
+    sql.push_str(
+        " ON DUPLICATE KEY UPDATE \
+         epoch = IF(holder = VALUES(holder), GREATEST(epoch, 1), epoch + 1), \
+         holder_since = IF(holder = VALUES(holder), COALESCE(holder_since, VALUES(holder_since)), VALUES(holder_since)), \
+         holder = VALUES(holder), last_seen = VALUES(last_seen), metadata = VALUES(metadata)",
+    );
+    sql
+}
+
+/// Inserting members found absent under the lock: a row another process inserted
+/// meanwhile is left as it is (a no-op update, not `INSERT IGNORE`, which would also
+/// turn other errors into warnings).
+fn insert_absent_sql(rows: usize) -> String {
+    let mut sql = insert_sql(rows);
+    sql.push_str(" ON DUPLICATE KEY UPDATE id = id");
+    sql
+}
+
+/// Runs a registering statement (`sql_for(rows)`) for `regs`, in chunks.
+async fn write(
+    conn: &mut Conn,
+    regs: &[&Reg<'_>],
+    sql_for: fn(usize) -> String,
+) -> QueryResult<()> {
+    for chunk in regs.chunks(ROWS_PER_UPSERT) {
+        let sql = sql_for(chunk.len());
+        let holders: Vec<[u8; 16]> = chunk.iter().map(|r| r.instance.to_bytes()).collect();
+        let mut insert = diesel::sql_query(sql.as_str()).into_boxed::<Mysql>();
+        for (r, holder) in chunk.iter().zip(&holders) {
+            insert = insert
+                .bind::<Text, _>(r.group)
+                .bind::<Text, _>(r.member)
+                .bind::<Binary, _>(&holder[..])
+                .bind::<Text, _>(r.metadata.as_str());
+        }
+        insert.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// A row as registrations read it: `(id, group, member, holder, epoch)`.
+type Keyed = (i64, String, String, super::StoredInstance, i64);
+
+/// The rows of the keys of `regs`, one query per group (locking them when `lock`).
+async fn read_keys(conn: &mut Conn, regs: &[&Reg<'_>], lock: bool) -> QueryResult<Vec<Keyed>> {
+    let mut rows = Vec::with_capacity(regs.len());
+    let mut start = 0;
+    while start < regs.len() {
+        let group = regs[start].group;
+        let end = start + regs[start..].partition_point(|r| r.group == group);
+        for chunk in regs[start..end].chunks(IDS_PER_STATEMENT) {
+            let members: Vec<&str> = chunk.iter().map(|r| r.member).collect();
+            let query = t::table
+                .filter(t::group_id.eq(group))
+                .filter(t::member_id.eq_any(members))
+                .select((t::id, t::group_id, t::member_id, t::holder, t::epoch))
+                .order(t::id);
+            rows.extend(if lock {
+                query.for_update().load::<Keyed>(&mut *conn).await?
+            } else {
+                query.load::<Keyed>(&mut *conn).await?
+            });
+        }
+        start = end;
+    }
+    Ok(rows)
+}
+
+/// One registering transaction: lock the rows conditional registrations check,
+/// decide, write, read the ids and epochs back (the written rows stay locked until
+/// the commit, so the read sees what this transaction wrote).
+async fn register_in(conn: &mut Conn, regs: &[Reg<'_>]) -> QueryResult<Vec<Outcome>> {
+    let mut sorted: Vec<(usize, &Reg<'_>)> = regs.iter().enumerate().collect();
+    // Sorted by key, so concurrent registrations lock index entries in the same order
+    // (and `read_keys` sees each group in one run).
+    sorted.sort_unstable_by_key(|(_, r)| (r.group, r.member));
+    let checked: Vec<&Reg<'_>> = sorted
+        .iter()
+        .map(|(_, r)| *r)
+        .filter(|r| r.condition != Condition::Always)
+        .collect();
+    let found: std::collections::HashMap<(String, String), StoredHolder> = if checked.is_empty() {
+        Default::default()
+    } else {
+        read_keys(conn, &checked, true)
+            .await?
+            .into_iter()
+            .map(|(_, g, m, holder, epoch)| ((g, m), (holder, epoch)))
+            .collect()
+    };
+    let mut out: Vec<Option<Outcome>> = vec![None; regs.len()];
+    let (mut upsert, mut insert) = (Vec::new(), Vec::new());
+    for (i, r) in &sorted {
+        let holder = found
+            .get(&(r.group.to_owned(), r.member.to_owned()))
+            .copied();
+        if r.condition == Condition::Always
+            || (holder.is_some() && condition_holds(r.condition, holder))
+        {
+            upsert.push(*r);
+        } else if condition_holds(r.condition, holder) {
+            insert.push(*r);
+        } else {
+            out[*i] = Some(Outcome::Refused { found: holder });
+        }
+    }
+    if !upsert.is_empty() {
+        write(conn, &upsert, upsert_sql).await?;
+    }
+    if !insert.is_empty() {
+        write(conn, &insert, insert_absent_sql).await?;
+    }
+    let mut stored: Vec<&Reg<'_>> = upsert.iter().chain(&insert).copied().collect();
+    stored.sort_unstable_by_key(|r| (r.group, r.member));
+    let rows: std::collections::HashMap<(String, String), (i64, StoredHolder)> =
+        read_keys(conn, &stored, false)
+            .await?
+            .into_iter()
+            .map(|(id, g, m, holder, epoch)| ((g, m), (id, (holder, epoch))))
+            .collect();
+    let index: std::collections::HashMap<(&str, &str), usize> = regs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| ((r.group, r.member), i))
+        .collect();
+    for r in stored {
+        let i = index[&(r.group, r.member)];
+        out[i] = Some(match rows.get(&(r.group.to_owned(), r.member.to_owned())) {
+            // Ours, as written (an inserted row another process's insert did not
+            // beat, or an upserted row).
+            Some((id, (holder, epoch))) if holder.instance() == Some(r.instance) => {
+                Outcome::Stored {
+                    id: *id,
+                    epoch: *epoch,
+                }
+            }
+            // An absent member another process inserted first.
+            Some((_, found)) => Outcome::Refused {
+                found: Some(*found),
+            },
+            None => Outcome::Refused { found: None },
+        });
+    }
+    out.into_iter()
+        .map(|o| {
+            o.ok_or_else(|| {
+                diesel::result::Error::QueryBuilderError("a registration got no outcome".into())
+            })
+        })
+        .collect()
+}
+
+/// The columns of a record, in [`Selected`]'s order.
+macro_rules! record_columns {
+    () => {
+        (
+            t::member_id,
+            db_last_seen(),
+            db_age(),
+            t::forced_down,
+            t::holder,
+            t::epoch,
+            db_holder_since(),
+            t::metadata,
+        )
+    };
 }
 
 /// The MySQL/MariaDB store.
@@ -323,15 +551,15 @@ impl MysqlStore {
         .await
     }
 
-    /// Runs `UPDATE … WHERE id IN ids` in chunks on `conn` (each bounded by
-    /// `[db] timeout`); returns the ids that exist.
-    async fn touch_on(&self, conn: &mut Conn, ids: &[RowId]) -> Result<Vec<RowId>, DbError> {
-        let mut found = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(IDS_PER_STATEMENT) {
-            // The row count tells whether every row still exists; only when some are
-            // gone (rare: an operator removed a member) a second statement finds out
-            // which. Ids are never reused, so nothing can appear in between.
-            let sql = touch_ids_sql(chunk);
+    /// Runs the heartbeat statement for `beats` in chunks on `conn` (each bounded by
+    /// `[db] timeout`); returns the beats that did not refresh their row.
+    async fn touch_on(&self, conn: &mut Conn, beats: &[Beat]) -> Result<Vec<Unrefreshed>, DbError> {
+        let mut unrefreshed = Vec::new();
+        for chunk in beats.chunks(IDS_PER_STATEMENT) {
+            // The row count tells whether every beat refreshed its row; only when some
+            // did not (rare: a member removed or taken over) a second statement reads
+            // the rows' holders. Ids are never reused, so nothing can appear in between.
+            let sql = touch_sql(chunk);
             let updated = bounded(self.timeout, async {
                 let mut attempt = 0;
                 loop {
@@ -343,80 +571,53 @@ impl MysqlStore {
             })
             .await?;
             if updated == chunk.len() {
-                found.extend_from_slice(chunk);
-            } else {
-                let existing = bounded(self.timeout, async {
-                    Ok(t::table
-                        .select(t::id)
-                        .filter(t::id.eq_any(chunk))
-                        .load::<i64>(&mut *conn)
-                        .await?)
-                })
-                .await?;
-                found.extend(existing);
+                continue;
             }
+            let ids = unique_ids(chunk);
+            let found = bounded(self.timeout, async {
+                Ok(t::table
+                    .select((t::id, (t::holder, t::epoch)))
+                    .filter(t::id.eq_any(&ids))
+                    .load::<(i64, StoredHolder)>(&mut *conn)
+                    .await?)
+            })
+            .await?;
+            let found: std::collections::HashMap<RowId, StoredHolder> = found.into_iter().collect();
+            unrefreshed.extend(unrefreshed_among(chunk, &found));
         }
-        Ok(found)
+        Ok(unrefreshed)
     }
 }
 
 #[async_trait]
 impl Store for MysqlStore {
-    async fn upsert(&self, keys: &[(&str, &str)]) -> Result<Vec<(RowId, String, String)>, DbError> {
-        // Sorted, so concurrent registrations lock index entries in the same order.
-        let mut keys: Vec<(&str, &str)> = keys.to_vec();
-        keys.sort_unstable();
-        keys.dedup();
+    async fn register(&self, regs: &[Reg<'_>]) -> Result<Vec<Outcome>, DbError> {
         let mut conn = self.checkout().await?;
         let result = bounded(self.timeout, async {
-            for chunk in keys.chunks(ROWS_PER_UPSERT) {
-                let sql = upsert_sql(chunk.len());
-                let mut attempt = 0;
-                loop {
-                    let mut insert = diesel::sql_query(sql.as_str()).into_boxed::<Mysql>();
-                    for (g, m) in chunk {
-                        insert = insert.bind::<Text, _>(*g).bind::<Text, _>(*m);
-                    }
-                    match insert.execute(&mut *conn).await {
-                        Err(e) if is_deadlock(&e) && attempt < DEADLOCK_RETRIES => attempt += 1,
-                        other => {
-                            other?;
-                            break;
-                        }
-                    }
+            let mut attempt = 0;
+            loop {
+                let outcome = conn
+                    .transaction::<_, diesel::result::Error, _>(async |c| {
+                        register_in(c, regs).await
+                    })
+                    .await;
+                match outcome {
+                    Err(e) if is_deadlock(&e) && attempt < DEADLOCK_RETRIES => attempt += 1,
+                    other => return Ok(other?),
                 }
             }
-            // No RETURNING on MySQL: read the ids back, one query per group.
-            let mut out = Vec::with_capacity(keys.len());
-            let mut start = 0;
-            while start < keys.len() {
-                let group = keys[start].0;
-                let end = start + keys[start..].partition_point(|(g, _)| *g == group);
-                for chunk in keys[start..end].chunks(IDS_PER_STATEMENT) {
-                    let members: Vec<&str> = chunk.iter().map(|(_, m)| *m).collect();
-                    let rows = t::table
-                        .filter(t::group_id.eq(group))
-                        .filter(t::member_id.eq_any(&members))
-                        .select((t::id, t::group_id, t::member_id))
-                        .load::<(i64, String, String)>(&mut *conn)
-                        .await?;
-                    out.extend(rows);
-                }
-                start = end;
-            }
-            Ok(out)
         })
         .await;
         conn.finish(result)
     }
 
-    async fn touch_ids(&self, ids: Vec<RowId>) -> Result<Vec<RowId>, DbError> {
+    async fn touch(&self, beats: &[Beat]) -> Result<Vec<Unrefreshed>, DbError> {
         let mut conn = self.checkout().await?;
-        let result = self.touch_on(&mut conn, &ids).await;
+        let result = self.touch_on(&mut conn, beats).await;
         conn.finish(result)
     }
 
-    async fn touch_members(
+    async fn lookup(
         &self,
         group: &str,
         members: Vec<String>,
@@ -437,33 +638,72 @@ impl Store for MysqlStore {
                     .await?,
                 );
             }
-            if rows.is_empty() {
-                return Ok(rows);
-            }
-            rows.sort_unstable_by_key(|(id, _)| *id);
-            let ids: Vec<RowId> = rows.iter().map(|(id, _)| *id).collect();
-            let touched = self.touch_on(&mut conn, &ids).await?;
-            if touched.len() < rows.len() {
-                let touched: std::collections::HashSet<RowId> = touched.into_iter().collect();
-                rows.retain(|(id, _)| touched.contains(id));
-            }
             Ok(rows)
         }
         .await;
         conn.finish(result)
     }
 
-    async fn delete(&self, group: &str, member: &str) -> Result<bool, DbError> {
+    async fn delete(
+        &self,
+        group: &str,
+        member: &str,
+        holder: Option<InstanceId>,
+    ) -> Result<bool, DbError> {
         let mut conn = self.checkout().await?;
         let result = bounded(self.timeout, async {
-            let n = diesel::delete(
+            let of_key = t::table
+                .filter(t::group_id.eq(group))
+                .filter(t::member_id.eq(member));
+            let n = match holder {
+                None => diesel::delete(of_key).execute(&mut *conn).await?,
+                Some(instance) => {
+                    diesel::delete(of_key.filter(t::holder.eq(&instance.to_bytes()[..])))
+                        .execute(&mut *conn)
+                        .await?
+                }
+            };
+            Ok(n > 0)
+        })
+        .await;
+        conn.finish(result)
+    }
+
+    async fn set_metadata(
+        &self,
+        group: &str,
+        member: &str,
+        instance: InstanceId,
+        metadata: String,
+    ) -> Result<bool, DbError> {
+        let mut conn = self.checkout().await?;
+        let result = bounded(self.timeout, async {
+            // CLIENT_FOUND_ROWS: a row already holding the value still counts.
+            let n = diesel::update(
                 t::table
                     .filter(t::group_id.eq(group))
-                    .filter(t::member_id.eq(member)),
+                    .filter(t::member_id.eq(member))
+                    .filter(t::holder.eq(&instance.to_bytes()[..])),
             )
+            .set(t::metadata.eq(&metadata))
             .execute(&mut *conn)
             .await?;
             Ok(n > 0)
+        })
+        .await;
+        conn.finish(result)
+    }
+
+    async fn holder(&self, group: &str, member: &str) -> Result<Option<StoredHolder>, DbError> {
+        let mut conn = self.checkout().await?;
+        let result = bounded(self.timeout, async {
+            Ok(t::table
+                .filter(t::group_id.eq(group))
+                .filter(t::member_id.eq(member))
+                .select((t::holder, t::epoch))
+                .get_result::<StoredHolder>(&mut *conn)
+                .await
+                .optional()?)
         })
         .await;
         conn.finish(result)
@@ -498,7 +738,7 @@ impl Store for MysqlStore {
             let found = t::table
                 .filter(t::group_id.eq(group))
                 .filter(t::member_id.eq(member))
-                .select((t::member_id, db_last_seen(), db_age(), t::forced_down))
+                .select(record_columns!())
                 .get_result::<Selected>(&mut *conn)
                 .await
                 .optional()?;
@@ -513,7 +753,7 @@ impl Store for MysqlStore {
         let result = bounded(self.timeout, async {
             let rows = t::table
                 .filter(t::group_id.eq(group))
-                .select((t::member_id, db_last_seen(), db_age(), t::forced_down))
+                .select(record_columns!())
                 .load::<Selected>(&mut *conn)
                 .await?;
             Ok(rows.into_iter().map(row).collect())
@@ -582,15 +822,34 @@ mod tests {
 
     #[test]
     fn statements() {
+        let a = InstanceId::from_u128(0xab);
+        let b = InstanceId::from_u128(0xcd);
+        let hex = |n: u128| format!("X'{n:032x}'");
+        let beat = |id, instance| Beat { id, instance };
         assert_eq!(
-            touch_ids_sql(&[1, 5, 9]),
-            "UPDATE servicegroup_members SET last_seen = NOW(6) WHERE id IN (1,5,9) ORDER BY id"
+            touch_sql(&[beat(1, a), beat(5, a), beat(9, a)]),
+            format!(
+                "UPDATE servicegroup_members SET last_seen = NOW(6) WHERE id IN (1,5,9) \
+                 AND holder = {} ORDER BY id",
+                hex(0xab)
+            )
         );
         assert_eq!(
-            upsert_sql(2),
-            "INSERT INTO servicegroup_members (group_id, member_id, last_seen) VALUES \
-             (?, ?, NOW(6)), (?, ?, NOW(6)) ON DUPLICATE KEY UPDATE last_seen = NOW(6)"
+            touch_sql(&[beat(1, a), beat(5, a), beat(5, b)]),
+            format!(
+                "UPDATE servicegroup_members SET last_seen = NOW(6) WHERE id IN (1,5) \
+                 AND (id, holder) IN ((1,{a}),(5,{a}),(5,{b})) ORDER BY id",
+                a = hex(0xab),
+                b = hex(0xcd)
+            )
         );
+        assert_eq!(
+            insert_absent_sql(2),
+            "INSERT INTO servicegroup_members (group_id, member_id, last_seen, holder, epoch, \
+             holder_since, metadata) VALUES (?, ?, NOW(6), ?, 1, NOW(6), ?), \
+             (?, ?, NOW(6), ?, 1, NOW(6), ?) ON DUPLICATE KEY UPDATE id = id"
+        );
+        assert!(upsert_sql(1).contains("holder = VALUES(holder), last_seen"));
         let [maria, mysql] = session_sql(Duration::from_millis(800));
         assert!(maria.contains("max_statement_time = 0.800"), "{maria}");
         assert!(maria.contains("innodb_lock_wait_timeout = 1"), "{maria}");

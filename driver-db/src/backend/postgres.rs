@@ -3,9 +3,14 @@
 //!
 //! - The clock: `last_seen = now()` and ages `now() - last_seen`, both on the
 //!   server (selected as binary timestamps/intervals, converted to seconds here).
-//! - A heartbeat batch is one `UPDATE … WHERE id = ANY($1)` (one array bind) that
-//!   first locks its rows in id order (`ORDER BY id FOR NO KEY UPDATE` in a sub-select), so
-//!   concurrent batches of several processes cannot deadlock.
+//! - A heartbeat batch is one `UPDATE … WHERE id = ANY($1) AND holder = $2` (one
+//!   array bind and the beating instance) that first locks its rows in id order
+//!   (`ORDER BY id FOR NO KEY UPDATE` in a sub-select), so concurrent batches of
+//!   several processes cannot deadlock. A batch of several instances (a relay's)
+//!   compares `(id, holder)` with the pairs it binds as two arrays instead.
+//! - Registering is one `INSERT … SELECT FROM unnest(…) ON CONFLICT DO UPDATE` (four
+//!   array binds whatever the batch size) applying the epoch rule in SQL; conditional
+//!   registrations run in a transaction that locks the rows it checks.
 //! - Timeouts: `connect_timeout` and `statement_timeout` (through the `options`
 //!   startup parameter, no extra round trip) from `[db] timeout`, plus pool
 //!   checkout/connect timeouts and a bound on every call.
@@ -19,9 +24,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use diesel::data_types::{PgInterval, PgTimestamp};
-use diesel::dsl::{now, sql};
+use diesel::dsl::sql;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Interval, Text};
+use diesel::sql_types::{Array, BigInt, Binary, Interval, Nullable, Text};
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{
@@ -29,9 +34,12 @@ use diesel_async::pooled_connection::{
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
-use servicegroup_core::async_trait;
+use servicegroup_core::{async_trait, Condition, InstanceId};
 
-use super::{bounded, Row, RowId, Settings, StatementCounter, Store};
+use super::{
+    bounded, condition_holds, single_instance, unique_ids, Beat, Outcome, Reg, Row, RowId,
+    Settings, StatementCounter, Store, StoredHolder, StoredInstance, StoredMetadata, Unrefreshed,
+};
 use crate::error::DbError;
 use crate::schema::pg::servicegroup_members as t;
 use crate::url::PostgresUrl;
@@ -42,33 +50,229 @@ pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/
 /// Most ids in one heartbeat statement (one array bind; bounds statement time).
 pub(crate) const IDS_PER_STATEMENT: usize = 100_000;
 
-/// Most rows in one multi-row upsert (two binds per row, PostgreSQL allows 65535).
+/// Most rows in one registering statement (its rows travel as four array binds, so
+/// this only bounds the statement's size and time).
 const ROWS_PER_UPSERT: usize = 10_000;
 
 /// `pg_advisory_lock` key serializing migrations ("sgmigr" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7367_6d69_6772;
 
-/// The heartbeat batch. The rows are locked in id order first (`ORDER BY id FOR NO
-/// KEY UPDATE`, the lock an UPDATE takes anyway: the lock step runs on the sorted
-/// rows) and only then updated, so batches of several processes over overlapping
-/// rows never deadlock, whatever plan the update takes. Sorting the ids alone is not
-/// enough: a sequential scan visits rows in physical order, which every HOT update
-/// changes (`concurrent_overlapping_batches_never_deadlock` failed with a plain
-/// `UPDATE … WHERE id = ANY($1)`). The outer `t.id = ANY($1)` repeats the filter so
-/// the planner reads `t` by index too: without it, a bound 10,000-id array made it
-/// hash-join against a sequential scan of the whole table (seen with `perf` at
-/// 1,000,000 members: 155 ms of the batch's 294 ms scanning 1,000,000 rows, ~13 µs of
-/// server CPU per updated row instead of ~3). One statement, one array bind.
-const TOUCH_IDS: &str = "UPDATE servicegroup_members AS t SET last_seen = now() \
+/// The heartbeat batch of one instance (the normal case: a handle's tick). The rows
+/// are locked in id order first (`ORDER BY id FOR NO KEY UPDATE`, the lock an UPDATE
+/// takes anyway: the lock step runs on the sorted rows) and only then updated, so
+/// batches of several processes over overlapping rows never deadlock, whatever plan
+/// the update takes. Sorting the ids alone is not enough: a sequential scan visits
+/// rows in physical order, which every HOT update changes
+/// (`concurrent_overlapping_batches_never_deadlock` failed with a plain `UPDATE …
+/// WHERE id = ANY($1)`). The outer `t.id = ANY($1)` repeats the filter so the planner
+/// reads `t` by index too: without it, a bound 10,000-id array made it hash-join
+/// against a sequential scan of the whole table (seen with `perf` at 1,000,000
+/// members: 155 ms of the batch's 294 ms scanning 1,000,000 rows, ~13 µs of server
+/// CPU per updated row instead of ~3). `t.holder = $2` is the fencing: a row another
+/// instance holds is locked but not refreshed (a filter on the index scan; the plan
+/// is otherwise the same, `EXPLAIN ANALYZE` at 1,000,000 rows). Plans are custom
+/// (`sql_query` statements are not prepared by name), so the array's size is known.
+const TOUCH_ONE: &str = "UPDATE servicegroup_members AS t SET last_seen = now() \
      FROM (SELECT id FROM servicegroup_members WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE) AS s \
-     WHERE t.id = s.id AND t.id = ANY($1)";
+     WHERE t.id = s.id AND t.id = ANY($1) AND t.holder = $2";
 
-/// [`TOUCH_IDS`] for members known by name.
-const TOUCH_MEMBERS: &str = "UPDATE servicegroup_members AS t SET last_seen = now() \
-     FROM (SELECT id FROM servicegroup_members WHERE group_id = $1 AND member_id = ANY($2) \
-           ORDER BY id FOR NO KEY UPDATE) AS s \
-     WHERE t.id = s.id AND t.group_id = $1 AND t.member_id = ANY($2) \
-     RETURNING t.id, t.member_id";
+/// [`TOUCH_ONE`] for a batch of several instances (a relay merging many clients, two
+/// handles of a process): `$1` the distinct ids as before, `$2`/`$3` the `(id,
+/// instance)` pairs, matched by a hash semi-join (+15 % against [`TOUCH_ONE`] at
+/// 10,000 rows).
+const TOUCH_MANY: &str = "UPDATE servicegroup_members AS t SET last_seen = now() \
+     FROM (SELECT id FROM servicegroup_members WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE) AS s \
+     WHERE t.id = s.id AND t.id = ANY($1) \
+     AND (t.id, t.holder) IN (SELECT * FROM unnest($2::bigint[], $3::bytea[]))";
+
+/// The second look after a batch refreshed fewer rows than it beat (rare: a member
+/// removed or taken over): only the beats whose row is gone or held by another
+/// instance come back (index lookups per beat, 30 ms for 10,000 beats).
+const UNREFRESHED: &str = "SELECT b.id, b.instance, t.holder, t.epoch \
+     FROM unnest($1::bigint[], $2::bytea[]) AS b(id, instance) \
+     LEFT JOIN servicegroup_members AS t ON t.id = b.id \
+     WHERE t.id IS NULL OR t.holder <> b.instance";
+
+/// Registering unconditionally (join's takeover, the batch path): one statement for
+/// a chunk, its rows as four arrays, the identity contract in SQL. A new row gets
+/// epoch 1 and `holder_since = now()`; on conflict the holding instance keeps its
+/// epoch and `holder_since`, another instance adds one to the epoch and sets
+/// `holder_since`; metadata is replaced, `forced_down` and `created_at` are kept. (All
+/// `SET` expressions read the row as it was.) Rows are inserted and locked in the
+/// order given, sorted by key, so concurrent registrations cannot deadlock.
+const UPSERT: &str = "INSERT INTO servicegroup_members AS t \
+     (group_id, member_id, last_seen, holder, epoch, holder_since, metadata) \
+     SELECT g, m, now(), h, 1, now(), md \
+     FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[]) AS u(g, m, h, md) \
+     ON CONFLICT (group_id, member_id) DO UPDATE SET last_seen = now(), \
+     epoch = CASE WHEN t.holder = EXCLUDED.holder THEN GREATEST(t.epoch, 1) ELSE t.epoch + 1 END, \
+     holder_since = CASE WHEN t.holder = EXCLUDED.holder \
+         THEN COALESCE(t.holder_since, now()) ELSE now() END, \
+     holder = EXCLUDED.holder, metadata = EXCLUDED.metadata \
+     RETURNING t.id, t.group_id, t.member_id, t.epoch";
+
+/// Registering members found absent under the lock (condition `Absent`): a row
+/// another process inserted meanwhile wins (nothing is changed, nothing returned).
+const INSERT_ABSENT: &str = "INSERT INTO servicegroup_members AS t \
+     (group_id, member_id, last_seen, holder, epoch, holder_since, metadata) \
+     SELECT g, m, now(), h, 1, now(), md \
+     FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[]) AS u(g, m, h, md) \
+     ON CONFLICT (group_id, member_id) DO NOTHING \
+     RETURNING t.id, t.group_id, t.member_id, t.epoch";
+
+/// The rows conditional registrations check, locked in id order until the
+/// transaction ends (index lookups by key).
+const LOCK_KEYS: &str = "SELECT t.id, t.group_id, t.member_id, t.holder, t.epoch \
+     FROM servicegroup_members AS t \
+     JOIN unnest($1::text[], $2::text[]) AS u(g, m) ON t.group_id = u.g AND t.member_id = u.m \
+     ORDER BY t.id FOR NO KEY UPDATE OF t";
+
+/// Ids of members known by name.
+const LOOKUP: &str = "SELECT id, member_id FROM servicegroup_members \
+     WHERE group_id = $1 AND member_id = ANY($2)";
+
+/// A row a registering statement wrote.
+#[derive(diesel::QueryableByName)]
+struct Written {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = Text)]
+    group_id: String,
+    #[diesel(sql_type = Text)]
+    member_id: String,
+    #[diesel(sql_type = BigInt)]
+    epoch: i64,
+}
+
+/// A row locked by [`LOCK_KEYS`].
+#[derive(diesel::QueryableByName)]
+struct Locked {
+    #[diesel(sql_type = Text)]
+    group_id: String,
+    #[diesel(sql_type = Text)]
+    member_id: String,
+    #[diesel(sql_type = Binary)]
+    holder: StoredInstance,
+    #[diesel(sql_type = BigInt)]
+    epoch: i64,
+}
+
+/// Runs [`UPSERT`] or [`INSERT_ABSENT`] for `regs`; the rows written.
+async fn write(
+    conn: &mut AsyncPgConnection,
+    statement: &str,
+    regs: &[&Reg<'_>],
+) -> Result<Vec<Written>, DbError> {
+    let mut written = Vec::with_capacity(regs.len());
+    for chunk in regs.chunks(ROWS_PER_UPSERT) {
+        let groups: Vec<&str> = chunk.iter().map(|r| r.group).collect();
+        let members: Vec<&str> = chunk.iter().map(|r| r.member).collect();
+        let holders: Vec<[u8; 16]> = chunk.iter().map(|r| r.instance.to_bytes()).collect();
+        let holders: Vec<&[u8]> = holders.iter().map(|h| &h[..]).collect();
+        let metadata: Vec<&str> = chunk.iter().map(|r| r.metadata.as_str()).collect();
+        written.extend(
+            diesel::sql_query(statement)
+                .bind::<Array<Text>, _>(&groups)
+                .bind::<Array<Text>, _>(&members)
+                .bind::<Array<Binary>, _>(&holders)
+                .bind::<Array<Text>, _>(&metadata)
+                .load::<Written>(conn)
+                .await?,
+        );
+    }
+    Ok(written)
+}
+
+/// Puts the rows `written` into `out` at the positions of their registrations.
+fn place(
+    written: Vec<Written>,
+    index: &std::collections::HashMap<(&str, &str), usize>,
+    out: &mut [Option<Outcome>],
+) {
+    for w in written {
+        if let Some(&i) = index.get(&(w.group_id.as_str(), w.member_id.as_str())) {
+            out[i] = Some(Outcome::Stored {
+                id: w.id,
+                epoch: w.epoch,
+            });
+        }
+    }
+}
+
+/// Registrations with conditions, inside a transaction: lock the rows they check,
+/// decide with the rows as they are, write. A row that does not exist cannot be
+/// locked: an `Absent` registration inserts with `ON CONFLICT DO NOTHING`, so of two
+/// processes claiming one member at once exactly one wins, and the loser reads what
+/// the winner stored.
+async fn register_conditionally(
+    conn: &mut AsyncPgConnection,
+    regs: &[Reg<'_>],
+) -> Result<Vec<Outcome>, DbError> {
+    let index: std::collections::HashMap<(&str, &str), usize> = regs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| ((r.group, r.member), i))
+        .collect();
+    let checked: Vec<&Reg<'_>> = regs
+        .iter()
+        .filter(|r| r.condition != Condition::Always)
+        .collect();
+    let groups: Vec<&str> = checked.iter().map(|r| r.group).collect();
+    let members: Vec<&str> = checked.iter().map(|r| r.member).collect();
+    let locked: Vec<Locked> = diesel::sql_query(LOCK_KEYS)
+        .bind::<Array<Text>, _>(&groups)
+        .bind::<Array<Text>, _>(&members)
+        .load(conn)
+        .await?;
+    let found: std::collections::HashMap<(&str, &str), StoredHolder> = locked
+        .iter()
+        .map(|l| {
+            (
+                (l.group_id.as_str(), l.member_id.as_str()),
+                (l.holder, l.epoch),
+            )
+        })
+        .collect();
+    let mut out: Vec<Option<Outcome>> = vec![None; regs.len()];
+    let (mut upsert, mut insert) = (Vec::new(), Vec::new());
+    for (i, r) in regs.iter().enumerate() {
+        let holder = found.get(&(r.group, r.member)).copied();
+        if r.condition == Condition::Always
+            || (holder.is_some() && condition_holds(r.condition, holder))
+        {
+            // Unconditional, or the row is locked as checked: the upsert's epoch rule
+            // gives what the check saw.
+            upsert.push(r);
+        } else if condition_holds(r.condition, holder) {
+            insert.push(r);
+        } else {
+            out[i] = Some(Outcome::Refused { found: holder });
+        }
+    }
+    if !upsert.is_empty() {
+        place(write(conn, UPSERT, &upsert).await?, &index, &mut out);
+    }
+    if !insert.is_empty() {
+        place(write(conn, INSERT_ABSENT, &insert).await?, &index, &mut out);
+        // Inserted by another process since the lock: refused, with what it stored.
+        for r in insert {
+            let i = index[&(r.group, r.member)];
+            if out[i].is_none() {
+                let found = t::table
+                    .filter(t::group_id.eq(r.group))
+                    .filter(t::member_id.eq(r.member))
+                    .select((t::holder, t::epoch))
+                    .get_result::<StoredHolder>(conn)
+                    .await
+                    .optional()?;
+                out[i] = Some(Outcome::Refused { found });
+            }
+        }
+    }
+    out.into_iter()
+        .map(|o| o.ok_or_else(|| DbError::Other("a registration got no outcome".to_owned())))
+        .collect()
+}
 
 /// Age of the last heartbeat on the server's clock, as an `interval`. Selected raw
 /// (binary microseconds) with `last_seen` itself, and converted to seconds here:
@@ -78,24 +282,61 @@ fn db_age() -> diesel::expression::SqlLiteral<Interval> {
     sql::<Interval>("now() - last_seen")
 }
 
-/// A member row as PostgreSQL returns it: `(member, last_seen, age, forced_down)`.
-type Selected = (String, PgTimestamp, PgInterval, bool);
+/// A member row as PostgreSQL returns it: `(member, last_seen, age, forced_down,
+/// holder, epoch, holder_since, metadata)`.
+type Selected = (
+    String,
+    PgTimestamp,
+    PgInterval,
+    bool,
+    StoredInstance,
+    i64,
+    Option<PgTimestamp>,
+    StoredMetadata,
+);
 
 /// Seconds from the Unix epoch to PostgreSQL's epoch (2000-01-01 UTC).
 const PG_EPOCH_UNIX_SECS: f64 = 946_684_800.0;
 
 /// Turns a selected row into a [`Row`] (epoch seconds and an age in seconds).
-fn row((member, last_seen, age, forced_down): Selected) -> Row {
+fn row(
+    (member, last_seen, age, forced_down, instance, epoch, holder_since, metadata): Selected,
+) -> Row {
     // `now() - timestamptz` has no months; days are 24 h (it is not justified).
     let age_secs = age.microseconds as f64 / 1e6
         + f64::from(age.days) * 86_400.0
         + f64::from(age.months) * 30.0 * 86_400.0;
     Row {
         member,
-        last_seen: PG_EPOCH_UNIX_SECS + last_seen.0 as f64 / 1e6,
+        last_seen: pg_epoch_secs(last_seen),
         age: age_secs,
         forced_down,
+        instance,
+        epoch,
+        holder_since: holder_since.map(pg_epoch_secs),
+        metadata,
     }
+}
+
+/// A PostgreSQL timestamp as Unix epoch seconds.
+fn pg_epoch_secs(timestamp: PgTimestamp) -> f64 {
+    PG_EPOCH_UNIX_SECS + timestamp.0 as f64 / 1e6
+}
+
+/// The columns of a record, in [`Selected`]'s order.
+macro_rules! record_columns {
+    () => {
+        (
+            t::member_id,
+            t::last_seen,
+            db_age(),
+            t::forced_down,
+            t::holder,
+            t::epoch,
+            t::holder_since,
+            t::metadata,
+        )
+    };
 }
 
 /// Rows registered through one store before it first refreshes the table's planner
@@ -276,81 +517,115 @@ impl PostgresStore {
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn upsert(&self, keys: &[(&str, &str)]) -> Result<Vec<(RowId, String, String)>, DbError> {
+    async fn register(&self, regs: &[Reg<'_>]) -> Result<Vec<Outcome>, DbError> {
+        let conditional = regs.iter().any(|r| r.condition != Condition::Always);
         let out = bounded(self.timeout, async {
             let mut conn = self.conn().await?;
-            let mut out = Vec::with_capacity(keys.len());
-            for chunk in keys.chunks(ROWS_PER_UPSERT) {
-                let rows: Vec<_> = chunk
-                    .iter()
-                    .map(|(g, m)| {
-                        (
-                            t::group_id.eq(*g),
-                            t::member_id.eq(*m),
-                            t::last_seen.eq(now),
-                        )
-                    })
-                    .collect();
-                out.extend(
-                    diesel::insert_into(t::table)
-                        .values(rows)
-                        .on_conflict((t::group_id, t::member_id))
-                        .do_update()
-                        .set(t::last_seen.eq(now))
-                        .returning((t::id, t::group_id, t::member_id))
-                        .get_results::<(i64, String, String)>(&mut conn)
-                        .await?,
-                );
+            if conditional {
+                return conn
+                    .transaction::<_, DbError, _>(async |c| register_conditionally(c, regs).await)
+                    .await;
             }
-            Ok(out)
+            let index: std::collections::HashMap<(&str, &str), usize> = regs
+                .iter()
+                .enumerate()
+                .map(|(i, r)| ((r.group, r.member), i))
+                .collect();
+            let all: Vec<&Reg<'_>> = regs.iter().collect();
+            let mut out: Vec<Option<Outcome>> = vec![None; regs.len()];
+            place(write(&mut conn, UPSERT, &all).await?, &index, &mut out);
+            out.into_iter()
+                .map(|o| {
+                    o.ok_or_else(|| DbError::Other("a registration was not stored".to_owned()))
+                })
+                .collect()
         })
         .await?;
-        if self.stats.registered(keys.len() as u64) {
+        if self.stats.registered(regs.len() as u64) {
             self.analyze_in_background();
         }
         Ok(out)
     }
 
-    async fn touch_ids(&self, ids: Vec<RowId>) -> Result<Vec<RowId>, DbError> {
+    async fn touch(&self, beats: &[Beat]) -> Result<Vec<Unrefreshed>, DbError> {
+        #[derive(diesel::QueryableByName)]
+        struct Refused {
+            #[diesel(sql_type = BigInt)]
+            id: i64,
+            #[diesel(sql_type = Binary)]
+            instance: StoredInstance,
+            #[diesel(sql_type = Nullable<Binary>)]
+            holder: Option<StoredInstance>,
+            #[diesel(sql_type = Nullable<BigInt>)]
+            epoch: Option<i64>,
+        }
         // Bounds per checkout and per statement: a batch of several chunks (more than
         // IDS_PER_STATEMENT members) may take longer than one `[db] timeout` in all.
         let mut conn = bounded(self.timeout, self.conn()).await?;
-        let mut found = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(IDS_PER_STATEMENT) {
-            // The row count tells whether every row still exists; only when some are
-            // gone (rare: an operator removed a member) a second statement finds out
-            // which. Ids are never reused, so nothing can appear in between.
+        let mut unrefreshed = Vec::new();
+        for chunk in beats.chunks(IDS_PER_STATEMENT) {
+            let ids = unique_ids(chunk);
+            // The row count tells whether every beat refreshed its row; only when
+            // some did not (rare: a member removed or taken over) a second statement
+            // finds out which. Ids are never reused, so nothing can appear in between.
             let updated = bounded(self.timeout, async {
-                Ok(diesel::sql_query(TOUCH_IDS)
-                    .bind::<Array<BigInt>, _>(chunk)
-                    .execute(&mut conn)
-                    .await?)
+                let statement = match single_instance(chunk) {
+                    Some(instance) => {
+                        diesel::sql_query(TOUCH_ONE)
+                            .bind::<Array<BigInt>, _>(&ids)
+                            .bind::<Binary, _>(&instance.to_bytes()[..])
+                            .execute(&mut conn)
+                            .await
+                    }
+                    None => {
+                        let (pair_ids, holders) = pairs(chunk);
+                        let holders: Vec<&[u8]> = holders.iter().map(|h| &h[..]).collect();
+                        diesel::sql_query(TOUCH_MANY)
+                            .bind::<Array<BigInt>, _>(&ids)
+                            .bind::<Array<BigInt>, _>(&pair_ids)
+                            .bind::<Array<Binary>, _>(&holders)
+                            .execute(&mut conn)
+                            .await
+                    }
+                };
+                Ok(statement?)
             })
             .await?;
             if updated == chunk.len() {
-                found.extend_from_slice(chunk);
-            } else {
-                let existing = bounded(self.timeout, async {
-                    Ok(t::table
-                        .select(t::id)
-                        .filter(t::id.eq_any(chunk))
-                        .load::<i64>(&mut conn)
-                        .await?)
-                })
-                .await?;
-                found.extend(existing);
+                continue;
+            }
+            let refused: Vec<Refused> = bounded(self.timeout, async {
+                let (pair_ids, holders) = pairs(chunk);
+                let holders: Vec<&[u8]> = holders.iter().map(|h| &h[..]).collect();
+                Ok(diesel::sql_query(UNREFRESHED)
+                    .bind::<Array<BigInt>, _>(&pair_ids)
+                    .bind::<Array<Binary>, _>(&holders)
+                    .load(&mut conn)
+                    .await?)
+            })
+            .await?;
+            for r in refused {
+                // The beat's own instance came back as bound: always 16 bytes.
+                let Some(instance) = r.instance.instance() else {
+                    continue;
+                };
+                unrefreshed.push(Unrefreshed {
+                    id: r.id,
+                    instance,
+                    found: r.holder.map(|h| (h, r.epoch.unwrap_or(0))),
+                });
             }
         }
-        Ok(found)
+        Ok(unrefreshed)
     }
 
-    async fn touch_members(
+    async fn lookup(
         &self,
         group: &str,
         members: Vec<String>,
     ) -> Result<Vec<(RowId, String)>, DbError> {
         #[derive(diesel::QueryableByName)]
-        struct Touched {
+        struct Found {
             #[diesel(sql_type = BigInt)]
             id: i64,
             #[diesel(sql_type = Text)]
@@ -359,30 +634,76 @@ impl Store for PostgresStore {
         let mut conn = bounded(self.timeout, self.conn()).await?;
         let mut found = Vec::with_capacity(members.len());
         for chunk in members.chunks(IDS_PER_STATEMENT) {
-            let touched: Vec<Touched> = bounded(self.timeout, async {
-                Ok(diesel::sql_query(TOUCH_MEMBERS)
+            let rows: Vec<Found> = bounded(self.timeout, async {
+                Ok(diesel::sql_query(LOOKUP)
                     .bind::<Text, _>(group)
                     .bind::<Array<Text>, _>(chunk)
                     .load(&mut conn)
                     .await?)
             })
             .await?;
-            found.extend(touched.into_iter().map(|r| (r.id, r.member_id)));
+            found.extend(rows.into_iter().map(|r| (r.id, r.member_id)));
         }
         Ok(found)
     }
 
-    async fn delete(&self, group: &str, member: &str) -> Result<bool, DbError> {
+    async fn delete(
+        &self,
+        group: &str,
+        member: &str,
+        holder: Option<InstanceId>,
+    ) -> Result<bool, DbError> {
         bounded(self.timeout, async {
             let mut conn = self.conn().await?;
-            let n = diesel::delete(
+            let of_key = t::table
+                .filter(t::group_id.eq(group))
+                .filter(t::member_id.eq(member));
+            let n = match holder {
+                None => diesel::delete(of_key).execute(&mut conn).await?,
+                Some(instance) => {
+                    diesel::delete(of_key.filter(t::holder.eq(&instance.to_bytes()[..])))
+                        .execute(&mut conn)
+                        .await?
+                }
+            };
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn set_metadata(
+        &self,
+        group: &str,
+        member: &str,
+        instance: InstanceId,
+        metadata: String,
+    ) -> Result<bool, DbError> {
+        bounded(self.timeout, async {
+            let mut conn = self.conn().await?;
+            let n = diesel::update(
                 t::table
                     .filter(t::group_id.eq(group))
-                    .filter(t::member_id.eq(member)),
+                    .filter(t::member_id.eq(member))
+                    .filter(t::holder.eq(&instance.to_bytes()[..])),
             )
+            .set(t::metadata.eq(&metadata))
             .execute(&mut conn)
             .await?;
             Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn holder(&self, group: &str, member: &str) -> Result<Option<StoredHolder>, DbError> {
+        bounded(self.timeout, async {
+            let mut conn = self.conn().await?;
+            Ok(t::table
+                .filter(t::group_id.eq(group))
+                .filter(t::member_id.eq(member))
+                .select((t::holder, t::epoch))
+                .get_result::<StoredHolder>(&mut conn)
+                .await
+                .optional()?)
         })
         .await
     }
@@ -414,7 +735,7 @@ impl Store for PostgresStore {
             let found = t::table
                 .filter(t::group_id.eq(group))
                 .filter(t::member_id.eq(member))
-                .select((t::member_id, t::last_seen, db_age(), t::forced_down))
+                .select(record_columns!())
                 .get_result::<Selected>(&mut conn)
                 .await
                 .optional()?;
@@ -428,7 +749,7 @@ impl Store for PostgresStore {
             let mut conn = self.conn().await?;
             let rows = t::table
                 .filter(t::group_id.eq(group))
-                .select((t::member_id, t::last_seen, db_age(), t::forced_down))
+                .select(record_columns!())
                 .load::<Selected>(&mut conn)
                 .await?;
             Ok(rows.into_iter().map(row).collect())
@@ -448,6 +769,11 @@ impl Store for PostgresStore {
         })
         .await
     }
+}
+
+/// The `(id, instance)` pairs of `beats` as two arrays (the instances as 16 bytes).
+fn pairs(beats: &[Beat]) -> (Vec<RowId>, Vec<[u8; 16]>) {
+    beats.iter().map(|b| (b.id, b.instance.to_bytes())).unzip()
 }
 
 #[cfg(test)]

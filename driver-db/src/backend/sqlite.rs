@@ -7,8 +7,13 @@
 //!   by SQLite's file lock and the busy timeout.
 //! - The clock: `last_seen` is `unixepoch('subsec')` (REAL epoch seconds) and ages
 //!   are `unixepoch('subsec') - last_seen`, both computed by SQLite.
-//! - A heartbeat batch is one `UPDATE … WHERE id IN (SELECT value FROM json_each(?))`:
-//!   one bind (a JSON array of the ids) whatever the batch size.
+//! - A heartbeat batch is one `UPDATE … WHERE id IN (SELECT value FROM json_each(?))
+//!   AND holder = ?`: one bind (a JSON array of the ids) whatever the batch size, and
+//!   the beating instance. A batch of several instances binds its `(id, instance)`
+//!   pairs as a second JSON array instead.
+//! - Registrations run on the writer inside one `BEGIN IMMEDIATE` transaction (the
+//!   database's write lock, so a conditional registration's check and write are one
+//!   step for every process on the file), one upsert each (the epoch rule in SQL).
 //! - Queries run as plain diesel inside diesel-async's `SyncConnectionWrapper`
 //!   (`spawn_blocking`), which also allows multi-statement transactions.
 //! - `sqlite::memory:`: one connection serves everything (a second connection would
@@ -22,7 +27,7 @@ use diesel::connection::SimpleConnection;
 use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::result::QueryResult;
-use diesel::sql_types::{Bool, Double, Text};
+use diesel::sql_types::{BigInt, Binary, Double, Nullable, Text};
 use diesel::sqlite::SqliteConnection;
 use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{
@@ -31,9 +36,12 @@ use diesel_async::pooled_connection::{
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, SimpleAsyncConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
-use servicegroup_core::async_trait;
+use servicegroup_core::{async_trait, Condition, InstanceId};
 
-use super::{bounded, RowId, Settings, StatementCounter, Store};
+use super::{
+    bounded, condition_holds, push_hex, single_instance, unique_ids, Beat, Outcome, Reg, RowId,
+    Settings, StatementCounter, Store, StoredHolder, StoredInstance, Unrefreshed,
+};
 use crate::backend::Row;
 use crate::error::DbError;
 use crate::schema::sqlite::servicegroup_members as t;
@@ -49,19 +57,56 @@ pub(crate) const IDS_PER_STATEMENT: usize = 32_000;
 
 type Conn = SyncConnectionWrapper<SqliteConnection>;
 
-/// The database's clock, as epoch seconds with sub-second precision (needs SQLite
-/// >= 3.42, which the bundled library is).
-fn db_now() -> diesel::expression::SqlLiteral<Double> {
-    sql::<Double>("unixepoch('subsec')")
-}
-
-/// Age of the last heartbeat in seconds, on the database's clock.
+/// Age of the last heartbeat in seconds, on the database's clock (needs SQLite
+/// >= 3.42 for `unixepoch('subsec')`, which the bundled library is).
 fn db_age() -> diesel::expression::SqlLiteral<Double> {
     sql::<Double>("unixepoch('subsec') - last_seen")
 }
 
+/// The heartbeat batch of one instance: `?1` the ids as a JSON array, `?2` the
+/// instance (16 bytes). A row another instance holds is not refreshed.
+const TOUCH_ONE: &str = "UPDATE servicegroup_members SET last_seen = unixepoch('subsec') \
+     WHERE id IN (SELECT value FROM json_each(?1)) AND holder = ?2";
+
+/// [`TOUCH_ONE`] for several instances: `?2` the `(id, instance)` pairs as a JSON
+/// array of `[id, "hex"]`.
+const TOUCH_MANY: &str = "UPDATE servicegroup_members SET last_seen = unixepoch('subsec') \
+     WHERE id IN (SELECT value FROM json_each(?1)) \
+     AND (id, holder) IN (SELECT value ->> 0, unhex(value ->> 1) FROM json_each(?2))";
+
+/// The second look after a batch refreshed fewer rows than it beat (rare): the beats
+/// (`?1`, pairs as in [`TOUCH_MANY`]) whose row is gone or held by another instance.
+const UNREFRESHED: &str = "SELECT b.value ->> 0 AS id, unhex(b.value ->> 1) AS instance, \
+     t.holder AS holder, t.epoch AS epoch \
+     FROM json_each(?1) AS b LEFT JOIN servicegroup_members AS t ON t.id = b.value ->> 0 \
+     WHERE t.id IS NULL OR t.holder <> unhex(b.value ->> 1)";
+
+/// One registration, unconditionally, with the identity contract in SQL: a new row
+/// gets epoch 1 and `holder_since` now; on conflict the holding instance keeps its
+/// epoch and `holder_since`, another instance adds one and sets `holder_since`;
+/// metadata is replaced, `forced_down` and `created_at` kept. (`SET` expressions read
+/// the row as it was.)
+const UPSERT: &str = "INSERT INTO servicegroup_members \
+     (group_id, member_id, last_seen, holder, epoch, holder_since, metadata) \
+     VALUES (?1, ?2, unixepoch('subsec'), ?3, 1, unixepoch('subsec'), ?4) \
+     ON CONFLICT (group_id, member_id) DO UPDATE SET last_seen = excluded.last_seen, \
+     epoch = CASE WHEN holder = excluded.holder THEN max(epoch, 1) ELSE epoch + 1 END, \
+     holder_since = CASE WHEN holder = excluded.holder \
+         THEN coalesce(holder_since, excluded.holder_since) ELSE excluded.holder_since END, \
+     holder = excluded.holder, metadata = excluded.metadata \
+     RETURNING id, epoch";
+
+/// A row [`UPSERT`] wrote.
+#[derive(diesel::QueryableByName)]
+struct Written {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = BigInt)]
+    epoch: i64,
+}
+
 /// `[1,2,3]`: ids as a JSON array, for `json_each`.
-fn json_array(ids: &[RowId]) -> String {
+fn json_ids(ids: &[RowId]) -> String {
     let mut json = String::with_capacity(ids.len() * 8 + 2);
     json.push('[');
     for (i, id) in ids.iter().enumerate() {
@@ -72,6 +117,80 @@ fn json_array(ids: &[RowId]) -> String {
     }
     json.push(']');
     json
+}
+
+/// `[[1,"<hex>"],…]`: the `(id, instance)` pairs of `beats` as a JSON array.
+fn json_pairs(beats: &[Beat]) -> String {
+    let mut json = String::with_capacity(beats.len() * 44 + 2);
+    json.push('[');
+    for (i, beat) in beats.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        json.push('[');
+        json.push_str(&beat.id.to_string());
+        json.push_str(",\"");
+        push_hex(&mut json, beat.instance);
+        json.push_str("\"]");
+    }
+    json.push(']');
+    json
+}
+
+/// A registration owned, for the blocking task.
+struct OwnedReg {
+    group: String,
+    member: String,
+    instance: [u8; 16],
+    metadata: String,
+    condition: Condition,
+}
+
+/// Applies registrations one statement each (two for a conditional one: the check,
+/// then the write), on a connection inside the caller's transaction.
+fn apply(c: &mut SqliteConnection, regs: &[OwnedReg]) -> QueryResult<Vec<Outcome>> {
+    let mut out = Vec::with_capacity(regs.len());
+    for r in regs {
+        if r.condition != Condition::Always {
+            let found = t::table
+                .filter(t::group_id.eq(&r.group))
+                .filter(t::member_id.eq(&r.member))
+                .select((t::holder, t::epoch))
+                .get_result::<StoredHolder>(c)
+                .optional()?;
+            if !condition_holds(r.condition, found) {
+                out.push(Outcome::Refused { found });
+                continue;
+            }
+        }
+        let written = diesel::sql_query(UPSERT)
+            .bind::<Text, _>(&r.group)
+            .bind::<Text, _>(&r.member)
+            .bind::<Binary, _>(&r.instance[..])
+            .bind::<Text, _>(&r.metadata)
+            .get_result::<Written>(c)?;
+        out.push(Outcome::Stored {
+            id: written.id,
+            epoch: written.epoch,
+        });
+    }
+    Ok(out)
+}
+
+/// The columns of a record, in [`Selected`]'s order.
+macro_rules! record_columns {
+    () => {
+        (
+            t::member_id,
+            t::last_seen,
+            db_age(),
+            t::forced_down,
+            t::holder,
+            t::epoch,
+            t::holder_since,
+            t::metadata,
+        )
+    };
 }
 
 /// The SQLite store.
@@ -242,100 +361,166 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn upsert(&self, keys: &[(&str, &str)]) -> Result<Vec<(RowId, String, String)>, DbError> {
-        let keys: Vec<(String, String)> = keys
+    async fn register(&self, regs: &[Reg<'_>]) -> Result<Vec<Outcome>, DbError> {
+        let regs: Vec<OwnedReg> = regs
             .iter()
-            .map(|(g, m)| ((*g).to_owned(), (*m).to_owned()))
+            .map(|r| OwnedReg {
+                group: r.group.to_owned(),
+                member: r.member.to_owned(),
+                instance: r.instance.to_bytes(),
+                metadata: r.metadata.clone(),
+                condition: r.condition,
+            })
             .collect();
         self.run(&self.writer, move |c| {
-            let one = |c: &mut SqliteConnection, g: String, m: String| -> QueryResult<_> {
-                let id = diesel::insert_into(t::table)
-                    .values((
-                        t::group_id.eq(&g),
-                        t::member_id.eq(&m),
-                        t::last_seen.eq(db_now()),
-                    ))
-                    .on_conflict((t::group_id, t::member_id))
-                    .do_update()
-                    .set(t::last_seen.eq(db_now()))
-                    .returning(t::id)
-                    .get_result::<i64>(c)?;
-                Ok((id, g, m))
-            };
-            if keys.len() == 1 {
-                let (g, m) = keys.into_iter().next().expect("one key");
-                return Ok(vec![one(c, g, m)?]);
+            if regs.len() == 1 && regs[0].condition == Condition::Always {
+                // One statement: atomic on its own.
+                return apply(c, &regs);
             }
-            c.immediate_transaction(|c| keys.into_iter().map(|(g, m)| one(c, g, m)).collect())
+            c.immediate_transaction(|c| apply(c, &regs))
         })
         .await
     }
 
-    async fn touch_ids(&self, ids: Vec<RowId>) -> Result<Vec<RowId>, DbError> {
-        // One statement with one bind whatever the batch size: the ids travel as a
-        // JSON array expanded by json_each, so there is no bind limit to chunk around
-        // and the statement text is the same every tick. Its row count tells whether
-        // every row still exists; only when some are gone (rare: an operator removed
-        // a member) a second statement finds out which.
-        let json = json_array(&ids);
+    async fn touch(&self, beats: &[Beat]) -> Result<Vec<Unrefreshed>, DbError> {
+        #[derive(diesel::QueryableByName)]
+        struct Refused {
+            #[diesel(sql_type = BigInt)]
+            id: i64,
+            #[diesel(sql_type = Binary)]
+            instance: StoredInstance,
+            #[diesel(sql_type = Nullable<Binary>)]
+            holder: Option<StoredInstance>,
+            #[diesel(sql_type = Nullable<BigInt>)]
+            epoch: Option<i64>,
+        }
+        // One statement with one bind (two for several instances) whatever the batch
+        // size: the ids travel as a JSON array expanded by json_each, so there is no
+        // bind limit to chunk around and the statement text is the same every tick.
+        // Its row count tells whether every beat refreshed its row; only when some
+        // did not (rare: a member removed or taken over) a second statement finds out
+        // which.
+        let ids = json_ids(&unique_ids(beats));
+        let single = single_instance(beats);
+        let many = match single {
+            Some(_) => None,
+            None => Some(json_pairs(beats)),
+        };
+        let expected = beats.len();
+        let (updated, many) = self
+            .run(&self.writer, move |c| {
+                let updated = match (single, &many) {
+                    (Some(instance), _) => diesel::sql_query(TOUCH_ONE)
+                        .bind::<Text, _>(&ids)
+                        .bind::<Binary, _>(&instance.to_bytes()[..])
+                        .execute(c)?,
+                    (None, Some(pairs)) => diesel::sql_query(TOUCH_MANY)
+                        .bind::<Text, _>(&ids)
+                        .bind::<Text, _>(pairs)
+                        .execute(c)?,
+                    (None, None) => 0,
+                };
+                Ok((updated, many))
+            })
+            .await?;
+        if updated == expected {
+            return Ok(Vec::new());
+        }
+        let pairs = many.unwrap_or_else(|| json_pairs(beats));
         self.run(&self.writer, move |c| {
-            let ids_in = |json: String| {
-                sql::<Bool>("id IN (SELECT value FROM json_each(")
-                    .bind::<Text, _>(json)
-                    .sql("))")
-            };
-            let updated = diesel::update(t::table.filter(ids_in(json.clone())))
-                .set(t::last_seen.eq(db_now()))
-                .execute(c)?;
-            if updated == ids.len() {
-                return Ok(ids);
-            }
-            t::table.select(t::id).filter(ids_in(json)).load::<i64>(c)
+            let refused: Vec<Refused> = diesel::sql_query(UNREFRESHED)
+                .bind::<Text, _>(&pairs)
+                .load(c)?;
+            Ok(refused
+                .into_iter()
+                .filter_map(|r| {
+                    Some(Unrefreshed {
+                        id: r.id,
+                        instance: r.instance.instance()?,
+                        found: r.holder.map(|h| (h, r.epoch.unwrap_or(0))),
+                    })
+                })
+                .collect())
         })
         .await
     }
 
-    async fn touch_members(
+    async fn lookup(
         &self,
         group: &str,
         members: Vec<String>,
     ) -> Result<Vec<(RowId, String)>, DbError> {
         let group = group.to_owned();
-        self.run(&self.writer, move |c| {
-            let touch = |c: &mut SqliteConnection, chunk: &[String]| {
-                diesel::update(
+        self.run(&self.reader, move |c| {
+            let mut found = Vec::with_capacity(members.len());
+            for chunk in members.chunks(IDS_PER_STATEMENT) {
+                found.extend(
                     t::table
                         .filter(t::group_id.eq(&group))
-                        .filter(t::member_id.eq_any(chunk)),
-                )
-                .set(t::last_seen.eq(db_now()))
-                .returning((t::id, t::member_id))
-                .get_results::<(i64, String)>(c)
-            };
-            if members.len() <= IDS_PER_STATEMENT {
-                return touch(c, &members);
+                        .filter(t::member_id.eq_any(chunk))
+                        .select((t::id, t::member_id))
+                        .load::<(i64, String)>(c)?,
+                );
             }
-            c.immediate_transaction(|c| {
-                let mut found = Vec::with_capacity(members.len());
-                for chunk in members.chunks(IDS_PER_STATEMENT) {
-                    found.extend(touch(c, chunk)?);
-                }
-                Ok(found)
-            })
+            Ok(found)
         })
         .await
     }
 
-    async fn delete(&self, group: &str, member: &str) -> Result<bool, DbError> {
+    async fn delete(
+        &self,
+        group: &str,
+        member: &str,
+        holder: Option<InstanceId>,
+    ) -> Result<bool, DbError> {
         let (group, member) = (group.to_owned(), member.to_owned());
         self.run(&self.writer, move |c| {
-            diesel::delete(
+            let of_key = t::table
+                .filter(t::group_id.eq(&group))
+                .filter(t::member_id.eq(&member));
+            let n = match holder {
+                None => diesel::delete(of_key).execute(c)?,
+                Some(instance) => {
+                    diesel::delete(of_key.filter(t::holder.eq(&instance.to_bytes()[..])))
+                        .execute(c)?
+                }
+            };
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn set_metadata(
+        &self,
+        group: &str,
+        member: &str,
+        instance: InstanceId,
+        metadata: String,
+    ) -> Result<bool, DbError> {
+        let (group, member) = (group.to_owned(), member.to_owned());
+        self.run(&self.writer, move |c| {
+            diesel::update(
                 t::table
                     .filter(t::group_id.eq(&group))
-                    .filter(t::member_id.eq(&member)),
+                    .filter(t::member_id.eq(&member))
+                    .filter(t::holder.eq(&instance.to_bytes()[..])),
             )
+            .set(t::metadata.eq(&metadata))
             .execute(c)
             .map(|n| n > 0)
+        })
+        .await
+    }
+
+    async fn holder(&self, group: &str, member: &str) -> Result<Option<StoredHolder>, DbError> {
+        let (group, member) = (group.to_owned(), member.to_owned());
+        self.run(&self.reader, move |c| {
+            t::table
+                .filter(t::group_id.eq(&group))
+                .filter(t::member_id.eq(&member))
+                .select((t::holder, t::epoch))
+                .get_result::<StoredHolder>(c)
+                .optional()
         })
         .await
     }
@@ -366,7 +551,7 @@ impl Store for SqliteStore {
             t::table
                 .filter(t::group_id.eq(&group))
                 .filter(t::member_id.eq(&member))
-                .select((t::member_id, t::last_seen, db_age(), t::forced_down))
+                .select(record_columns!())
                 .get_result::<Selected>(c)
                 .optional()
                 .map(|r| r.map(row))
@@ -379,7 +564,7 @@ impl Store for SqliteStore {
         self.run(&self.reader, move |c| {
             t::table
                 .filter(t::group_id.eq(&group))
-                .select((t::member_id, t::last_seen, db_age(), t::forced_down))
+                .select(record_columns!())
                 .load::<Selected>(c)
                 .map(|rows| rows.into_iter().map(row).collect())
         })
@@ -395,5 +580,21 @@ impl Store for SqliteStore {
                 .load::<String>(c)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_forms() {
+        let a = InstanceId::from_u128(0xab);
+        let b = InstanceId::from_u128(1 << 120);
+        assert_eq!(json_ids(&[1, 5, 9]), "[1,5,9]");
+        assert_eq!(
+            json_pairs(&[Beat { id: 3, instance: a }, Beat { id: 4, instance: b }]),
+            format!("[[3,\"{:032x}\"],[4,\"{:032x}\"]]", 0xab, 1u128 << 120)
+        );
     }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use servicegroup_core::{Config, DatabaseUrl};
 
+pub mod identity;
 #[cfg(feature = "mysql")]
 pub mod mariadb;
 pub mod outage;
@@ -242,7 +243,10 @@ pub fn helper_main() {
     });
 }
 
-use servicegroup_core::{Driver, GroupId, MemberId, MemberKey, ServiceGroup};
+use servicegroup_core::{
+    Beats, Condition, Driver, GroupId, HeartbeatReport, InstanceId, MemberId, MemberKey, Metadata,
+    Registration, ServiceGroup,
+};
 use servicegroup_driver_db::DbDriver;
 
 /// `n` keys of `group`, sorted (`m00000`, `m00001`, …).
@@ -253,11 +257,49 @@ pub fn keys(group: &str, n: usize) -> Vec<MemberKey> {
         .collect()
 }
 
-/// Registers `keys` through `driver` in chunks of 1,000 (as core's join_many does).
-pub async fn register_all(driver: &DbDriver, keys: &[MemberKey]) {
-    for chunk in keys.chunks(1000) {
-        driver.register_many(chunk).await.expect("register_many");
+/// An unconditional registration of `key` by `instance`, without metadata (join's
+/// default).
+pub fn registration(key: &MemberKey, instance: InstanceId) -> Registration {
+    Registration {
+        key: key.clone(),
+        instance,
+        metadata: Metadata::new(),
+        condition: Condition::Always,
     }
+}
+
+/// Registers `key` for `instance` unconditionally; the epoch it got.
+pub async fn register(driver: &DbDriver, instance: InstanceId, key: &MemberKey) -> u64 {
+    match driver
+        .register(&registration(key, instance))
+        .await
+        .expect("register")
+    {
+        servicegroup_core::Registered::Stored { epoch } => epoch,
+        other => panic!("an unconditional registration of {key} was {other:?}"),
+    }
+}
+
+/// Registers `keys` for `instance` through `driver` in chunks of 1,000 (as core's
+/// join_many does).
+pub async fn register_all(driver: &DbDriver, instance: InstanceId, keys: &[MemberKey]) {
+    for chunk in keys.chunks(1000) {
+        let registrations: Vec<Registration> =
+            chunk.iter().map(|k| registration(k, instance)).collect();
+        let outcomes = driver
+            .register_many(&registrations)
+            .await
+            .expect("register_many");
+        assert_eq!(outcomes.len(), chunk.len());
+    }
+}
+
+/// One heartbeat of `keys` by `instance` (one part, as a handle's tick).
+pub async fn beat(driver: &DbDriver, instance: InstanceId, keys: &[MemberKey]) -> HeartbeatReport {
+    driver
+        .heartbeat(&[Beats { instance, keys }])
+        .await
+        .expect("heartbeat")
 }
 
 /// One heartbeat batch of 10,000 members is exactly one statement on the driver's
@@ -267,16 +309,16 @@ pub async fn direct_batch_is_one_statement(url: &str) {
     let config = config(url);
     let driver = DbDriver::connect(&config).await.expect("connect");
     let keys = keys("compute", N);
-    register_all(&driver, &keys).await;
+    let me = InstanceId::random();
+    register_all(&driver, me, &keys).await;
 
     for round in 0..3 {
         let before = driver.statistics();
-        let report = driver.heartbeat(&keys).await.expect("heartbeat");
+        let report = beat(&driver, me, &keys).await;
         let after = driver.statistics();
         assert!(
-            report.missing.is_empty(),
-            "round {round}: {:?}",
-            report.missing
+            report.missing.is_empty() && report.superseded.is_empty(),
+            "round {round}: {report:?}"
         );
         assert_eq!(
             after.statements - before.statements,
@@ -288,43 +330,62 @@ pub async fn direct_batch_is_one_statement(url: &str) {
     // Another driver (another process, an operator) removes a member: the next batch
     // reports it missing, with one more statement to find out which row is gone.
     let other = DbDriver::connect(&config).await.expect("connect");
-    assert!(other.remove(&keys[4321]).await.unwrap());
+    assert!(other.remove(&keys[4321], None).await.unwrap());
     let before = driver.statistics();
-    let report = driver.heartbeat(&keys).await.expect("heartbeat");
+    let report = beat(&driver, me, &keys).await;
     assert_eq!(driver.statistics().statements - before.statements, 2);
-    assert_eq!(report.missing, vec![keys[4321].clone()]);
+    assert_eq!(report.missing, vec![(me, keys[4321].clone())]);
+    assert!(report.superseded.is_empty(), "{report:?}");
     // The next batch without it is one statement again.
     let present: Vec<MemberKey> = keys.iter().filter(|k| **k != keys[4321]).cloned().collect();
     let before = driver.statistics();
-    assert!(driver
-        .heartbeat(&present)
-        .await
-        .expect("heartbeat")
-        .missing
-        .is_empty());
+    let report = beat(&driver, me, &present).await;
+    assert!(
+        report.missing.is_empty() && report.superseded.is_empty(),
+        "{report:?}"
+    );
     assert_eq!(driver.statistics().statements - before.statements, 1);
 
-    // Keys this driver never registered are found by name (one statement per group;
-    // two on MySQL, which has no UPDATE … RETURNING: look up, then update by id).
+    // Keys this driver never registered are looked up by name first (one query per
+    // group, then cached), then updated by id: two statements on the first tick.
     let fresh = DbDriver::connect(&config).await.expect("connect");
-    let by_name = if fresh.backend() == servicegroup_driver_db::BackendKind::Mysql {
-        2
-    } else {
-        1
-    };
     let before = fresh.statistics();
-    let report = fresh.heartbeat(&keys).await.expect("heartbeat");
-    assert_eq!(fresh.statistics().statements - before.statements, by_name);
-    assert_eq!(report.missing, vec![keys[4321].clone()]);
+    let report = beat(&fresh, me, &keys).await;
+    assert_eq!(fresh.statistics().statements - before.statements, 2);
+    assert_eq!(report.missing, vec![(me, keys[4321].clone())]);
     // ... and by id afterwards.
     let before = fresh.statistics();
-    assert!(fresh
-        .heartbeat(&present)
-        .await
-        .expect("heartbeat")
-        .missing
-        .is_empty());
+    let report = beat(&fresh, me, &present).await;
+    assert!(
+        report.missing.is_empty() && report.superseded.is_empty(),
+        "{report:?}"
+    );
     assert_eq!(fresh.statistics().statements - before.statements, 1);
+
+    // Another instance takes one member over: the old holder's next batch is fenced
+    // for it (reported superseded, one more statement to find which), and one
+    // statement again once core stops heartbeating it.
+    let thief = InstanceId::random();
+    assert_eq!(register(&other, thief, &keys[7]).await, 2);
+    let before = driver.statistics();
+    let report = beat(&driver, me, &present).await;
+    assert_eq!(driver.statistics().statements - before.statements, 2);
+    assert!(report.missing.is_empty(), "{report:?}");
+    assert_eq!(report.superseded.len(), 1, "{report:?}");
+    assert_eq!(report.superseded[0].key, keys[7]);
+    assert_eq!(report.superseded[0].instance, me);
+    assert_eq!(
+        report.superseded[0].holder,
+        servicegroup_core::Holder::new(thief, 2)
+    );
+    let rest: Vec<MemberKey> = present.iter().filter(|k| **k != keys[7]).cloned().collect();
+    let before = driver.statistics();
+    let report = beat(&driver, me, &rest).await;
+    assert!(
+        report.missing.is_empty() && report.superseded.is_empty(),
+        "{report:?}"
+    );
+    assert_eq!(driver.statistics().statements - before.statements, 1);
 }
 
 /// Through a `ServiceGroup` handle: 10,000 joined members cost one statement per
@@ -389,7 +450,8 @@ pub async fn age_comes_from_the_database(url: &str, set_old_sql: &str) {
     let config = config(url);
     let driver = DbDriver::connect(&config).await.expect("connect");
     let key = keys("clock", 1).remove(0);
-    driver.register(&key).await.unwrap();
+    let me = InstanceId::random();
+    register(&driver, me, &key).await;
     let fresh = driver.get(&key).await.unwrap().expect("registered");
     let servicegroup_core::Freshness::Age(age) = fresh.freshness else {
         panic!("db records carry ages: {fresh:?}")
@@ -415,12 +477,11 @@ pub async fn age_comes_from_the_database(url: &str, set_old_sql: &str) {
         "listed age: {listed_age:?}"
     );
     // The next heartbeat makes it fresh again.
-    assert!(driver
-        .heartbeat(std::slice::from_ref(&key))
-        .await
-        .unwrap()
-        .missing
-        .is_empty());
+    let report = beat(&driver, me, std::slice::from_ref(&key)).await;
+    assert!(
+        report.missing.is_empty() && report.superseded.is_empty(),
+        "{report:?}"
+    );
     let servicegroup_core::Freshness::Age(age) = driver.get(&key).await.unwrap().unwrap().freshness
     else {
         panic!()
@@ -501,7 +562,7 @@ pub async fn migrations_are_idempotent_and_concurrency_safe(url_a: &str, url_b: 
         .await
         .expect("first connect migrates");
     let key = keys("g", 1).remove(0);
-    first.register(&key).await.unwrap();
+    register(&first, InstanceId::random(), &key).await;
     let second = DbDriver::connect(&config).await.expect("second connect");
     assert!(
         second.get(&key).await.unwrap().is_some(),
