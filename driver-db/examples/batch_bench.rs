@@ -18,10 +18,10 @@
 use std::time::{Duration, Instant};
 
 use servicegroup_core::{
-    Beats, Condition, Config, DatabaseUrl, Driver, GroupId, InstanceId, MemberId, MemberKey,
-    Metadata, Registration,
+    Beats, Condition, DatabaseUrl, Driver, GroupId, InstanceId, MemberId, MemberKey, Metadata,
+    Registration,
 };
-use servicegroup_driver_db::DbDriver;
+use servicegroup_driver_db::{DbConfig, DbDriver};
 
 fn usage() -> ! {
     eprintln!(
@@ -66,10 +66,10 @@ fn main() {
 }
 
 async fn run(url: String, n: usize, rounds: usize, instances: usize) {
-    let mut config = Config::with_driver("db");
-    config.db.url = Some(DatabaseUrl::new(url));
-    config.db.timeout = Duration::from_secs(30);
-    let driver = match DbDriver::connect(&config).await {
+    let mut options = DbConfig::default();
+    options.url = Some(DatabaseUrl::new(url));
+    options.timeout = Duration::from_secs(30);
+    let driver = match DbDriver::open(&options).await {
         Ok(d) => d,
         Err(e) => {
             eprintln!("error: {e}");

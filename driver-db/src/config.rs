@@ -44,8 +44,15 @@ impl Default for DbConfig {
 
 impl DriverTable for DbConfig {
     fn check(&self) -> Result<(), InvalidKey> {
-        if self.url.as_ref().is_some_and(|u| u.expose().trim().is_empty()) {
+        if self
+            .url
+            .as_ref()
+            .is_some_and(|u| u.expose().trim().is_empty())
+        {
             return Err(InvalidKey::new("url", "must not be empty"));
+        }
+        if self.pool_size == 0 {
+            return Err(InvalidKey::new("pool_size", "must be at least 1"));
         }
         Ok(())
     }

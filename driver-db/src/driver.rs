@@ -27,6 +27,7 @@ use servicegroup_core::{
 use crate::backend::{
     Beat, Outcome, Reg, Row, RowId, Settings, Store, StoredHolder, StoredMetadata,
 };
+use crate::config::DbConfig;
 use crate::error::{DbError, Redactor};
 use crate::url::{self, BackendKind, SqliteLocation, Target};
 
@@ -104,13 +105,21 @@ fn default_sqlite_path_from(
 }
 
 impl DbDriver {
-    /// Connects to the database `config.db.url` names (the embedded default SQLite
-    /// file when unset), applies pending migrations, and builds the pools.
+    /// Connects to the database `db.url` names (the embedded default SQLite file when
+    /// unset), applies pending migrations, and builds the pools, with the options of
+    /// `config`'s `[db]` table ([`DbConfig`]).
     ///
     /// Errors: a bad URL or a backend not compiled in is `Config` (naming `db.url`);
     /// a database that cannot be reached is `Unavailable` or `Timeout`.
     pub async fn connect(config: &Config) -> Result<Self> {
-        let db = &config.db;
+        let db: DbConfig = config
+            .driver_config(crate::NAME)
+            .map_err(|e| e.with_driver(crate::NAME))?;
+        Self::open(&db).await
+    }
+
+    /// Like [`connect`](Self::connect), from the driver's options themselves.
+    pub async fn open(db: &DbConfig) -> Result<Self> {
         let (target, is_default) = resolve(db.url.as_ref())?;
         let redactor = match &target {
             Target::Postgres(pg) => Redactor::new(pg.secrets()),
@@ -121,7 +130,10 @@ impl DbDriver {
             prepare_sqlite_dir(path, is_default)?;
         }
         if db.pool_size == 0 {
-            return Err(Error::config("`db.pool_size` must be at least 1").with_driver(crate::NAME));
+            return Err(
+                Error::config("invalid value for `db.pool_size`: must be at least 1")
+                    .with_driver(crate::NAME),
+            );
         }
         let location = target.redacted();
         let statements = Arc::new(AtomicU64::new(0));

@@ -48,7 +48,7 @@
 //! use servicegroup_driver_db as _;
 //!
 //! let mut config = Config::with_driver("db");
-//! config.db.url = Some("postgresql://nova:secret@127.0.0.1:5432/nova".into());
+//! config.set("db.url", "postgresql://nova:secret@127.0.0.1:5432/nova")?;
 //! let sg = ServiceGroup::connect(config).await?;
 //! let _me = sg.join("compute", "host-1").await?;
 //! # Ok(()) }
@@ -58,6 +58,7 @@
 #![cfg_attr(not(all(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 
 mod backend;
+mod config;
 mod driver;
 mod error;
 pub mod schema;
@@ -67,15 +68,17 @@ use std::sync::Arc;
 
 use servicegroup_core::{Config, Driver};
 
+pub use config::{DbConfig, CONFIG};
 pub use driver::{default_sqlite_path, statements_sent, DbDriver, Statistics, LIVENESS_RESOLUTION};
 pub use url::{BackendKind, SqliteLocation, Target};
 
-/// The name this driver registers under.
+/// The name this driver registers under, and the name of its table (`[db]`).
 pub const NAME: &str = "db";
 
 servicegroup_core::register_driver! {
     name: NAME,
     description: "SQL database (SQLite file by default, PostgreSQL, MySQL/MariaDB): batched heartbeats, database clock",
+    config: CONFIG,
     build: |config: Config| Box::pin(async move {
         Ok(Arc::new(DbDriver::connect(&config).await?) as Arc<dyn Driver>)
     }),

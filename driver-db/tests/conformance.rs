@@ -23,10 +23,14 @@ use servicegroup_driver_db as _;
 
 fn db_config(url: &str) -> Config {
     let mut config = Config::with_driver("db");
-    config.db.url = Some(DatabaseUrl::new(url));
-    // Below the suite's call_timeout (1 s), so the driver's own bounds answer first.
-    config.db.timeout = Duration::from_millis(800);
-    config.db.pool_size = 4;
+    config
+        .set("db.url", url)
+        .and_then(|c| {
+            // Below the suite's call_timeout (1 s), so the driver's own bounds answer first.
+            c.set("db.timeout", Duration::from_millis(800))?
+                .set("db.pool_size", 4)
+        })
+        .expect("the db driver's keys");
     config
 }
 

@@ -315,7 +315,7 @@ async fn concurrent_overlapping_batches_never_deadlock() {
     // This test is about deadlocks (PostgreSQL reports one as an error after
     // deadlock_timeout), not speed: batches that wait for each other's row locks on
     // a loaded machine must not fail as timeouts.
-    config.db.timeout = Duration::from_secs(20);
+    config.set("db.timeout", Duration::from_secs(20)).unwrap();
     config.call_timeout = Duration::from_secs(30);
     let a = std::sync::Arc::new(DbDriver::connect(&config).await.unwrap());
     let b = std::sync::Arc::new(DbDriver::connect(&config).await.unwrap());

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use servicegroup_core::{Config, DatabaseUrl};
+use servicegroup_core::Config;
 
 pub mod identity;
 #[cfg(feature = "mysql")]
@@ -88,9 +88,13 @@ pub async fn fresh_pg_database(prefix: &str) -> String {
 /// A `db` configuration on `url` with short test timings.
 pub fn config(url: &str) -> Config {
     let mut config = Config::with_driver("db");
-    config.db.url = Some(DatabaseUrl::new(url));
-    config.db.timeout = Duration::from_secs(2);
-    config.db.pool_size = 4;
+    config
+        .set("db.url", url)
+        .and_then(|c| {
+            c.set("db.timeout", Duration::from_secs(2))?
+                .set("db.pool_size", 4)
+        })
+        .expect("the db driver's keys");
     config.report_interval = Duration::from_millis(500);
     config.service_down_time = Duration::from_secs(3);
     config.call_timeout = Duration::from_secs(3);

@@ -153,7 +153,9 @@ pub async fn outage_scenario(server: &OwnServer, url: &str, logs: &Logs) {
     config.report_interval = Duration::from_millis(300);
     config.service_down_time = Duration::from_secs(1);
     config.call_timeout = Duration::from_secs(1);
-    config.db.timeout = Duration::from_millis(500);
+    config
+        .set("db.timeout", Duration::from_millis(500))
+        .unwrap();
     let report_interval = config.report_interval;
     let names: Vec<String> = (0..5).map(|i| format!("host-{i}")).collect();
 
@@ -261,7 +263,9 @@ pub async fn silent_server_times_out(scheme: &str) {
         }
     });
     let mut config = config(&format!("{scheme}://u:{SECRET}@127.0.0.1:{port}/db"));
-    config.db.timeout = Duration::from_millis(500);
+    config
+        .set("db.timeout", Duration::from_millis(500))
+        .unwrap();
     let started = Instant::now();
     let err = DbDriver::connect(&config).await.unwrap_err();
     assert!(err.kind().is_unreachable(), "{err}");
