@@ -14,7 +14,8 @@ use clap::{Args, Parser, Subcommand};
     long_about = "Which members of a group are alive right now (OpenStack Nova's ServiceGroup API).\n\n\
         With no configuration the `db` driver keeps membership in a SQLite file in your state \
         directory, so `servicegroup join` in one terminal and `servicegroup list` in another just work.\n\n\
-        Exit codes: 0 success (status: up), 1 status: down, 2 error, 3 no such member."
+        Exit codes: 0 success (status: up), 1 status: down, 2 error, 3 no such member, \
+        4 join: superseded (another process took the member over)."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -46,11 +47,20 @@ pub enum Command {
     /// Show the effective configuration and where each value came from (secrets masked).
     Config,
     /// Join GROUP as MEMBER and heartbeat in the foreground until SIGINT/SIGTERM, then leave.
+    /// Exit 4 (without leaving) when another process takes the member over.
     Join {
         /// Group to join (Nova: a topic such as `compute`).
         group: String,
         /// Member id (Nova: the host name).
         member: String,
+        /// Metadata to store with the member, KEY=VALUE (repeatable). Keys: 1-63 bytes
+        /// of a-z 0-9 . _ / -; values at most 1024 bytes; at most 32 entries, 4 KiB in all.
+        #[arg(long = "meta", value_name = "KEY=VALUE")]
+        meta: Vec<String>,
+        /// Refuse (exit 2, "conflict") a member that another live process holds,
+        /// instead of taking it over.
+        #[arg(long)]
+        exclusive: bool,
     },
     /// List members of one group, or of every group.
     List {
@@ -59,6 +69,9 @@ pub enum Command {
         /// Print one JSON array instead of a table.
         #[arg(long)]
         json: bool,
+        /// Add the holder's instance, epoch, holder-since time and metadata to the table.
+        #[arg(long)]
+        wide: bool,
     },
     /// Is MEMBER of GROUP up? Exit 0 up, 1 down (forced down included), 3 no such member, 2 error.
     Status {

@@ -13,6 +13,10 @@ pub const EXIT_DOWN: u8 = 1;
 pub const EXIT_ERROR: u8 = 2;
 /// Exit code when the member does not exist (`status`, `force-down`, `remove`).
 pub const EXIT_NOT_FOUND: u8 = 3;
+/// Exit code of `join` when another process took the member over (superseded): the
+/// process stops heartbeating and exits without leaving (the record is the new
+/// holder's).
+pub const EXIT_SUPERSEDED: u8 = 4;
 
 /// A command that could not do its job: the exit code and what went wrong.
 #[derive(Debug)]
@@ -28,6 +32,14 @@ impl Failure {
     pub fn msg(message: impl Into<String>) -> Self {
         Self {
             code: EXIT_ERROR,
+            message: message.into(),
+        }
+    }
+
+    /// A failure with its own exit code and message.
+    pub fn with_code(code: u8, message: impl Into<String>) -> Self {
+        Self {
+            code,
             message: message.into(),
         }
     }

@@ -5,7 +5,8 @@
 //! relied on by scripts: see docs/cli.md.
 //!
 //! Exit codes: 0 success (`status`: up), 1 `status`: down / `simulate`: false downs,
-//! 2 any error (one `error: …` line on stderr), 3 no such member.
+//! 2 any error (one `error: …` line on stderr), 3 no such member, 4 `join`: superseded
+//! (another process took the member over).
 
 mod args;
 mod commands;
@@ -48,11 +49,21 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
     match cli.command {
         Command::Drivers => commands::admin::drivers(),
         Command::Config => commands::admin::config(&settings::load(&global)?),
-        Command::Join { group, member } => {
-            commands::join::join(settings::load(&global)?, group, member).await
+        Command::Join {
+            group,
+            member,
+            meta,
+            exclusive,
+        } => {
+            let loaded = settings::load(&global)?;
+            // Ids and metadata are checked before connecting: a bad one is an error
+            // whatever the backend.
+            let request = commands::join::JoinRequest::parse(group, member, &meta, exclusive)?;
+            commands::join::join(loaded, request).await
         }
-        Command::List { group, json } => {
-            commands::query::list(settings::load(&global)?, group, json).await
+        Command::List { group, json, wide } => {
+            let format = output::ListFormat::from_flags(json, wide);
+            commands::query::list(settings::load(&global)?, group, format).await
         }
         Command::Status {
             group,

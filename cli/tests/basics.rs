@@ -386,3 +386,79 @@ fn closed_stdout_is_no_panic() {
     assert_eq!(out.status.code(), Some(3));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
+
+#[test]
+fn help_lists_exit_code_4_and_the_new_options() {
+    let env = Env::bare();
+    let help = env.run(&["--help"]);
+    help.expect_code(0);
+    let text = help.stdout.replace('\n', " ");
+    for needle in ["3 no such member", "4 join: superseded"] {
+        assert!(
+            text.contains(needle),
+            "{needle:?} missing in --help:\n{}",
+            help.stdout
+        );
+    }
+    let join = env.run(&["join", "--help"]);
+    join.expect_code(0);
+    for needle in ["--meta <KEY=VALUE>", "--exclusive", "Exit 4"] {
+        assert!(
+            join.stdout.contains(needle),
+            "{needle:?} missing:\n{}",
+            join.stdout
+        );
+    }
+    let list = env.run(&["list", "--help"]);
+    list.expect_code(0);
+    assert!(list.stdout.contains("--wide"), "{}", list.stdout);
+}
+
+/// A bad `--meta` is one `error:` line and exit 2, found before anything connects:
+/// the backend configured here does not exist, and the error is about the metadata.
+#[test]
+fn bad_meta_is_one_line_before_connecting() {
+    let mut env = Env::bare();
+    env.set("SERVICEGROUP_DRIVER", "db");
+    env.set(
+        "SERVICEGROUP_DB__URL",
+        "postgres://sguser:hunter2secret@127.0.0.1:1/nodb",
+    );
+    let key64 = format!("{}=v", "k".repeat(64));
+    let value1025 = format!("k={}", "v".repeat(1025));
+    let metas: Vec<String> = (0..33).map(|i| format!("k{i}=v")).collect();
+    let big: Vec<String> = (0..5)
+        .map(|i| format!("k{i}={}", "x".repeat(1000)))
+        .collect();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["zone"], "KEY=VALUE"),
+        (vec!["Zone=x"], "'Z'"),
+        (vec!["a b=x"], "' '"),
+        (vec!["=x"], "must not be empty"),
+        (vec![&key64], "64 bytes"),
+        (vec![&value1025], "1025 bytes"),
+        (metas.iter().map(String::as_str).collect(), "33 entries"),
+        (big.iter().map(String::as_str).collect(), "4096"),
+        (vec!["a=1", "a=2"], "twice"),
+    ];
+    for (metas, needle) in cases {
+        let mut args = vec!["join", "g", "m"];
+        for m in &metas {
+            args.extend(["--meta", m]);
+        }
+        let run = env.run_timeout(&args, Duration::from_secs(20));
+        let line = run.expect_one_line_error();
+        assert!(
+            line.starts_with("error: invalid metadata"),
+            "{metas:?}: {line}"
+        );
+        assert!(line.contains(needle), "{needle:?} not named: {line}");
+        assert!(line.len() < 400, "the line quotes too much: {line}");
+        assert!(run.stdout.is_empty(), "{}", run.stdout);
+    }
+    // A bad id is still reported as one (ids are checked first).
+    let line = env
+        .run(&["join", "g", "bad id", "--meta", "zone"])
+        .expect_one_line_error();
+    assert!(line.contains("invalid id"), "{line}");
+}

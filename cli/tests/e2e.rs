@@ -12,12 +12,17 @@ use std::time::{Duration, Instant};
 use common::{assert_simulation_ok, group, Env, REPORT_INTERVAL, SERVICE_DOWN_TIME};
 use serde_json::Value;
 
-const MEMBER_KEYS: [&str; 6] = [
+/// The keys of one `list --json` / `status --json` object, sorted.
+const MEMBER_KEYS: [&str; 10] = [
     "age_seconds",
+    "epoch",
     "forced_down",
     "group",
+    "holder_since",
+    "instance",
     "last_heartbeat",
     "member",
+    "metadata",
     "state",
 ];
 
@@ -49,8 +54,14 @@ fn join_list_status(env: Env) {
     let mut a = env.spawn(&["join", &g, "host-a"]);
     let line = a.wait_joined();
     assert!(line.contains(&g) && line.contains("host-a"), "{line}");
+    let holder_a = common::Holder::of_joined_line(&line);
     let mut b = env.spawn(&["join", &g, "host-b"]);
-    b.wait_joined();
+    let holder_b = b.wait_holder();
+    assert_eq!((holder_a.epoch, holder_b.epoch), (1, 1));
+    assert_ne!(
+        holder_a.instance, holder_b.instance,
+        "one instance per process"
+    );
 
     let list = env.run(&["list", &g, "--json"]).json();
     let rows = list.as_array().expect("array");
@@ -71,6 +82,15 @@ fn join_list_status(env: Env) {
             (0.0..=SERVICE_DOWN_TIME.as_secs_f64()).contains(&age),
             "{row}"
         );
+        let holder = if member == "host-a" {
+            &holder_a
+        } else {
+            &holder_b
+        };
+        assert_eq!(row["instance"], holder.instance.as_str(), "{row}");
+        assert_eq!(row["epoch"], 1, "{row}");
+        assert_rfc3339_utc(row["holder_since"].as_str().expect("holder_since string"));
+        assert_eq!(row["metadata"], serde_json::json!({}), "{row}");
     }
 
     let st = env.run(&["status", &g, "host-a", "--json"]);
@@ -97,6 +117,19 @@ fn join_list_status(env: Env) {
         assert!(
             table.stdout.contains(word),
             "{word} missing:\n{}",
+            table.stdout
+        );
+    }
+    for word in [
+        "INSTANCE",
+        "EPOCH",
+        "HOLDER SINCE",
+        "METADATA",
+        &holder_a.instance,
+    ] {
+        assert!(
+            !table.stdout.contains(word),
+            "{word} in the plain table:\n{}",
             table.stdout
         );
     }
@@ -296,7 +329,14 @@ fn watch_events(env: Env) {
     let event = |w: &mut common::Bg, kind: &str, within: Duration| -> Value {
         let line = w.wait_stdout(&format!("with event {kind}"), within, |_| true);
         let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
-        assert_eq!(keys(&v), ["at", "event", "group", "member"], "{v}");
+        let expected: &[&str] = if kind == "replaced" {
+            &[
+                "at", "epoch", "event", "group", "instance", "member", "metadata",
+            ]
+        } else {
+            &["at", "event", "group", "member"]
+        };
+        assert_eq!(keys(&v), expected, "{v}");
         assert_eq!(v["event"], kind, "{v}");
         assert_eq!(v["group"], g.as_str());
         assert_eq!(v["member"], "w1");
@@ -310,8 +350,14 @@ fn watch_events(env: Env) {
         "down",
         SERVICE_DOWN_TIME + env.liveness_slack() + Duration::from_secs(5),
     );
+    // A new process is a new instance: it takes the down member over (replaced,
+    // epoch 2), and the member is up again.
     let mut j = env.spawn(&["join", &g, "w1"]);
-    j.wait_joined();
+    let holder = j.wait_holder();
+    assert_eq!(holder.epoch, 2);
+    let replaced = event(&mut w, "replaced", Duration::from_secs(5));
+    assert_eq!(replaced["instance"], holder.instance.as_str());
+    assert_eq!(replaced["epoch"], 2);
     event(&mut w, "up", Duration::from_secs(5));
     j.signal("TERM");
     assert!(j.wait_exit(Duration::from_secs(15)).success());
@@ -320,7 +366,7 @@ fn watch_events(env: Env) {
     sleep(Duration::from_millis(600));
     w.signal("TERM");
     assert_eq!(w.wait_exit(Duration::from_secs(15)).code(), Some(0));
-    assert_eq!(w.seen_out.len(), 4, "{:#?}", w.seen_out);
+    assert_eq!(w.seen_out.len(), 5, "{:#?}", w.seen_out);
 
     // The text form: one line per event, `<at> <event> <group> <member>`.
     let mut w = env.spawn(&["watch", &g]);

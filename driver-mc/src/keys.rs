@@ -18,6 +18,11 @@
 //! id. Readable segments never contain `#` and hashed ones always do, so the two
 //! forms cannot meet; segments never contain `:`, so `prefix:kind:group:member`
 //! splits back uniquely.
+//!
+//! Member keys are `prefix:kind:group:member` with kind `r2` (record), `h2`
+//! (heartbeat) or `f` (forced down); the other keys are `prefix:i:group:BB`
+//! (index bucket), `prefix:fi:group` (forced marker), `prefix:groups` and
+//! `prefix:boot`, so no two kinds of key can meet.
 
 use sha2::{Digest, Sha256};
 
@@ -30,8 +35,18 @@ const HASH_HEX: usize = 40;
 /// Longest prefix accepted (`[mc] prefix`).
 pub const MAX_PREFIX_LEN: usize = 32;
 /// Upper bound of every key this module makes:
-/// prefix + `:h:` + segment + `:` + segment.
-pub const MAX_KEY_LEN: usize = MAX_PREFIX_LEN + 3 + READABLE_MAX + 1 + READABLE_MAX;
+/// prefix + `:h2:` + segment + `:` + segment.
+pub const MAX_KEY_LEN: usize = MAX_PREFIX_LEN + 4 + READABLE_MAX + 1 + READABLE_MAX;
+
+/// Key kind of the member record (format 2: holder, epoch, metadata). Format 1
+/// (`r`, the last heartbeat time only) is neither read nor written, so processes of
+/// the previous release and this one never misread each other's values.
+const RECORD: &str = "r2";
+/// Key kind of the heartbeat key (format 2: holder instance and heartbeat time,
+/// 30-day TTL, liveness from the remaining TTL). Format 1 was `h`.
+const HEARTBEAT: &str = "h2";
+/// Key kind of the forced-down flag (unchanged since format 1: presence only).
+const FORCED: &str = "f";
 
 /// Whether `byte` may appear verbatim in a key segment.
 fn verbatim(byte: u8) -> bool {
@@ -110,7 +125,7 @@ impl Keys {
         }
     }
 
-    fn member_key(&self, kind: char, group: &[u8], member: &[u8]) -> String {
+    fn member_key(&self, kind: &str, group: &[u8], member: &[u8]) -> String {
         format!(
             "{}:{kind}:{}:{}",
             self.prefix,
@@ -119,20 +134,21 @@ impl Keys {
         )
     }
 
-    /// The heartbeat key (TTL = the liveness window; value = heartbeat wall time).
+    /// The heartbeat key (value = heartbeating instance and heartbeat wall time;
+    /// liveness from its remaining TTL, see [`crate::backend`]).
     pub fn heartbeat(&self, group: &[u8], member: &[u8]) -> String {
-        self.member_key('h', group, member)
+        self.member_key(HEARTBEAT, group, member)
     }
 
-    /// The record key (no TTL; value = last heartbeat time). Its presence is
-    /// what makes a member exist.
+    /// The record key (no TTL; value = holder, epoch, holder since, metadata). Its
+    /// presence is what makes a member exist.
     pub fn record(&self, group: &[u8], member: &[u8]) -> String {
-        self.member_key('r', group, member)
+        self.member_key(RECORD, group, member)
     }
 
     /// The forced-down key (no TTL; present = forced down).
     pub fn forced(&self, group: &[u8], member: &[u8]) -> String {
-        self.member_key('f', group, member)
+        self.member_key(FORCED, group, member)
     }
 
     /// A builder of the member keys of `group`, with the group's segment
@@ -162,6 +178,14 @@ impl Keys {
     pub fn groups(&self) -> String {
         format!("{}:groups", self.prefix)
     }
+
+    /// The server's boot token (no TTL; value = 32 random hex digits written by
+    /// whichever driver finds it missing). It is gone after memcached restarted or
+    /// was flushed, which tells a driver that the CAS tokens it remembers belong to
+    /// an earlier life of the server (memcached's CAS counter restarts at 1).
+    pub fn boot(&self) -> String {
+        format!("{}:boot", self.prefix)
+    }
 }
 
 /// Member keys of one group (see [`Keys::group`]).
@@ -174,10 +198,11 @@ pub struct GroupKeys {
 }
 
 impl GroupKeys {
-    fn key(&self, kind: char, member: &str) -> String {
-        let mut out = String::with_capacity(self.head.len() + 1 + self.tail.len() + member.len());
+    fn key(&self, kind: &str, member: &str) -> String {
+        let mut out =
+            String::with_capacity(self.head.len() + kind.len() + self.tail.len() + member.len());
         out.push_str(&self.head);
-        out.push(kind);
+        out.push_str(kind);
         out.push_str(&self.tail);
         out.push_str(member);
         out
@@ -190,17 +215,17 @@ impl GroupKeys {
 
     /// The record key of the member whose segment is `member` ([`Self::member`]).
     pub fn record(&self, member: &str) -> String {
-        self.key('r', member)
+        self.key(RECORD, member)
     }
 
     /// The heartbeat key of the member whose segment is `member`.
     pub fn heartbeat(&self, member: &str) -> String {
-        self.key('h', member)
+        self.key(HEARTBEAT, member)
     }
 
     /// The forced-down key of the member whose segment is `member`.
     pub fn forced(&self, member: &str) -> String {
-        self.key('f', member)
+        self.key(FORCED, member)
     }
 }
 
@@ -249,16 +274,18 @@ mod tests {
         let k = Keys::new("sg");
         assert_eq!(
             k.heartbeat(b"compute", b"host-1.example.org"),
-            "sg:h:compute:host-1.example.org"
+            "sg:h2:compute:host-1.example.org"
         );
         assert_eq!(
             k.record(b"a b", b"x\r\nflush_all"),
-            "sg:r:a%20b:x%0D%0Aflush_all"
+            "sg:r2:a%20b:x%0D%0Aflush_all"
         );
         assert_eq!(
             k.heartbeat(b"g", "ü:#%".as_bytes()),
-            "sg:h:g:%C3%BC%3A%23%25"
+            "sg:h2:g:%C3%BC%3A%23%25"
         );
+        assert_eq!(k.forced(b"g", b"m"), "sg:f:g:m");
+        assert_eq!(k.boot(), "sg:boot");
         assert_eq!(k.bucket(b"compute", 7), "sg:i:compute:07");
         assert_eq!(k.groups(), "sg:groups");
         assert_eq!(k.forced_marker(b"a b"), "sg:fi:a%20b");

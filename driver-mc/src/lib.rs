@@ -6,24 +6,33 @@
 //!
 //! What it fixes in Nova's memcached driver:
 //!
-//! - **Liveness on memcached's clock.** A member's heartbeat key carries a TTL of
-//!   `ceil(service_down_time) + 1` seconds; the member is up while the key exists.
-//!   memcached's whole-second clock drops an item after more than `TTL - 1` and at
-//!   most `TTL` seconds, so a member is never judged down before
+//! - **Liveness on memcached's clock.** A member is fresh while memcached reports
+//!   its heartbeat key younger than `ceil(service_down_time) + 1` seconds (the key
+//!   is written with a 30-day TTL and judged by its remaining TTL, memcached's own
+//!   whole-second clock). So a member is never judged down before
 //!   `service_down_time` and always by `ceil(service_down_time) + 1` s (see
 //!   [`backend::heartbeat_ttl`]). No two hosts' wall clocks are compared; the
-//!   stored heartbeat time is informational (`get_updated_time`).
+//!   stored heartbeat and holder times are this host's clock and informational
+//!   (`get_updated_time`, `holder_since`).
 //! - **Unreachable is not down.** A server that refuses, resets or does not answer
 //!   within `[mc] timeout` gives `Unavailable` or `Timeout`, never "absent".
-//! - **It heals itself.** A member exists through a record key without TTL (it
-//!   also keeps the last heartbeat time, so a crashed member is listed down with
-//!   it); the forced-down flag has a key of its own; group listings come from index
-//!   keys without TTL. Every heartbeat batch checks, in the same pipelined round
-//!   trip, that each member's record (a `replace`, which fails when the key is
-//!   gone), index bucket entry and group-list entry are still there; whatever
-//!   memcached lost (restart, eviction, `flush_all`) is reported as missing and
-//!   core registers the member again, so every live member is listed up again
-//!   within one `report_interval`.
+//! - **Who holds a member.** The record names the holding instance, the epoch,
+//!   since when, and the metadata. Registrations check their condition and write
+//!   with compare-and-set on the record's CAS token; heartbeats are fenced without
+//!   an extra round trip: the driver remembers the CAS tokens of the records it
+//!   holds and of its own heartbeat writes, reads the record's CAS and writes the
+//!   heartbeat key conditionally in the batch's one pipelined exchange, and looks
+//!   again only at the keys whose tokens moved (superseded, missing, or written by
+//!   another process of the same instance). A boot token per server tells it when
+//!   memcached restarted and its tokens are void ([`backend`]).
+//! - **It heals itself.** A member exists through a record key without TTL; the
+//!   forced-down flag has a key of its own; group listings come from index keys
+//!   without TTL. Every heartbeat batch checks, in the same pipelined round trip,
+//!   that each member's record, index bucket entry and group-list entry are still
+//!   there; a record memcached lost (restart, eviction, `flush_all`) is reported
+//!   missing and core registers the member again, and lost index entries of a
+//!   held member are written back by the driver, so every live member is listed
+//!   up again within one `report_interval`.
 //! - **Safe keys.** Ids are encoded injectively into printable ASCII and long ones
 //!   hashed ([`keys`]), so no id can inject a command, collide or exceed 250 bytes.
 //! - **Several servers, stable placement.** Members are placed by rendezvous
@@ -32,10 +41,12 @@
 //!   Each server has its own connection pool, built lazily, so a server that is
 //!   down at start (or later) fails only the members placed on it.
 //!
-//! Why core registers lost members again instead of the driver restoring them in
+//! Why core registers lost records again instead of the driver restoring them in
 //! the heartbeat call: core does it under the lock that `leave` takes, so a member
-//! that is leaving while a heartbeat is in flight is never brought back; and core
-//! logs each re-registration, which tells an operator that memcached lost data.
+//! that is leaving while a heartbeat is in flight is never brought back; core
+//! registers with `Condition::Absent`, so it never takes a member another process
+//! registered meanwhile; and core logs each re-registration, which tells an
+//! operator that memcached lost data.
 //!
 //! With no servers (an empty list or `<None>`), the driver keeps membership in
 //! this process, as Nova's driver did, and says so with a WARN: membership is
@@ -55,16 +66,18 @@
 #![deny(missing_docs)]
 
 pub mod backend;
+mod cache;
 mod index;
 pub mod keys;
 pub mod placement;
 mod server;
+pub mod stored;
 
 use std::sync::Arc;
 
 use servicegroup_core::{
-    async_trait, Capabilities, Config, Driver, Error, GroupId, HeartbeatReport, MemberKey,
-    MemberRecord, Result,
+    async_trait, Beats, Capabilities, Config, Driver, Error, GroupId, HeartbeatReport,
+    HolderUpdate, InstanceId, MemberKey, MemberRecord, Metadata, Registered, Registration, Result,
 };
 use servicegroup_driver_inproc::InprocDriver;
 
@@ -197,63 +210,80 @@ impl Driver for McDriver {
     fn capabilities(&self) -> Capabilities {
         match self {
             Self::Memcached(backend) => Capabilities::new(backend.resolution()),
-            Self::InProcess(inproc) => inproc.capabilities(),
+            Self::InProcess(inproc) => Driver::capabilities(inproc),
         }
     }
 
-    async fn register(&self, key: &MemberKey) -> Result<()> {
+    async fn register(&self, registration: &Registration) -> Result<Registered> {
         match self {
-            Self::Memcached(b) => b.register_many(std::slice::from_ref(key)).await,
-            Self::InProcess(d) => d.register(key).await,
+            Self::Memcached(b) => {
+                let mut outcomes = b.register_many(std::slice::from_ref(registration)).await?;
+                outcomes.pop().ok_or_else(|| {
+                    Error::backend("memcached registration returned no outcome").with_driver(NAME)
+                })
+            }
+            Self::InProcess(d) => Driver::register(d, registration).await,
         }
     }
 
-    async fn register_many(&self, keys: &[MemberKey]) -> Result<()> {
+    async fn register_many(&self, registrations: &[Registration]) -> Result<Vec<Registered>> {
         match self {
-            Self::Memcached(b) => b.register_many(keys).await,
-            Self::InProcess(d) => d.register_many(keys).await,
+            Self::Memcached(b) => b.register_many(registrations).await,
+            Self::InProcess(d) => Driver::register_many(d, registrations).await,
         }
     }
 
-    async fn heartbeat(&self, keys: &[MemberKey]) -> Result<HeartbeatReport> {
+    async fn heartbeat(&self, batch: &[Beats<'_>]) -> Result<HeartbeatReport> {
         match self {
-            Self::Memcached(b) => b.heartbeat(keys).await,
-            Self::InProcess(d) => d.heartbeat(keys).await,
+            Self::Memcached(b) => b.heartbeat(batch).await,
+            Self::InProcess(d) => Driver::heartbeat(d, batch).await,
         }
     }
 
-    async fn remove(&self, key: &MemberKey) -> Result<bool> {
+    async fn remove(&self, key: &MemberKey, holder: Option<InstanceId>) -> Result<bool> {
         match self {
-            Self::Memcached(b) => b.remove(key).await,
-            Self::InProcess(d) => d.remove(key).await,
+            Self::Memcached(b) => b.remove(key, holder).await,
+            Self::InProcess(d) => Driver::remove(d, key, holder).await,
+        }
+    }
+
+    async fn set_metadata(
+        &self,
+        key: &MemberKey,
+        instance: InstanceId,
+        metadata: &Metadata,
+    ) -> Result<HolderUpdate> {
+        match self {
+            Self::Memcached(b) => b.set_metadata(key, instance, metadata).await,
+            Self::InProcess(d) => Driver::set_metadata(d, key, instance, metadata).await,
         }
     }
 
     async fn set_forced_down(&self, key: &MemberKey, forced_down: bool) -> Result<bool> {
         match self {
             Self::Memcached(b) => b.set_forced_down(key, forced_down).await,
-            Self::InProcess(d) => d.set_forced_down(key, forced_down).await,
+            Self::InProcess(d) => Driver::set_forced_down(d, key, forced_down).await,
         }
     }
 
     async fn get(&self, key: &MemberKey) -> Result<Option<MemberRecord>> {
         match self {
             Self::Memcached(b) => b.get(key).await,
-            Self::InProcess(d) => d.get(key).await,
+            Self::InProcess(d) => Driver::get(d, key).await,
         }
     }
 
     async fn list(&self, group: &GroupId) -> Result<Vec<MemberRecord>> {
         match self {
             Self::Memcached(b) => b.list(group).await,
-            Self::InProcess(d) => d.list(group).await,
+            Self::InProcess(d) => Driver::list(d, group).await,
         }
     }
 
     async fn groups(&self) -> Result<Vec<GroupId>> {
         match self {
             Self::Memcached(b) => b.groups().await,
-            Self::InProcess(d) => d.groups().await,
+            Self::InProcess(d) => Driver::groups(d).await,
         }
     }
 }

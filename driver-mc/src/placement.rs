@@ -71,7 +71,7 @@ impl Placement {
     }
 }
 
-/// Index bucket of a member within its group (see [`crate::index`]).
+/// Index bucket of a member within its group (module `index`: 64 buckets per group and server).
 pub fn bucket_of(member: &str, buckets: u32) -> u32 {
     (mix(fnv1a(&[b"bucket", member.as_bytes()])) % u64::from(buckets)) as u32
 }

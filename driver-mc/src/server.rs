@@ -94,8 +94,10 @@ impl Server {
     ///
     /// A chunk that fails on the connection (refused, reset, closed; not a
     /// timeout) is retried once on fresh connections: after a memcached restart
-    /// every pooled connection is dead, and only the first use finds out. Callers
-    /// only send operations for which a repeat is harmless (see the backend).
+    /// every pooled connection is dead, and only the first use finds out. A
+    /// repeated read or unconditional write is harmless; a repeated
+    /// compare-and-set that had been applied answers "changed", which the backend
+    /// resolves by reading again (it then finds its own write).
     pub fn run_blocking(&self, ops: Vec<Op>) -> Result<Vec<OpResult>> {
         let mut results = Vec::with_capacity(ops.len());
         let mut ops = ops.into_iter().peekable();
@@ -114,6 +116,20 @@ impl Server {
             }
         }
         Ok(results)
+    }
+
+    /// Runs `ops` as one pipelined exchange, however many there are (callers keep
+    /// them near [`CHUNK`]), retried once on fresh connections like
+    /// [`Self::run_blocking`].
+    pub fn run_exchange(&self, ops: Vec<Op>) -> Result<Vec<OpResult>> {
+        match self.run_chunk(ops.clone()) {
+            Err(error) if error.kind() == ErrorKind::Unavailable => {
+                self.reset();
+                tracing::debug!(driver = NAME, server = %self.address, error = %error, "retrying on fresh connections");
+                self.run_chunk(ops)
+            }
+            other => other,
+        }
     }
 
     fn run_chunk(&self, chunk: Vec<Op>) -> Result<Vec<OpResult>> {

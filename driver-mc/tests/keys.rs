@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use common::*;
 use memcache::exp::MetaClient;
 use proptest::prelude::*;
-use servicegroup_core::{Driver, GroupId, MemberId, MemberKey};
+use servicegroup_core::{Driver, GroupId, InstanceId, MemberId, MemberKey};
 use servicegroup_driver_mc::keys::{segment, Keys, MAX_KEY_LEN};
 use servicegroup_driver_mc::McDriver;
 
@@ -54,7 +54,7 @@ proptest! {
     fn keys_are_safe_and_injective(g1 in raw_id(), m1 in raw_id(), g2 in raw_id(), m2 in raw_id()) {
         let k = Keys::new("prefix-of-32-bytes-long-xxxxxxxx");
         for (g, m) in [(&g1, &m1), (&g2, &m2)] {
-            for key in [k.heartbeat(g, m), k.record(g, m), k.bucket(g, 63)] {
+            for key in [k.heartbeat(g, m), k.record(g, m), k.forced(g, m), k.bucket(g, 63)] {
                 prop_assert!(safe(&key), "unsafe key {key:?}");
             }
         }
@@ -94,7 +94,7 @@ fn named_troublemakers() {
     assert_eq!(segment(b"a%20b"), "a%2520b");
     assert_eq!(
         k.heartbeat(b"compute", b"x\r\nflush_all"),
-        "sg:h:compute:x%0D%0Aflush_all"
+        "sg:h2:compute:x%0D%0Aflush_all"
     );
 }
 
@@ -147,17 +147,21 @@ proptest! {
             }
             let group: GroupId = group.parse().unwrap();
             let keys: Vec<MemberKey> = members.iter().map(|m| MemberKey::new(group.clone(), m.parse::<MemberId>().unwrap())).collect();
-            driver.register_many(&keys).await.unwrap();
+            let me = InstanceId::random();
+            register_all(&driver, &keys, me).await;
             let listed: BTreeSet<String> = driver.list(&group).await.unwrap().into_iter().map(|r| r.key.member.to_string()).collect();
             assert_eq!(&listed, &members);
             for key in &keys {
                 let record = driver.get(key).await.unwrap().expect("stored");
                 assert_eq!(&record.key, key);
             }
-            assert!(driver.heartbeat(&keys).await.unwrap().missing.is_empty());
+            let mut sorted = keys.clone();
+            sorted.sort();
+            let report = beat(&driver, me, &sorted).await;
+            assert!(report.missing.is_empty() && report.superseded.is_empty(), "{report:?}");
             // Removing one touches no other.
             let (first, rest) = keys.split_first().unwrap();
-            assert!(driver.remove(first).await.unwrap());
+            assert!(driver.remove(first, Some(me)).await.unwrap());
             assert!(driver.get(first).await.unwrap().is_none());
             let listed: BTreeSet<String> = driver.list(&group).await.unwrap().into_iter().map(|r| r.key.member.to_string()).collect();
             let expected: BTreeSet<String> = rest.iter().map(|k| k.member.to_string()).collect();

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use servicegroup_core::{Driver, MemberKey};
+use servicegroup_core::{Driver, InstanceId, MemberKey};
 use servicegroup_driver_mc::McDriver;
 
 fn keys(group: &str, range: std::ops::Range<usize>) -> Vec<MemberKey> {
@@ -26,11 +26,12 @@ async fn large_heartbeat_reports_each_missing_member_once_and_listing_is_complet
     let driver = McDriver::connect(&config).await.unwrap();
     // 12 000 members: three write parts plus one index check on the server.
     let joined = keys("compute", 0..12_000);
-    driver.register_many(&joined).await.unwrap();
+    let me = InstanceId::random();
+    register_all(&driver, &joined, me).await;
 
-    let report = driver.heartbeat(&joined).await.unwrap();
+    let report = beat(&driver, me, &joined).await;
     assert!(
-        report.missing.is_empty(),
+        report.missing.is_empty() && report.superseded.is_empty(),
         "{:?}",
         &report.missing[..report.missing.len().min(5)]
     );
@@ -39,8 +40,10 @@ async fn large_heartbeat_reports_each_missing_member_once_and_listing_is_complet
     let mut batch = joined.clone();
     let strangers = keys("compute", 20_000..20_003);
     batch.splice(6_000..6_000, strangers.iter().cloned());
-    let report = driver.heartbeat(&batch).await.unwrap();
-    assert_eq!(report.missing, strangers);
+    let report = beat(&driver, me, &batch).await;
+    let expected: Vec<_> = strangers.iter().map(|k| (me, k.clone())).collect();
+    assert_eq!(report.missing, expected);
+    assert!(report.superseded.is_empty());
 
     let listed = driver.list(&"compute".parse().unwrap()).await.unwrap();
     assert_eq!(listed.len(), joined.len());

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use servicegroup_core::{Driver, ErrorKind, MemberKey, ServiceGroup, State};
+use servicegroup_core::{Condition, Driver, ErrorKind, InstanceId, MemberKey, ServiceGroup, State};
 use servicegroup_driver_mc::{self as mc, McDriver};
 
 fn key(g: &str, m: &str) -> MemberKey {
@@ -314,9 +314,16 @@ async fn down_at_start_and_hung_server() {
         }
     }
     let (on_live, on_down) = (on_live.unwrap(), on_down.unwrap());
-    driver.register(&on_live).await.unwrap();
+    let me = InstanceId::random();
+    driver
+        .register(&registration(&on_live, me, Condition::Always))
+        .await
+        .unwrap();
     assert!(driver.get(&on_live).await.unwrap().is_some());
-    let e = driver.register(&on_down).await.unwrap_err();
+    let e = driver
+        .register(&registration(&on_down, me, Condition::Always))
+        .await
+        .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
     assert!(e.to_string().contains(&refused), "{e}");
 

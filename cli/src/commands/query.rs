@@ -5,10 +5,15 @@ use servicegroup::{GroupId, LoadedConfig, MemberStatus};
 use crate::commands::connect;
 use crate::console;
 use crate::failure::{Failure, EXIT_DOWN, EXIT_OK};
-use crate::output::{human_age, member_table, MemberRow};
+use crate::output::{human_age, member_table, ListFormat, MemberRow};
 
-/// Lists one group or every group, sorted by group then member.
-pub async fn list(loaded: LoadedConfig, group: Option<String>, json: bool) -> Result<u8, Failure> {
+/// Lists one group or every group, sorted by group then member, as a table (`wide`:
+/// with the holder and metadata) or one JSON array.
+pub async fn list(
+    loaded: LoadedConfig,
+    group: Option<String>,
+    format: ListFormat,
+) -> Result<u8, Failure> {
     // Validate the id before connecting: a bad id is an error whatever the backend.
     let group = group.map(GroupId::new).transpose()?;
     let sg = connect(loaded).await?;
@@ -22,11 +27,11 @@ pub async fn list(loaded: LoadedConfig, group: Option<String>, json: bool) -> Re
         rows.extend(members.iter().map(MemberRow::from));
     }
     rows.sort_by(|a, b| (&a.group, &a.member).cmp(&(&b.group, &b.member)));
-    if json {
-        console::line(to_json(&rows)?)?;
-    } else {
-        console::out(&member_table(&rows))?;
-    }
+    match format {
+        ListFormat::Json => console::line(to_json(&rows)?)?,
+        ListFormat::Table => console::out(&member_table(&rows, false))?,
+        ListFormat::Wide => console::out(&member_table(&rows, true))?,
+    };
     Ok(EXIT_OK)
 }
 

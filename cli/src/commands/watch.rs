@@ -9,7 +9,8 @@ use crate::failure::{describe, Failure, EXIT_OK};
 use crate::output::EventRow;
 use crate::signals::Shutdown;
 
-/// Prints events (`joined`, `left`, `down`, `up`) of `group` as lines or JSON lines.
+/// Prints events (`joined`, `left`, `down`, `up`, `updated`, `replaced`) of `group`
+/// as lines or JSON lines.
 /// A failed poll is logged (once until it recovers) and the watch goes on.
 pub async fn watch(loaded: LoadedConfig, group: String, json: bool) -> Result<u8, Failure> {
     let group = GroupId::new(group)?;
@@ -37,7 +38,7 @@ pub async fn watch(loaded: LoadedConfig, group: String, json: bool) -> Result<u8
                         serde_json::to_string(&row)
                             .map_err(|e| Failure::msg(format!("cannot encode JSON: {e}")))?
                     } else {
-                        format!("{} {} {} {}", row.at, row.event, row.group, row.member)
+                        row.text()
                     };
                     if console::line(line)? == Sink::Closed {
                         break; // nobody reads the events any more

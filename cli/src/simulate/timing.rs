@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use servicegroup::{
-    async_trait, Capabilities, Driver, ErrorKind, GroupId, HeartbeatReport, MemberKey,
-    MemberRecord, Result,
+    async_trait, Beats, Capabilities, Driver, ErrorKind, GroupId, HeartbeatReport, HolderUpdate,
+    InstanceId, MemberKey, MemberRecord, Metadata, Registered, Registration, Result,
 };
 
 use super::histogram::Histogram;
@@ -28,6 +28,8 @@ pub fn kind_key(kind: ErrorKind) -> &'static str {
         ErrorKind::NotFound => "not_found",
         ErrorKind::AlreadyJoined => "already_joined",
         ErrorKind::Backend => "backend",
+        ErrorKind::Conflict => "conflict",
+        ErrorKind::InvalidMetadata => "invalid_metadata",
         _ => "other",
     }
 }
@@ -54,7 +56,7 @@ impl ErrorCounts {
 /// What the heartbeat loops did, as seen at the driver.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Members heartbeated successfully (batch size minus missing ones).
+    /// Members heartbeated successfully (batch size minus missing and superseded ones).
     pub heartbeats: AtomicU64,
     /// Successful heartbeat batches.
     pub batches: AtomicU64,
@@ -129,35 +131,46 @@ impl Driver for TimingDriver {
         self.inner.capabilities()
     }
 
-    async fn register(&self, key: &MemberKey) -> Result<()> {
-        self.inner.register(key).await
+    async fn register(&self, registration: &Registration) -> Result<Registered> {
+        self.inner.register(registration).await
     }
 
-    async fn register_many(&self, keys: &[MemberKey]) -> Result<()> {
-        self.inner.register_many(keys).await
+    async fn register_many(&self, registrations: &[Registration]) -> Result<Vec<Registered>> {
+        self.inner.register_many(registrations).await
     }
 
-    async fn heartbeat(&self, keys: &[MemberKey]) -> Result<HeartbeatReport> {
+    async fn heartbeat(&self, batch: &[Beats<'_>]) -> Result<HeartbeatReport> {
         let mut in_flight = InFlight {
             stats: &self.stats,
             finished: false,
         };
         let start = Instant::now();
-        let result = self.inner.heartbeat(keys).await;
+        let result = self.inner.heartbeat(batch).await;
         let elapsed = start.elapsed();
         in_flight.finished = true;
         match &result {
             Ok(report) => {
-                let stored = keys.len().saturating_sub(report.missing.len()) as u64;
-                self.stats.record_heartbeat(elapsed, stored);
+                let sent: usize = batch.iter().map(|part| part.keys.len()).sum();
+                let refused = report.missing.len() + report.superseded.len();
+                self.stats
+                    .record_heartbeat(elapsed, sent.saturating_sub(refused) as u64);
             }
             Err(error) => self.stats.errors.add(error.kind()),
         }
         result
     }
 
-    async fn remove(&self, key: &MemberKey) -> Result<bool> {
-        self.inner.remove(key).await
+    async fn remove(&self, key: &MemberKey, holder: Option<InstanceId>) -> Result<bool> {
+        self.inner.remove(key, holder).await
+    }
+
+    async fn set_metadata(
+        &self,
+        key: &MemberKey,
+        instance: InstanceId,
+        metadata: &Metadata,
+    ) -> Result<HolderUpdate> {
+        self.inner.set_metadata(key, instance, metadata).await
     }
 
     async fn set_forced_down(&self, key: &MemberKey, forced_down: bool) -> Result<bool> {

@@ -160,6 +160,12 @@ impl Env {
         self.set("SERVICEGROUP_WATCH_INTERVAL", "100ms");
     }
 
+    /// The variables every command of this environment gets (to configure a library
+    /// handle on the same backend: `ConfigLoader::env_from`).
+    pub fn vars(&self) -> &[(String, String)] {
+        &self.vars
+    }
+
     /// Sets a variable for every command of this environment.
     pub fn set(&mut self, key: &str, value: &str) {
         self.vars.retain(|(k, _)| k != key);
@@ -442,6 +448,21 @@ impl Bg {
         })
     }
 
+    /// Waits for the `joined …` line and reads the holder it names.
+    pub fn wait_holder(&mut self) -> Holder {
+        let line = self.wait_joined();
+        Holder::of_joined_line(&line)
+    }
+
+    /// The lines this process printed on stderr that start with `error: `.
+    pub fn error_lines(&self) -> Vec<&str> {
+        self.seen_err
+            .iter()
+            .map(String::as_str)
+            .filter(|l| l.starts_with("error: "))
+            .collect()
+    }
+
     fn drain_stderr(&mut self) {
         while let Ok(line) = self.stderr.try_recv() {
             self.seen_err.push(line);
@@ -498,6 +519,58 @@ impl Drop for Bg {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The holder a `joined …` line names: `…, instance <32 hex>, epoch <n>); …`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// The instance, 32 lowercase hex digits.
+    pub instance: String,
+    /// The record's epoch.
+    pub epoch: u64,
+}
+
+impl Holder {
+    /// Reads the holder from a `joined` line; panics (naming the line) when it lacks one.
+    pub fn of_joined_line(line: &str) -> Self {
+        let after = |word: &str| -> &str {
+            let start = line
+                .find(word)
+                .unwrap_or_else(|| panic!("no `{word}` in the joined line {line:?}"))
+                + word.len();
+            let rest = &line[start..];
+            let end = rest
+                .find(|c: char| !c.is_ascii_alphanumeric())
+                .unwrap_or(rest.len());
+            &rest[..end]
+        };
+        let instance = after(", instance ").to_owned();
+        assert_instance(&instance);
+        let epoch = after(", epoch ")
+            .parse()
+            .unwrap_or_else(|e| panic!("bad epoch in {line:?}: {e}"));
+        Self { instance, epoch }
+    }
+}
+
+/// Asserts `text` is an instance id: 32 lowercase hex digits.
+pub fn assert_instance(text: &str) {
+    assert!(
+        text.len() == 32
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "not 32 lowercase hex digits: {text:?}"
+    );
+}
+
+/// Asserts `text` is RFC 3339 in UTC with a `Z` suffix and returns the time.
+pub fn assert_rfc3339_utc(text: &str) -> chrono::DateTime<chrono::Utc> {
+    let t = chrono::DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|e| panic!("{text:?} is not RFC 3339: {e}"));
+    assert_eq!(t.offset().local_minus_utc(), 0, "{text} is not UTC");
+    assert!(text.ends_with('Z'), "{text}");
+    t.with_timezone(&chrono::Utc)
 }
 
 /// A group name unique to this test run.

@@ -8,7 +8,10 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use servicegroup_core::Config;
+use servicegroup_core::{
+    Beats, Condition, Config, Driver, HeartbeatReport, InstanceId, MemberKey, Metadata, Registered,
+    Registration,
+};
 
 /// The variable scripts/lib/memcached.sh exports.
 pub const SERVERS_VAR: &str = "SERVICEGROUP_TEST_MEMCACHED_SERVERS";
@@ -172,4 +175,48 @@ where
         );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// A registration of `key` by `instance` with no metadata.
+pub fn registration(key: &MemberKey, instance: InstanceId, condition: Condition) -> Registration {
+    Registration {
+        key: key.clone(),
+        instance,
+        metadata: Metadata::new(),
+        condition,
+    }
+}
+
+/// Registers `keys` for `instance` unconditionally (takeover), asserting every one
+/// was stored; returns the epochs.
+pub async fn register_all(
+    driver: &dyn Driver,
+    keys: &[MemberKey],
+    instance: InstanceId,
+) -> Vec<u64> {
+    let registrations: Vec<Registration> = keys
+        .iter()
+        .map(|k| registration(k, instance, Condition::Always))
+        .collect();
+    driver
+        .register_many(&registrations)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|outcome| match outcome {
+            Registered::Stored { epoch } => epoch,
+            Registered::Refused { found } => {
+                panic!("an unconditional registration was refused ({found:?})")
+            }
+        })
+        .collect()
+}
+
+/// One heartbeat of `keys` (sorted) by `instance`.
+pub async fn beat(
+    driver: &dyn Driver,
+    instance: InstanceId,
+    keys: &[MemberKey],
+) -> HeartbeatReport {
+    driver.heartbeat(&[Beats { instance, keys }]).await.unwrap()
 }

@@ -1,52 +1,73 @@
 //! The memcached storage: what each driver call does on which server.
 //!
-//! Per member `(group, member)`, on the server [`Placement`] picks for it:
+//! Per member `(group, member)`, on the server [`Placement`] picks for it, with
+//! prefix `P`:
 //!
 //! | key | value | TTL | meaning |
 //! |---|---|---|---|
-//! | `P:r:G:M` (record) | last heartbeat wall time, unix ms | none | the member exists |
-//! | `P:h:G:M` (heartbeat) | heartbeat wall time, unix ms | liveness TTL | present = fresh |
+//! | `P:r2:G:M` (record) | holder instance, epoch, holder since, registered at, metadata ([`crate::stored`]) | none | the member exists, and who holds it |
+//! | `P:h2:G:M` (heartbeat) | heartbeating instance; client flags: low 32 bits of the heartbeat wall time (unix ms) | 30 days | fresh while its remaining TTL is above 30 days − the liveness window |
 //! | `P:f:G:M` (forced down) | `1` | none | present = forced down |
 //! | `P:fi:G` (forced marker) | `1` | none | present = some member of G on this server may be forced down |
 //! | `P:i:G:BB` (index bucket) | member ids, one per line | none | listing |
 //! | `P:groups` | group ids, one per line | none | `groups()` |
+//! | `P:boot` | random token | none | this life of the server (gone after a restart or flush) |
 //!
-//! The record key is the member's existence and keeps the time of its last
-//! heartbeat after the heartbeat key expired (a crashed member is listed down with
-//! its last heartbeat). The forced-down flag has its own key, which heartbeats and
-//! re-registrations never write, so it survives both. The index buckets and the
-//! group list only say where to look; entries without a record are ignored, as
-//! are entries found on a server the member is not placed on (left behind when
-//! the server list changed).
+//! **Liveness.** The heartbeat key is written with a TTL of 30 days (memcached's
+//! largest relative TTL) and a member is fresh while memcached reports more than
+//! `30 days − T` seconds left (`mg … t`), `T` = [`heartbeat_ttl`]: exactly when an
+//! item written with TTL `T` would still exist, on memcached's own clock. The key
+//! outlives the liveness window so that a crashed member keeps its last heartbeat
+//! time (listed down with it) without heartbeats having to rewrite the record.
 //!
-//! Heartbeats of a batch go out in one pipelined exchange per server (chunked
-//! at [`crate::server::CHUNK`] operations): a `replace` of each record key (it
-//! fails when memcached lost the record) and a `set` of each heartbeat key, plus a value-less CAS read of each index bucket and group list the batch
-//! depends on. A bucket is re-read only when its CAS changed since this driver
-//! last found its members in it. Whatever is gone is reported in
-//! [`HeartbeatReport::missing`], and core registers those members again; see
-//! the crate docs for why the driver does not restore them itself.
+//! **Fencing.** The record is written only when a member is registered (or its
+//! metadata replaced), so its CAS token changes exactly when the holder (or the
+//! metadata) does. The driver remembers, per member it holds, the record's CAS and
+//! the CAS of its own last heartbeat write (module `cache`). A heartbeat is two
+//! operations in the batch's one pipelined exchange: a value-less read of the
+//! record's CAS, and a CAS-conditional write of the heartbeat key. A record whose
+//! CAS moved, or a heartbeat key someone else wrote (`EX`), is looked at again, for
+//! those rare keys only: held by the heartbeating instance → written again;
+//! held by another → [`servicegroup_core::HeartbeatReport::superseded`], and the heartbeat key was not
+//! refreshed; a record that is gone → [`servicegroup_core::HeartbeatReport::missing`]. The forced-down
+//! flag is a key of its own that registrations and heartbeats never touch, so it
+//! plays no part in fencing and survives takeover and re-registration.
+//!
+//! Index buckets and the group list only say where to look; entries without a
+//! record are ignored, as are entries found on a server the member is not placed
+//! on (left behind when the server list changed). A heartbeat that finds a held
+//! member's index entry gone writes it again.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod heartbeat;
+mod pipeline;
+mod register;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
 use memcache::exp::{Delete, Get, GetResult, Meta, MutationStatus, Op, OpResult, Set, Ttl};
 use servicegroup_core::{
-    Error, Freshness, GroupId, HeartbeatReport, MemberId, MemberKey, MemberRecord, Result,
+    Error, Freshness, GroupId, HolderUpdate, InstanceId, MemberId, MemberKey, MemberRecord,
+    Metadata, Result,
 };
 use tokio::sync::Semaphore;
 
+use crate::cache::{slot_of, ServerCache};
 use crate::index::{self, BUCKETS};
 use crate::keys::{GroupKeys, Keys};
 use crate::placement::{bucket_of, Placement};
-use crate::server::{get_at, mutation_at, Server, CHUNK};
+use crate::server::{get_at, mutation_at, Server};
+use crate::stored::{beat_time, decode_beat, StoredRecord};
 use crate::NAME;
 
-/// Members of one server whose heartbeats go out as one sequence of pipelined
-/// exchanges; a larger share of a batch is split into parts sent in parallel.
+pub use heartbeat::heartbeat_exchanges;
+
+/// Members of one server whose heartbeats (or registrations) go out as one
+/// sequence of pipelined exchanges; a larger share of a batch is split into parts
+/// sent in parallel.
 const PARALLEL_PART: usize = 5_000;
 
 /// Work items (each one or a few pipelined exchanges in a row on one connection)
@@ -60,6 +81,9 @@ pub const EXCHANGES_PER_SERVER: usize = 4;
 /// reads may hold at once: the rest stay free for heartbeats and joins.
 pub const BULK_PER_SERVER: usize = 2;
 
+/// memcached's largest relative TTL (30 days); larger values are absolute times.
+pub const MAX_RELATIVE_TTL: u32 = 2_592_000;
+
 /// Which queue a work item waits in (see [`Backend::on_servers`]).
 #[derive(Debug, Clone, Copy)]
 enum Lane {
@@ -70,54 +94,25 @@ enum Lane {
 }
 
 /// Members per part of a listing; the parts of one server are read in parallel
-/// (up to [`EXCHANGES_PER_SERVER`] at once), three keys per member.
+/// (up to [`EXCHANGES_PER_SERVER`] at once), two or three keys per member.
 const LIST_PART: usize = 5_000;
 
-/// Batch members an index key must hold: (position in the batch, id).
-type Wanted<'a> = Vec<(usize, &'a [u8])>;
-
-/// Attempts of a read-modify-write on an index key before giving up (each one
-/// only fails when another process changed the key in between).
+/// Attempts of a read-modify-write before giving up (each one only fails when
+/// another process changed the key in between).
 const MAX_ATTEMPTS: usize = 64;
 
-/// The heartbeat key's TTL in whole seconds for `service_down_time`.
+/// The liveness window in whole seconds for `service_down_time`: a member is
+/// fresh while its last heartbeat is younger than this on memcached's clock.
 ///
-/// memcached counts time in whole seconds on a clock that ticks once a second,
-/// so an item stored with TTL `T` disappears after more than `T - 1` and at most
-/// `T` seconds. With `T = ceil(service_down_time) + 1` a member is never judged
-/// down before `service_down_time` has passed since its last heartbeat, and
-/// always by `ceil(service_down_time) + 1` seconds (60 s → down between 60 and
-/// 61 s). TTLs over 30 days are sent as absolute times by the client.
+/// memcached counts time in whole seconds on a clock that ticks once a second, so
+/// an item stored with TTL `T` disappears after more than `T - 1` and at most `T`
+/// seconds; the driver judges the heartbeat key's remaining TTL by the same rule.
+/// With `T = ceil(service_down_time) + 1` a member is never judged down before
+/// `service_down_time` has passed since its last heartbeat, and always by
+/// `ceil(service_down_time) + 1` seconds (60 s → down between 60 and 61 s).
 pub fn heartbeat_ttl(service_down_time: Duration) -> u32 {
     let whole = service_down_time.as_secs() + u64::from(service_down_time.subsec_nanos() > 0);
     u32::try_from(whole.saturating_add(1)).unwrap_or(u32::MAX)
-}
-
-/// Heartbeat exchanges per key prefix in this process (see [`heartbeat_exchanges`]).
-static HEARTBEAT_EXCHANGES: LazyLock<Mutex<HashMap<String, Arc<AtomicU64>>>> =
-    LazyLock::new(Default::default);
-
-fn exchange_counter(prefix: &str) -> Arc<AtomicU64> {
-    let mut all = HEARTBEAT_EXCHANGES
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    all.entry(prefix.to_owned()).or_default().clone()
-}
-
-/// How many pipelined exchanges (round trips to one server) the drivers of this
-/// process with key prefix `prefix` have spent on heartbeat batches so far. A
-/// batch costs one or two exchanges per server and [`CHUNK`] operations (two per
-/// member); tests use it to check that heartbeats are batched.
-pub fn heartbeat_exchanges(prefix: &str) -> u64 {
-    exchange_counter(prefix).load(Ordering::Relaxed)
-}
-
-/// What this driver last confirmed about one index key on one server.
-#[derive(Debug)]
-struct Verified {
-    cas: u64,
-    /// Ids found in the key at that CAS.
-    confirmed: HashSet<Vec<u8>>,
 }
 
 /// The memcached backend of the `mc` driver.
@@ -126,9 +121,17 @@ pub struct Backend {
     servers: Vec<Arc<Server>>,
     placement: Placement,
     keys: Keys,
+    /// The liveness window `T` ([`heartbeat_ttl`]).
     ttl: u32,
+    /// TTL the heartbeat key is written with.
+    beat_key_ttl: u32,
+    /// Remaining TTL above which a heartbeat key is fresh (`beat_key_ttl - T`; 0
+    /// when the window is as long as memcached's relative TTLs go: presence).
+    grace: u32,
     service_down_time: Duration,
-    verified: Mutex<HashMap<(usize, String), Verified>>,
+    /// Per server: boot token, held members, verified index keys.
+    caches: Vec<Mutex<ServerCache>>,
+    started: Instant,
     server_up: Vec<AtomicBool>,
     exchanges: Arc<AtomicU64>,
     /// Blocking exchanges per server: [`EXCHANGES_PER_SERVER`] permits each.
@@ -145,9 +148,8 @@ fn now_millis() -> u64 {
         .unwrap_or(0)
 }
 
-fn parse_time(value: Option<&Vec<u8>>) -> Option<DateTime<Utc>> {
-    let text = std::str::from_utf8(value?).ok()?;
-    DateTime::from_timestamp_millis(text.trim().parse().ok()?)
+fn from_millis(ms: u64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(i64::try_from(ms).ok()?)
 }
 
 fn unexpected(what: &str, status: MutationStatus) -> Error {
@@ -161,43 +163,13 @@ fn join_error(error: tokio::task::JoinError) -> Error {
     Error::backend(format!("memcached call did not complete: {error}")).with_driver(NAME)
 }
 
-/// `keys` of `server` split (moved, not cloned) into parts of at most `size`.
-fn parts(
-    server: usize,
-    keys: Vec<MemberKey>,
-    size: usize,
-) -> impl Iterator<Item = (usize, Vec<MemberKey>)> {
-    let mut keys = keys.into_iter();
+/// `items` of `server` split (moved, not cloned) into parts of at most `size`.
+fn parts<T>(server: usize, items: Vec<T>, size: usize) -> impl Iterator<Item = (usize, Vec<T>)> {
+    let mut items = items.into_iter();
     std::iter::from_fn(move || {
-        let part: Vec<MemberKey> = keys.by_ref().take(size).collect();
+        let part: Vec<T> = items.by_ref().take(size).collect();
         (!part.is_empty()).then_some((server, part))
     })
-}
-
-/// One heartbeat work item: members `range` of one server's share of a batch,
-/// whose records and heartbeat keys it writes (`write`) and/or whose index
-/// entries it checks (`check`).
-struct HeartbeatWork {
-    keys: Arc<Vec<MemberKey>>,
-    range: std::ops::Range<usize>,
-    write: bool,
-    check: bool,
-}
-
-impl HeartbeatWork {
-    fn new(
-        keys: &Arc<Vec<MemberKey>>,
-        range: std::ops::Range<usize>,
-        write: bool,
-        check: bool,
-    ) -> Self {
-        Self {
-            keys: Arc::clone(keys),
-            range,
-            write,
-            check,
-        }
-    }
 }
 
 /// Keys of one member.
@@ -239,12 +211,15 @@ impl Backend {
         service_down_time: Duration,
     ) -> Self {
         let placement = Placement::new(&servers);
-        let server_up = servers.iter().map(|_| AtomicBool::new(true)).collect();
         let n = servers.len();
-        let slots = servers
-            .iter()
-            .map(|_| Arc::new(Semaphore::new(EXCHANGES_PER_SERVER)))
-            .collect();
+        let ttl = heartbeat_ttl(service_down_time);
+        let (beat_key_ttl, grace) = if ttl < MAX_RELATIVE_TTL {
+            (MAX_RELATIVE_TTL, MAX_RELATIVE_TTL - ttl)
+        } else {
+            // A window of 30 days or more: the key's presence is the verdict (its
+            // TTL is then sent as an absolute time, memcached's rule).
+            (ttl, 0)
+        };
         Self {
             servers: servers
                 .into_iter()
@@ -252,19 +227,24 @@ impl Backend {
                 .collect(),
             placement,
             keys: Keys::new(prefix),
-            ttl: heartbeat_ttl(service_down_time),
+            ttl,
+            beat_key_ttl,
+            grace,
             service_down_time,
-            verified: Mutex::new(HashMap::new()),
-            server_up,
-            exchanges: exchange_counter(prefix),
-            slots,
+            caches: (0..n).map(|_| Mutex::new(ServerCache::default())).collect(),
+            started: Instant::now(),
+            server_up: (0..n).map(|_| AtomicBool::new(true)).collect(),
+            exchanges: heartbeat::exchange_counter(prefix),
+            slots: (0..n)
+                .map(|_| Arc::new(Semaphore::new(EXCHANGES_PER_SERVER)))
+                .collect(),
             bulk_slots: (0..n)
                 .map(|_| Arc::new(Semaphore::new(BULK_PER_SERVER)))
                 .collect(),
         }
     }
 
-    /// The heartbeat TTL in seconds.
+    /// The liveness window in seconds ([`heartbeat_ttl`] of `service_down_time`).
     pub fn ttl(&self) -> u32 {
         self.ttl
     }
@@ -286,6 +266,12 @@ impl Backend {
     pub fn server_of(&self, key: &MemberKey) -> usize {
         self.placement
             .server_of(key.group.as_str(), key.member.as_str())
+    }
+
+    /// How many members this driver object remembers as held on `server` (their
+    /// heartbeats need no second look). For tests and diagnostics.
+    pub fn remembered(&self, server: usize) -> usize {
+        self.cache(server).len()
     }
 
     fn member_keys(&self, key: &MemberKey) -> MemberKeys {
@@ -317,29 +303,55 @@ impl Backend {
         }
     }
 
+    fn cache(&self, server: usize) -> MutexGuard<'_, ServerCache> {
+        self.caches[server]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Seconds since this backend was built (the cache's clock).
+    fn now_secs(&self) -> u32 {
+        u32::try_from(self.started.elapsed().as_secs()).unwrap_or(u32::MAX)
+    }
+
+    /// The TTL heartbeat keys are written with.
+    fn beat_ttl(&self) -> Ttl {
+        Ttl::secs(self.beat_key_ttl)
+    }
+
+    /// Whether a heartbeat key read with its remaining TTL is fresh.
+    fn freshness(&self, beat: &GetResult) -> Freshness {
+        let fresh = beat.hit()
+            && (self.grace == 0 || beat.item.ttl.is_some_and(|t| t > i64::from(self.grace)));
+        if fresh {
+            Freshness::Present
+        } else {
+            Freshness::Absent
+        }
+    }
+
+    /// The error for a value of `key` on `server` this driver cannot read.
+    fn undecodable(&self, server: usize, key: &str, why: &str) -> Error {
+        Error::backend(format!(
+            "memcached server {} holds a value under key {key} that this driver cannot read: {why}",
+            self.servers[server].address()
+        ))
+        .with_driver(NAME)
+    }
+
+    /// The record in `got` (a read of `key` on `server`), `None` for a miss.
+    fn record_in(&self, server: usize, key: &str, got: &GetResult) -> Result<Option<StoredRecord>> {
+        if !got.hit() {
+            return Ok(None);
+        }
+        let value = got.value.as_deref().unwrap_or_default();
+        StoredRecord::decode(value)
+            .map(Some)
+            .map_err(|why| self.undecodable(server, key, &why))
+    }
+
     fn run(&self, server: usize, ops: Vec<Op>) -> Result<Vec<OpResult>> {
         self.servers[server].run_blocking(ops)
-    }
-
-    /// [`Self::run`] for heartbeats, counted in [`heartbeat_exchanges`].
-    fn run_counted(&self, server: usize, ops: Vec<Op>) -> Result<Vec<OpResult>> {
-        self.exchanges
-            .fetch_add(ops.len().div_ceil(CHUNK) as u64, Ordering::Relaxed);
-        self.run(server, ops)
-    }
-
-    fn verified(&self) -> MutexGuard<'_, HashMap<(usize, String), Verified>> {
-        self.verified.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn by_server(&self, keys: &[MemberKey]) -> BTreeMap<usize, Vec<MemberKey>> {
-        let mut out: BTreeMap<usize, Vec<MemberKey>> = BTreeMap::new();
-        for key in keys {
-            out.entry(self.server_of(key))
-                .or_default()
-                .push(key.clone());
-        }
-        out
     }
 
     /// Runs `work` on tokio's blocking pool, at most [`EXCHANGES_PER_SERVER`]
@@ -448,69 +460,6 @@ impl Backend {
             .collect()
     }
 
-    // ---- register -------------------------------------------------------
-
-    /// Registers `keys` (any servers): index entries, group lists, records
-    /// and fresh heartbeats. The forced-down flag is not touched, so it survives.
-    pub async fn register_many(self: &Arc<Self>, keys: &[MemberKey]) -> Result<()> {
-        // Index entries first (one work item per server), then records and
-        // heartbeats in parts, several parts of a server in flight at once.
-        let work = self.by_server(keys).into_iter().collect();
-        let indexed = self.on_all(Lane::Main, work, Backend::index_on).await?;
-        let parts: Vec<(usize, Vec<MemberKey>)> = indexed
-            .into_iter()
-            .flat_map(|(server, keys)| parts(server, keys, PARALLEL_PART))
-            .collect();
-        self.on_all(Lane::Main, parts, Backend::store_on)
-            .await
-            .map(|_| ())
-    }
-
-    /// Makes `keys` (all on `server`) appear in their index buckets and the
-    /// group list; gives them back for [`Self::store_on`].
-    fn index_on(&self, server: usize, keys: Vec<MemberKey>) -> Result<(usize, Vec<MemberKey>)> {
-        let mut buckets: BTreeMap<String, BTreeSet<Vec<u8>>> = BTreeMap::new();
-        let mut groups: BTreeSet<Vec<u8>> = BTreeSet::new();
-        for key in &keys {
-            buckets
-                .entry(self.bucket_key(key))
-                .or_default()
-                .insert(key.member.as_str().as_bytes().to_vec());
-            groups.insert(key.group.as_str().as_bytes().to_vec());
-        }
-        self.ensure_lines(server, buckets)?;
-        self.ensure_lines(server, BTreeMap::from([(self.keys.groups(), groups)]))?;
-        Ok((server, keys))
-    }
-
-    /// Stores the records and fresh heartbeats of `keys` (all on `server`).
-    fn store_on(&self, server: usize, keys: Vec<MemberKey>) -> Result<()> {
-        let now = now_millis().to_string();
-        let mut ops: Vec<Op> = Vec::with_capacity(keys.len() * 2);
-        let mut member_keys = self.group_keys();
-        for key in &keys {
-            let (gk, m) = member_keys.of(key);
-            ops.push(Set::new(gk.record(&m), now.as_bytes()).into());
-            ops.push(
-                Set::new(gk.heartbeat(&m), now.as_bytes())
-                    .ttl(Ttl::secs(self.ttl))
-                    .into(),
-            );
-        }
-        let results = self.run(server, ops)?;
-        for i in 0..keys.len() {
-            match mutation_at(&results, 2 * i)?.status {
-                MutationStatus::Applied => {}
-                other => return Err(unexpected("storing a member record", other)),
-            }
-            match mutation_at(&results, 2 * i + 1)?.status {
-                MutationStatus::Applied => {}
-                other => return Err(unexpected("storing a heartbeat", other)),
-            }
-        }
-        Ok(())
-    }
-
     /// Makes every id of `pending` appear in its index key: reads the keys,
     /// appends the missing lines (atomic on the server), creates keys that do not
     /// exist, and starts over for keys another process created meanwhile.
@@ -528,10 +477,11 @@ impl Backend {
             let mut appends: Vec<(String, Vec<u8>)> = Vec::new();
             for (i, name) in names.iter().enumerate() {
                 let got = get_at(&results, i)?;
-                let wanted: HashSet<&[u8]> = pending[name].iter().map(Vec::as_slice).collect();
+                let wanted: std::collections::HashSet<&[u8]> =
+                    pending[name].iter().map(Vec::as_slice).collect();
                 let present = match (&got.value, got.hit()) {
                     (Some(value), true) => index::find(value, &wanted),
-                    _ => HashSet::new(),
+                    _ => std::collections::HashSet::new(),
                 };
                 let lines: Vec<u8> = pending[name]
                     .iter()
@@ -589,242 +539,141 @@ impl Backend {
         .with_driver(NAME))
     }
 
-    // ---- heartbeat ------------------------------------------------------
-
-    /// Heartbeats `keys`; see the module docs. Servers that fail are logged
-    /// (once per outage); the call fails only when every server involved failed.
-    pub async fn heartbeat(self: &Arc<Self>, keys: &[MemberKey]) -> Result<HeartbeatReport> {
-        // A server's share of up to PARALLEL_PART members is one work item (writes
-        // and index checks in one pipelined stream). A larger share is written in
-        // parts of PARALLEL_PART in parallel, and its index keys are checked once,
-        // by one more item, instead of once per part: each part touches nearly every
-        // bucket, and a bucket whose CAS changed (joins going on) is read in full.
-        let mut work: Vec<(usize, HeartbeatWork)> = Vec::new();
-        for (server, keys) in self.by_server(keys) {
-            let keys = Arc::new(keys);
-            let n = keys.len();
-            if n <= PARALLEL_PART {
-                work.push((server, HeartbeatWork::new(&keys, 0..n, true, true)));
-                continue;
-            }
-            work.push((server, HeartbeatWork::new(&keys, 0..n, false, true)));
-            for start in (0..n).step_by(PARALLEL_PART) {
-                let range = start..(start + PARALLEL_PART).min(n);
-                work.push((server, HeartbeatWork::new(&keys, range, true, false)));
-            }
+    /// Index lines (bucket entries and group-list entries) for `keys`, all on one
+    /// server, as [`Self::ensure_lines`] takes them.
+    fn index_lines<'a>(
+        &self,
+        keys: impl IntoIterator<Item = &'a MemberKey>,
+    ) -> BTreeMap<String, BTreeSet<Vec<u8>>> {
+        let mut lines: BTreeMap<String, BTreeSet<Vec<u8>>> = BTreeMap::new();
+        let mut groups: BTreeSet<Vec<u8>> = BTreeSet::new();
+        for key in keys {
+            lines
+                .entry(self.bucket_key(key))
+                .or_default()
+                .insert(key.member.as_str().as_bytes().to_vec());
+            groups.insert(key.group.as_str().as_bytes().to_vec());
         }
-        let results = self
-            .on_servers(Lane::Main, work, Backend::heartbeat_on)
-            .await;
-        let mut report = HeartbeatReport::default();
-        let mut first_error = None;
-        let mut any_ok = false;
-        for (server, result) in results {
-            let address = self.servers[server].address();
-            match result {
-                Ok(missing) => {
-                    any_ok = true;
-                    report.missing.extend(missing);
-                    if !self.server_up[server].swap(true, Ordering::SeqCst) {
-                        tracing::info!(
-                            driver = NAME,
-                            server = address,
-                            "memcached server {address} is reachable again"
-                        );
-                    }
-                }
-                Err(error) => {
-                    if self.server_up[server].swap(false, Ordering::SeqCst) {
-                        tracing::warn!(
-                            driver = NAME,
-                            server = address,
-                            error = %error,
-                            "memcached server {address} failed a heartbeat batch; members placed on it are not heartbeated until it answers again: {error}"
-                        );
-                    }
-                    first_error.get_or_insert(error);
-                }
-            }
-        }
-        match first_error {
-            Some(error) if !any_ok => Err(error),
-            _ => {
-                // A member can be missing both its record and an index entry.
-                report.missing.sort();
-                report.missing.dedup();
-                Ok(report)
-            }
-        }
-    }
-
-    fn heartbeat_on(&self, server: usize, work: HeartbeatWork) -> Result<Vec<MemberKey>> {
-        let keys = &work.keys[work.range.clone()];
-        let now = now_millis().to_string();
-        let writes = if work.write { 2 * keys.len() } else { 0 };
-        let mut ops: Vec<Op> = Vec::with_capacity(writes + BUCKETS as usize + 1);
-        // Index keys the batch depends on, with the batch members each must hold.
-        let mut buckets: HashMap<(&str, u32), Wanted<'_>> = HashMap::new();
-        let mut groups: Wanted<'_> = Vec::new();
-        let mut member_keys = self.group_keys();
-        for (i, key) in keys.iter().enumerate() {
-            if work.write {
-                let (gk, m) = member_keys.of(key);
-                ops.push(Set::new(gk.record(&m), now.as_bytes()).replace().into());
-                ops.push(
-                    Set::new(gk.heartbeat(&m), now.as_bytes())
-                        .ttl(Ttl::secs(self.ttl))
-                        .into(),
-                );
-            }
-            if work.check {
-                let member = key.member.as_str();
-                buckets
-                    .entry((key.group.as_str(), bucket_of(member, BUCKETS)))
-                    .or_default()
-                    .push((i, member.as_bytes()));
-                groups.push((i, key.group.as_str().as_bytes()));
-            }
-        }
-        let mut checks: BTreeMap<String, Wanted<'_>> = buckets
-            .into_iter()
-            .map(|((group, b), wanted)| (self.keys.bucket(group.as_bytes(), b), wanted))
-            .collect();
         if !groups.is_empty() {
-            checks.insert(self.keys.groups(), groups);
+            lines.insert(self.keys.groups(), groups);
         }
-        for name in checks.keys() {
-            ops.push(Get::new(name).without_value().meta(Meta::NONE.cas()).into());
-        }
-        let results = self.run_counted(server, ops)?;
-        let mut missing = vec![false; keys.len()];
-        for (i, gone) in missing.iter_mut().enumerate().take(writes / 2) {
-            match mutation_at(&results, 2 * i)?.status {
-                MutationStatus::Applied => {}
-                MutationStatus::NotFound => *gone = true,
-                other => return Err(unexpected("replacing a member record", other)),
-            }
-            match mutation_at(&results, 2 * i + 1)?.status {
-                MutationStatus::Applied => {}
-                other => return Err(unexpected("storing a heartbeat", other)),
-            }
-        }
-        let base = writes;
-        let mut reread: Vec<(&String, &Wanted<'_>)> = Vec::new();
-        for (j, (name, wanted)) in checks.iter().enumerate() {
-            let got = get_at(&results, base + j)?;
-            if !got.hit() {
-                self.verified().remove(&(server, name.clone()));
-                for (i, _) in wanted {
-                    missing[*i] = true;
-                }
-                continue;
-            }
-            let fresh = got.item.cas.is_some_and(|cas| {
-                self.verified()
-                    .get(&(server, name.clone()))
-                    .is_some_and(|v| {
-                        v.cas == cas && wanted.iter().all(|(_, id)| v.confirmed.contains(*id))
-                    })
-            });
-            if !fresh {
-                reread.push((name, wanted));
-            }
-        }
-        if !reread.is_empty() {
-            let ops = reread
-                .iter()
-                .map(|(name, _)| Get::new(name.as_str()).meta(Meta::NONE.cas()).into())
-                .collect();
-            let results = self.run_counted(server, ops)?;
-            for (j, (name, wanted)) in reread.into_iter().enumerate() {
-                let got: &GetResult = get_at(&results, j)?;
-                let ids: HashSet<&[u8]> = wanted.iter().map(|(_, id)| *id).collect();
-                let present = match (&got.value, got.hit()) {
-                    (Some(value), true) => index::find(value, &ids),
-                    _ => HashSet::new(),
-                };
-                let mut confirmed: HashSet<Vec<u8>> = HashSet::with_capacity(present.len());
-                for (i, id) in wanted {
-                    if present.contains(id) {
-                        if !confirmed.contains(*id) {
-                            confirmed.insert(id.to_vec());
-                        }
-                    } else {
-                        missing[*i] = true;
-                    }
-                }
-                let key = (server, name.clone());
-                match got.item.cas {
-                    Some(cas) if got.hit() => {
-                        // Parts of one batch check the same keys in parallel: pool
-                        // what they confirmed at the same CAS.
-                        let mut verified = self.verified();
-                        match verified.get_mut(&key) {
-                            Some(v) if v.cas == cas => v.confirmed.extend(confirmed),
-                            _ => {
-                                verified.insert(key, Verified { cas, confirmed });
-                            }
-                        }
-                    }
-                    _ => {
-                        self.verified().remove(&key);
-                    }
-                }
-            }
-        }
-        Ok(keys
-            .iter()
-            .zip(missing)
-            .filter(|(_, gone)| *gone)
-            .map(|(key, _)| key.clone())
-            .collect())
+        lines
     }
 
     // ---- single members -------------------------------------------------
 
-    /// Deletes a member: record, heartbeat, forced-down flag, then its index entry. Returns whether
-    /// the record existed.
-    pub async fn remove(self: &Arc<Self>, key: &MemberKey) -> Result<bool> {
-        let work = vec![(self.server_of(key), key.clone())];
+    /// Deletes a member's record: any record when `holder` is `None`, only one
+    /// held by that instance otherwise. Returns whether a record was deleted.
+    pub async fn remove(
+        self: &Arc<Self>,
+        key: &MemberKey,
+        holder: Option<InstanceId>,
+    ) -> Result<bool> {
+        let work = vec![(self.server_of(key), (key.clone(), holder))];
         self.on_all(Lane::Main, work, Backend::remove_on)
             .await
             .map(|v| v[0])
     }
 
-    fn remove_on(&self, server: usize, key: MemberKey) -> Result<bool> {
+    fn remove_on(
+        &self,
+        server: usize,
+        (key, holder): (MemberKey, Option<InstanceId>),
+    ) -> Result<bool> {
         let k = self.member_keys(&key);
-        // Whether it existed comes from the read, so a repeated batch (see
-        // `Server::run_blocking`) cannot turn "deleted" into "not found".
-        let results = self.run(
-            server,
-            vec![
-                Get::new(&k.record).without_value().into(),
-                Delete::new(&k.record).into(),
-                Delete::new(&k.heartbeat).into(),
-                Delete::new(&k.forced).into(),
-            ],
-        )?;
-        let existed = get_at(&results, 0)?.hit();
-        let id = key.member.as_str().as_bytes();
+        let removed = match holder {
+            None => {
+                // Whether it existed comes from the read, so a repeated batch (see
+                // `Server::run_blocking`) cannot turn "deleted" into "not found".
+                let results = self.run(
+                    server,
+                    vec![
+                        Get::new(&k.record).without_value().into(),
+                        Delete::new(&k.record).into(),
+                        Delete::new(&k.heartbeat).into(),
+                        Delete::new(&k.forced).into(),
+                    ],
+                )?;
+                get_at(&results, 0)?.hit()
+            }
+            Some(instance) => {
+                if !self.remove_held(server, &k, instance)? {
+                    return Ok(false);
+                }
+                true
+            }
+        };
+        self.cache(server).remove(slot_of(&key));
+        self.unindex(server, &key, &k.bucket)?;
+        Ok(removed)
+    }
+
+    /// Deletes the record of `k` if `instance` holds it (compare-and-delete on the
+    /// CAS read), then its heartbeat key if `instance` wrote it last, then its
+    /// forced-down flag. Returns whether the record was deleted.
+    fn remove_held(&self, server: usize, k: &MemberKeys, instance: InstanceId) -> Result<bool> {
         for _ in 0..MAX_ATTEMPTS {
             let results = self.run(
                 server,
-                vec![Get::new(&k.bucket).meta(Meta::NONE.cas()).into()],
+                vec![
+                    Get::new(&k.record).meta(Meta::NONE.cas()).into(),
+                    Get::new(&k.heartbeat).meta(Meta::NONE.cas()).into(),
+                ],
             )?;
             let got = get_at(&results, 0)?;
+            let Some(record) = self.record_in(server, &k.record, got)? else {
+                return Ok(false);
+            };
+            if record.holder.instance != instance {
+                return Ok(false);
+            }
+            let Some(record_cas) = got.item.cas else {
+                return Err(missing_cas(&k.record));
+            };
+            let mut ops: Vec<Op> = vec![Delete::new(&k.record).compare_cas(record_cas).into()];
+            let beat = get_at(&results, 1)?;
+            let own_beat = beat.hit()
+                && beat
+                    .value
+                    .as_deref()
+                    .and_then(|v| decode_beat(v).ok())
+                    .is_some_and(|writer| writer == instance);
+            if let (true, Some(cas)) = (own_beat, beat.item.cas) {
+                // Only the heartbeat key this instance wrote: a new holder's stays.
+                ops.push(Delete::new(&k.heartbeat).compare_cas(cas).into());
+            }
+            match mutation_at(&self.run(server, ops)?, 0)?.status {
+                MutationStatus::Applied => {
+                    self.run(server, vec![Delete::new(&k.forced).into()])?;
+                    return Ok(true);
+                }
+                MutationStatus::CasMismatch => continue,
+                MutationStatus::NotFound => return Ok(false),
+                other => return Err(unexpected("deleting a member record", other)),
+            }
+        }
+        Err(self.contention(server, "deleting a member record"))
+    }
+
+    /// Drops `key` from its index bucket `bucket` (a compare-and-swap rewrite).
+    fn unindex(&self, server: usize, key: &MemberKey, bucket: &str) -> Result<()> {
+        let id = key.member.as_str().as_bytes();
+        for _ in 0..MAX_ATTEMPTS {
+            let results = self.run(server, vec![Get::new(bucket).meta(Meta::NONE.cas()).into()])?;
+            let got = get_at(&results, 0)?;
             let (Some(value), Some(cas), true) = (&got.value, got.item.cas, got.hit()) else {
-                return Ok(existed);
+                return Ok(());
             };
             let Some(rest) = index::without(value, id) else {
-                return Ok(existed);
+                return Ok(());
             };
             let op: Op = if rest.is_empty() {
-                Delete::new(&k.bucket).compare_cas(cas).into()
+                Delete::new(bucket).compare_cas(cas).into()
             } else {
-                Set::new(&k.bucket, rest).compare_cas(cas).into()
+                Set::new(bucket, rest).compare_cas(cas).into()
             };
             match mutation_at(&self.run(server, vec![op])?, 0)?.status {
-                MutationStatus::Applied => return Ok(existed),
+                MutationStatus::Applied => return Ok(()),
                 MutationStatus::CasMismatch | MutationStatus::NotFound => continue,
                 other => return Err(unexpected("rewriting an index bucket", other)),
             }
@@ -836,7 +685,85 @@ impl Backend {
             member = %key.member,
             "could not drop {key} from its index bucket after {MAX_ATTEMPTS} attempts (contention); listings ignore it since its record is gone"
         );
-        Ok(existed)
+        Ok(())
+    }
+
+    fn contention(&self, server: usize, what: &str) -> Error {
+        Error::backend(format!(
+            "{what} on memcached server {} failed after {MAX_ATTEMPTS} attempts: other processes kept changing the same key",
+            self.servers[server].address()
+        ))
+        .with_driver(NAME)
+    }
+
+    /// Replaces the metadata of a record `instance` holds (compare-and-set on the
+    /// record's CAS), leaving holder, epoch and times as they are.
+    pub async fn set_metadata(
+        self: &Arc<Self>,
+        key: &MemberKey,
+        instance: InstanceId,
+        metadata: &Metadata,
+    ) -> Result<HolderUpdate> {
+        let work = vec![(
+            self.server_of(key),
+            (key.clone(), instance, metadata.clone()),
+        )];
+        self.on_all(Lane::Main, work, Backend::set_metadata_on)
+            .await
+            .map(|mut v| v.remove(0))
+    }
+
+    fn set_metadata_on(
+        &self,
+        server: usize,
+        (key, instance, metadata): (MemberKey, InstanceId, Metadata),
+    ) -> Result<HolderUpdate> {
+        let k = self.member_keys(&key);
+        let slot = slot_of(&key);
+        for _ in 0..MAX_ATTEMPTS {
+            let mut pipe = self.pipeline();
+            let at = pipe.push([Get::new(&k.record).meta(Meta::NONE.cas()).into()]);
+            let ran = self.run_pipeline(server, pipe, false)?;
+            let got = ran.get(at, 0)?;
+            let Some(record) = self.record_in(server, &k.record, got)? else {
+                return Ok(HolderUpdate::Missing);
+            };
+            if record.holder.instance != instance {
+                return Ok(HolderUpdate::NotHeld(record.holder));
+            }
+            let Some(cas) = got.item.cas else {
+                return Err(missing_cas(&k.record));
+            };
+            let value = StoredRecord {
+                metadata: metadata.clone(),
+                ..record
+            }
+            .encode();
+            let results = self.run(
+                server,
+                vec![Set::new(&k.record, value)
+                    .compare_cas(cas)
+                    .return_cas()
+                    .into()],
+            )?;
+            let written = mutation_at(&results, 0)?;
+            match written.status {
+                MutationStatus::Applied => {
+                    // Keep the heartbeat's record check in step with the new CAS.
+                    let new_cas = written.cas.unwrap_or_default();
+                    self.cache(server).set_record_cas(
+                        ran.boot(at).token(),
+                        slot,
+                        instance,
+                        new_cas,
+                    );
+                    return Ok(HolderUpdate::Stored);
+                }
+                MutationStatus::CasMismatch | MutationStatus::NotFound => continue,
+                other => return Err(unexpected("replacing member metadata", other)),
+            }
+        }
+        Err(self.contention(server, "replacing member metadata"))
     }
 
     /// Sets or clears the forced-down flag of an existing member.
@@ -895,29 +822,49 @@ impl Backend {
         for key in &keys {
             let (gk, m) = member_keys.of(key);
             ops.push(Get::new(gk.record(&m)).into());
-            ops.push(Get::new(gk.heartbeat(&m)).without_value().into());
+            // No value: the heartbeat time comes back in the client flags.
+            ops.push(
+                Get::new(gk.heartbeat(&m))
+                    .without_value()
+                    .meta(Meta::NONE.ttl())
+                    .into(),
+            );
             if forced_possible {
                 ops.push(Get::new(gk.forced(&m)).without_value().into());
             }
         }
         let results = self.run(server, ops)?;
+        let now_ms = now_millis();
         let mut records = Vec::with_capacity(keys.len());
         for (i, key) in keys.into_iter().enumerate() {
-            let record = get_at(&results, per * i)?;
-            if !record.hit() {
+            let got = get_at(&results, per * i)?;
+            if !got.hit() {
                 continue;
             }
-            let fresh = get_at(&results, per * i + 1)?.hit();
+            let record_key = || {
+                self.keys.record(
+                    key.group.as_str().as_bytes(),
+                    key.member.as_str().as_bytes(),
+                )
+            };
+            let record = StoredRecord::decode(got.value.as_deref().unwrap_or_default())
+                .map_err(|why| self.undecodable(server, &record_key(), &why))?;
+            let beat = get_at(&results, per * i + 1)?;
+            let last_beat = match (beat.client_flags, beat.hit()) {
+                (Some(flags), true) => beat_time(flags, beat.item.ttl, self.beat_key_ttl, now_ms),
+                // The heartbeat key is gone (after 30 days without heartbeats, or
+                // lost): the record's registration is the last heartbeat known.
+                _ => record.registered_ms,
+            };
             let forced_down = forced_possible && get_at(&results, per * i + 2)?.hit();
             records.push(MemberRecord {
                 key,
-                last_heartbeat: parse_time(record.value.as_ref()),
-                freshness: if fresh {
-                    Freshness::Present
-                } else {
-                    Freshness::Absent
-                },
+                last_heartbeat: from_millis(last_beat),
+                freshness: self.freshness(beat),
                 forced_down,
+                holder: record.holder,
+                holder_since: from_millis(record.holder_since_ms),
+                metadata: record.metadata,
             });
         }
         Ok(records)
@@ -928,8 +875,9 @@ impl Backend {
     /// Every member of `group` on every server.
     ///
     /// First the index buckets of every server (one exchange each), then the
-    /// members' keys in parts of [`LIST_PART`] members, several parts of a
-    /// server in flight at once (each a few pipelined exchanges of [`CHUNK`]).
+    /// members' keys in parts of `LIST_PART` (5 000) members, several parts of a
+    /// server in flight at once (each a few pipelined exchanges of
+    /// `CHUNK` (2 000) operations).
     pub async fn list(self: &Arc<Self>, group: &GroupId) -> Result<Vec<MemberRecord>> {
         let work = (0..self.servers.len())
             .map(|s| (s, group.clone()))
@@ -1033,6 +981,18 @@ impl Backend {
     }
 }
 
+/// A read that asked for the CAS came back without one.
+fn missing_cas(key: &str) -> Error {
+    Error::backend(format!(
+        "memcached answered a read of {key} without the CAS token it was asked for"
+    ))
+    .with_driver(NAME)
+}
+
+/// Index keys the batch depends on, each with the batch members it must hold:
+/// (position in the batch, id).
+type Wanted<'a> = Vec<(usize, &'a [u8])>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1044,5 +1004,26 @@ mod tests {
         assert_eq!(heartbeat_ttl(Duration::from_millis(1_500)), 3);
         assert_eq!(heartbeat_ttl(Duration::from_millis(1)), 2);
         assert_eq!(heartbeat_ttl(Duration::from_secs(u64::MAX)), u32::MAX);
+    }
+
+    #[test]
+    fn liveness_window_rides_on_the_remaining_ttl() {
+        let b = Backend::new(
+            vec!["127.0.0.1:1".into()],
+            Duration::from_millis(100),
+            "sg",
+            Duration::from_secs(60),
+        );
+        assert_eq!(
+            (b.ttl, b.beat_key_ttl, b.grace),
+            (61, MAX_RELATIVE_TTL, MAX_RELATIVE_TTL - 61)
+        );
+        let long = Backend::new(
+            vec!["127.0.0.1:1".into()],
+            Duration::from_millis(100),
+            "sg",
+            Duration::from_secs(u64::from(MAX_RELATIVE_TTL)),
+        );
+        assert_eq!(long.grace, 0);
     }
 }
