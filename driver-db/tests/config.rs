@@ -53,24 +53,37 @@ fn the_url_is_secret_everywhere_it_could_show() {
     );
     assert!(!format!("{config:?}").contains("Sup3rS3cret"));
     let err = config
-        .set("db.pool_size", "postgres://nova:Sup3rS3cret@db.example:5432/nova")
+        .set(
+            "db.pool_size",
+            "postgres://nova:Sup3rS3cret@db.example:5432/nova",
+        )
         .unwrap_err()
         .to_string();
-    assert!(err.contains("`db.pool_size`") && !err.contains("Sup3rS3cret"), "{err}");
+    assert!(
+        err.contains("`db.pool_size`") && !err.contains("Sup3rS3cret"),
+        "{err}"
+    );
     // A wrongly typed url is not echoed.
     let err = ConfigLoader::new()
         .set("db.url", vec!["postgres://nova:Sup3rS3cret@db/nova"])
         .load()
         .unwrap_err()
         .to_string();
-    assert!(err.contains("invalid value for `db.url` in override (code)"), "{err}");
+    assert!(
+        err.contains("invalid value for `db.url` in override (code)"),
+        "{err}"
+    );
     assert!(!err.contains("Sup3rS3cret"), "{err}");
 }
 
 #[test]
 fn the_drivers_rules_name_key_and_source() {
     for (text, key, why) in [
-        ("[db]\npool_size = 0\n", "db.pool_size", "must be at least 1"),
+        (
+            "[db]\npool_size = 0\n",
+            "db.pool_size",
+            "must be at least 1",
+        ),
         ("[db]\nurl = \" \"\n", "db.url", "must not be empty"),
     ] {
         let dir = tempfile::tempdir().unwrap();

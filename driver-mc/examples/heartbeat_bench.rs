@@ -31,11 +31,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or(100_000);
     let rounds: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(5);
 
+    let prefix = format!("bench-{}", std::process::id());
     let mut config = Config::with_driver("mc");
-    config.mc.servers = vec![servers.clone()];
-    config.mc.prefix = format!("bench-{}", std::process::id());
-    config.mc.timeout = Duration::from_secs(2);
-    let prefix = config.mc.prefix.clone();
+    config
+        .set("mc.servers", [servers.clone()])?
+        .set("mc.prefix", prefix.as_str())?
+        .set("mc.timeout", Duration::from_secs(2))?;
     let driver = McDriver::connect(&config.validated()?).await?;
 
     let group = "compute".parse()?;

@@ -67,6 +67,7 @@
 
 pub mod backend;
 mod cache;
+mod config;
 mod index;
 pub mod keys;
 pub mod placement;
@@ -79,16 +80,18 @@ use servicegroup_core::{
     async_trait, Beats, Capabilities, Config, Driver, Error, GroupId, HeartbeatReport,
     HolderUpdate, InstanceId, MemberKey, MemberRecord, Metadata, Registered, Registration, Result,
 };
-use servicegroup_driver_inproc::InprocDriver;
+use servicegroup_driver_inproc::{InprocConfig, InprocDriver};
 
 pub use backend::{heartbeat_exchanges, Backend};
+pub use config::{McConfig, CONFIG};
 
-/// The name this driver registers under.
+/// The name this driver registers under, and the name of its table (`[mc]`).
 pub const NAME: &str = "mc";
 
 servicegroup_core::register_driver! {
     name: NAME,
     description: "memcached, one or several servers (TTL liveness, self-healing); in-process when no servers are set",
+    config: CONFIG,
     build: |config: Config| Box::pin(async move {
         Ok(Arc::new(McDriver::connect(&config).await?) as Arc<dyn Driver>)
     }),
@@ -103,78 +106,36 @@ pub enum McDriver {
     InProcess(InprocDriver),
 }
 
-/// The configured servers: entries split at commas, trimmed, empty ones and
-/// `<None>` dropped, duplicates removed (first kept).
-pub fn server_list(config: &Config) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for entry in &config.mc.servers {
-        for part in entry.split(',') {
-            let part = part.trim();
-            if part.is_empty()
-                || part.eq_ignore_ascii_case("<None>")
-                || out.iter().any(|s| s == part)
-            {
-                continue;
-            }
-            out.push(part.to_owned());
-        }
-    }
-    out
-}
-
-/// Checks one `host:port` entry of `[mc] servers`.
-fn check_address(address: &str) -> Result<()> {
-    let bad = |why: &str| {
-        Error::config(format!(
-            "`mc.servers` entry {address:?} {why}; expected host:port, e.g. 127.0.0.1:11211 or [::1]:11211"
-        ))
-        .with_driver(NAME)
-    };
-    if address.contains("://") {
-        return Err(bad("has a URL scheme"));
-    }
-    let Some((host, port)) = address.rsplit_once(':') else {
-        return Err(bad("has no port"));
-    };
-    if host.is_empty() || host.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(bad("has no valid host"));
-    }
-    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
-        return Err(bad("is an IPv6 address without brackets"));
-    }
-    match port.parse::<u16>() {
-        Ok(p) if p > 0 => Ok(()),
-        _ => Err(bad("has no valid port")),
-    }
-}
-
 impl McDriver {
-    /// Builds the driver from `config` (`[mc] servers`, `timeout`, `prefix`, and
-    /// `service_down_time` for the heartbeat TTL). Servers are not dialed here: one
-    /// that is down only fails the operations placed on it.
+    /// Builds the driver from `config`: its `[mc]` table ([`McConfig`]: servers,
+    /// timeout, prefix), `service_down_time` for the heartbeat TTL, and `[inproc] name`
+    /// for the in-process store used when no servers are set. Servers are not dialed
+    /// here: one that is down only fails the operations placed on it.
     pub async fn connect(config: &Config) -> Result<Self> {
-        let servers = server_list(config);
+        let options: McConfig = config
+            .driver_config(NAME)
+            .map_err(|e| e.with_driver(NAME))?;
+        let servers = options.server_list();
         if servers.is_empty() {
+            let store = config
+                .driver_config::<InprocConfig>(servicegroup_driver_inproc::NAME)
+                .map_err(|e| e.with_driver(NAME))?
+                .name;
             tracing::warn!(
                 driver = NAME,
-                store = %config.inproc.name,
+                store = %store,
                 "no memcached servers configured (`mc.servers` / memcached_servers is empty or <None>): \
                  the mc driver keeps membership in this process only; it is NOT shared with other processes"
             );
-            return Ok(Self::InProcess(InprocDriver::new(&config.inproc.name)));
+            return Ok(Self::InProcess(InprocDriver::new(&store)));
         }
-        for address in &servers {
-            check_address(address)?;
+        if options.timeout.is_zero() {
+            return Err(
+                Error::config("invalid value for `mc.timeout`: must be greater than zero")
+                    .with_driver(NAME),
+            );
         }
-        keys::check_prefix(&config.mc.prefix).map_err(|m| Error::config(m).with_driver(NAME))?;
-        if config.mc.timeout.is_zero() {
-            return Err(Error::config("`mc.timeout` must be greater than zero").with_driver(NAME));
-        }
-        let (timeout, prefix, sdt) = (
-            config.mc.timeout,
-            config.mc.prefix.clone(),
-            config.service_down_time,
-        );
+        let (timeout, prefix, sdt) = (options.timeout, options.prefix, config.service_down_time);
         // Resolving host names may block: not on a runtime worker.
         let backend =
             tokio::task::spawn_blocking(move || Backend::new(servers, timeout, &prefix, sdt))
@@ -294,50 +255,14 @@ mod tests {
 
     fn config(servers: &[&str]) -> Config {
         let mut c = Config::with_driver(NAME);
-        c.mc.servers = servers.iter().map(|s| s.to_string()).collect();
+        c.set("mc.servers", servers.to_vec()).unwrap();
         c
-    }
-
-    #[test]
-    fn server_lists() {
-        assert!(server_list(&config(&[])).is_empty());
-        assert!(server_list(&config(&["<None>"])).is_empty());
-        assert!(server_list(&config(&[" ", ""])).is_empty());
-        assert_eq!(
-            server_list(&config(&["a:1, b:2", "a:1", "c:3"])),
-            vec!["a:1", "b:2", "c:3"]
-        );
-    }
-
-    #[test]
-    fn addresses() {
-        for ok in [
-            "127.0.0.1:11211",
-            "localhost:1",
-            "[::1]:11211",
-            "mc.example.org:65535",
-        ] {
-            check_address(ok).unwrap();
-        }
-        for bad in [
-            "127.0.0.1",
-            "memcache://a:1",
-            "a:0",
-            "a:70000",
-            ":1",
-            "::1:11211",
-            "a b:1",
-        ] {
-            let e = check_address(bad).unwrap_err();
-            assert_eq!(e.kind(), servicegroup_core::ErrorKind::Config, "{bad}");
-            assert!(e.to_string().contains("mc.servers"), "{e}");
-        }
     }
 
     #[tokio::test]
     async fn no_servers_means_in_process() {
         let mut c = config(&["<None>"]);
-        c.inproc.name = "mc-unit-fallback".into();
+        c.set("inproc.name", "mc-unit-fallback").unwrap();
         let d = McDriver::connect(&c).await.unwrap();
         assert!(d.backend().is_none());
         assert!(!d.capabilities().shared_between_processes);
@@ -346,8 +271,11 @@ mod tests {
 
     #[tokio::test]
     async fn bad_prefix_is_a_config_error() {
-        let mut c = config(&["127.0.0.1:1"]);
-        c.mc.prefix = "a b".into();
+        // Set while another driver is selected (set() would refuse it for mc).
+        let mut c = Config::with_driver("inproc");
+        c.set("mc.servers", ["127.0.0.1:1"]).unwrap();
+        c.set("mc.prefix", "a b").unwrap();
+        c.driver = NAME.into();
         let e = McDriver::connect(&c).await.unwrap_err();
         assert_eq!(e.kind(), servicegroup_core::ErrorKind::Config);
         assert!(e.to_string().contains("mc.prefix"), "{e}");

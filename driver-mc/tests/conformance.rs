@@ -23,8 +23,10 @@ use servicegroup_driver_mc as _;
 
 fn mc_config(servers: Vec<String>) -> Config {
     let mut config = Config::with_driver("mc");
-    config.mc.servers = servers;
-    config.mc.prefix = unique_name("cf");
+    config
+        .set("mc.servers", servers)
+        .and_then(|c| c.set("mc.prefix", unique_name("cf")))
+        .expect("the mc driver's keys");
     config
 }
 
@@ -36,7 +38,7 @@ async fn proxied(upstreams: Vec<String>) -> Result<Fixture, BoxError> {
         proxies.push(Arc::new(OutageProxy::start(addr).await?));
     }
     let config = mc_config(proxies.iter().map(|p| p.addr().to_string()).collect());
-    let prefix = config.mc.prefix.clone();
+    let prefix = common::mc(&config).prefix;
     let switch = proxies.clone();
     Ok(Fixture::new(config)
         .with_outage_switch(move |reachable| {
@@ -67,7 +69,7 @@ async fn multi() -> Result<Fixture, BoxError> {
 async fn restart() -> Result<Fixture, BoxError> {
     let server = Arc::new(tokio::task::spawn_blocking(common::Dedicated::start).await?);
     let config = mc_config(vec![server.address()]);
-    let prefix = config.mc.prefix.clone();
+    let prefix = common::mc(&config).prefix;
     let switch = server.clone();
     Ok(Fixture::new(config)
         .with_outage_switch(move |reachable| {

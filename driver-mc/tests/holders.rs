@@ -42,12 +42,12 @@ impl Setup {
     }
 
     fn keys(&self) -> Keys {
-        Keys::new(&self.config.mc.prefix)
+        Keys::new(&mc(&self.config).prefix)
     }
 
     fn raw(&self, key: &MemberKey) -> MetaClient {
         let server = self.driver.backend().unwrap().server_of(key);
-        MetaClient::connect(self.config.mc.servers[server].as_str()).unwrap()
+        MetaClient::connect(mc(&self.config).servers[server].as_str()).unwrap()
     }
 
     /// (value, CAS) of the record and of the heartbeat key of `key`.
@@ -134,7 +134,7 @@ async fn takeover_bumps_epoch_and_fences_the_old_holder() {
 
     // The old holder heartbeats: superseded, heartbeat key untouched.
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let ops = heartbeat_exchanges(&s.config.mc.prefix);
+    let ops = heartbeat_exchanges(&mc(&s.config).prefix);
     let report = beat(&s.driver, a, std::slice::from_ref(&k)).await;
     assert!(report.missing.is_empty(), "{report:?}");
     assert_eq!(report.superseded.len(), 1, "{report:?}");
@@ -147,7 +147,7 @@ async fn takeover_bumps_epoch_and_fences_the_old_holder() {
         "the superseded heartbeat changed a key"
     );
     // The second look costs one more exchange, for this key only.
-    assert_eq!(heartbeat_exchanges(&s.config.mc.prefix) - ops, 2);
+    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - ops, 2);
     // And again (the old holder no longer remembers the member: one read, no write).
     let report = beat(&s.driver, a, std::slice::from_ref(&k)).await;
     assert_eq!(report.superseded.len(), 1, "{report:?}");
@@ -158,13 +158,13 @@ async fn takeover_bumps_epoch_and_fences_the_old_holder() {
     );
 
     // The new holder's heartbeats refresh it, in one exchange.
-    let ops = heartbeat_exchanges(&s.config.mc.prefix);
+    let ops = heartbeat_exchanges(&mc(&s.config).prefix);
     let report = beat(&other, b, std::slice::from_ref(&k)).await;
     assert!(
         report.missing.is_empty() && report.superseded.is_empty(),
         "{report:?}"
     );
-    assert_eq!(heartbeat_exchanges(&s.config.mc.prefix) - ops, 1);
+    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - ops, 1);
     let after = s.snapshot(&k);
     assert_eq!(after[0], before[0], "a heartbeat rewrote the record");
     assert_ne!(after[1], before[1], "the holder's heartbeat was not stored");
@@ -208,7 +208,7 @@ async fn a_driver_that_remembers_nothing_checks_the_record() {
     let a = InstanceId::random();
     register_all(&s.driver, &keys, a).await;
     let cold = s.other_process().await;
-    let before = heartbeat_exchanges(&s.config.mc.prefix);
+    let before = heartbeat_exchanges(&mc(&s.config).prefix);
     let report = beat(&cold, a, &keys).await;
     assert!(
         report.missing.is_empty() && report.superseded.is_empty(),
@@ -216,15 +216,15 @@ async fn a_driver_that_remembers_nothing_checks_the_record() {
     );
     // Three servers: a read exchange and a write exchange each, and a full read
     // of the index buckets this driver object never saw.
-    assert_eq!(heartbeat_exchanges(&s.config.mc.prefix) - before, 9);
+    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - before, 9);
     // Now it remembers them: one exchange per server.
-    let before = heartbeat_exchanges(&s.config.mc.prefix);
+    let before = heartbeat_exchanges(&mc(&s.config).prefix);
     let report = beat(&cold, a, &keys).await;
     assert!(
         report.missing.is_empty() && report.superseded.is_empty(),
         "{report:?}"
     );
-    assert_eq!(heartbeat_exchanges(&s.config.mc.prefix) - before, 3);
+    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - before, 3);
     // The driver that registered them finds its heartbeat tokens stale (the other
     // wrote the heartbeat keys): one second look, then one exchange again.
     let report = beat(&s.driver, a, &keys).await;
@@ -232,9 +232,9 @@ async fn a_driver_that_remembers_nothing_checks_the_record() {
         report.missing.is_empty() && report.superseded.is_empty(),
         "{report:?}"
     );
-    let before = heartbeat_exchanges(&s.config.mc.prefix);
+    let before = heartbeat_exchanges(&mc(&s.config).prefix);
     beat(&s.driver, a, &keys).await;
-    assert_eq!(heartbeat_exchanges(&s.config.mc.prefix) - before, 3);
+    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - before, 3);
 
     let stranger = InstanceId::random();
     let report = beat(&cold, stranger, &keys).await;
@@ -433,13 +433,13 @@ async fn metadata_round_trips_exactly() {
         after[1], before[1],
         "set_metadata touched the heartbeat key"
     );
-    let ops = heartbeat_exchanges(&s.config.mc.prefix);
+    let ops = heartbeat_exchanges(&mc(&s.config).prefix);
     let report = beat(&s.driver, a, std::slice::from_ref(k)).await;
     assert!(
         report.missing.is_empty() && report.superseded.is_empty(),
         "{report:?}"
     );
-    assert_eq!(heartbeat_exchanges(&s.config.mc.prefix) - ops, 1);
+    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - ops, 1);
     assert_eq!(s.driver.get(k).await.unwrap().unwrap().metadata, many);
 
     // Not by another instance, not on a missing member; emptied by the holder.
@@ -532,13 +532,13 @@ async fn forced_down_does_not_fence_and_survives_takeover() {
     stored(register_as(&s.driver, &k, a, Condition::Always, Metadata::new()).await);
     beat(&s.driver, a, std::slice::from_ref(&k)).await;
     assert!(s.driver.set_forced_down(&k, true).await.unwrap());
-    let ops = heartbeat_exchanges(&s.config.mc.prefix);
+    let ops = heartbeat_exchanges(&mc(&s.config).prefix);
     let report = beat(&s.driver, a, std::slice::from_ref(&k)).await;
     assert!(
         report.missing.is_empty() && report.superseded.is_empty(),
         "{report:?}"
     );
-    assert_eq!(heartbeat_exchanges(&s.config.mc.prefix) - ops, 1);
+    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - ops, 1);
     let r = s.driver.get(&k).await.unwrap().unwrap();
     assert!(r.forced_down && r.freshness == Freshness::Present);
     stored(register_as(&s.driver, &k, a, Condition::Always, Metadata::new()).await);
@@ -621,13 +621,13 @@ async fn flushed_memcached_reports_missing_not_superseded() {
         report.missing.is_empty() && report.superseded.is_empty(),
         "{report:?}"
     );
-    let ops = heartbeat_exchanges(&s.config.mc.prefix);
+    let ops = heartbeat_exchanges(&mc(&s.config).prefix);
     let report = beat(&s.driver, a, &keys).await;
     assert!(
         report.missing.is_empty() && report.superseded.is_empty(),
         "{report:?}"
     );
-    assert_eq!(heartbeat_exchanges(&s.config.mc.prefix) - ops, 1);
+    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - ops, 1);
     let listed = s.driver.list(&"compute".parse().unwrap()).await.unwrap();
     assert_eq!(listed.len(), keys.len());
     assert!(listed

@@ -141,7 +141,7 @@ proptest! {
             let driver = McDriver::connect(&config).await.unwrap();
             // Sentinels an injected command would overwrite or flush.
             let raw: Vec<MetaClient> = servers.iter().map(|s| MetaClient::connect(s.as_str()).unwrap()).collect();
-            let sentinel = format!("{}-sentinel", config.mc.prefix);
+            let sentinel = format!("{}-sentinel", mc(&config).prefix);
             for r in &raw {
                 r.set(&sentinel, "keep").send().unwrap();
             }

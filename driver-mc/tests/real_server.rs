@@ -279,8 +279,10 @@ async fn one_of_three_down() {
 async fn no_servers_warns_and_runs_in_process() {
     let (logs, _guard) = capture_logs();
     let mut config = servicegroup_core::Config::with_driver("mc");
-    config.mc.servers = vec!["<None>".into()];
-    config.inproc.name = unique_prefix("fallback");
+    config
+        .set("mc.servers", ["<None>"])
+        .and_then(|c| c.set("inproc.name", unique_prefix("fallback")))
+        .unwrap();
     let sg = ServiceGroup::connect(config).await.unwrap();
     let _m = sg.join("compute", "h").await.unwrap();
     assert!(sg.is_up("compute", "h").await.unwrap());
@@ -331,8 +333,10 @@ async fn down_at_start_and_hung_server() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let hung = listener.local_addr().unwrap().to_string();
     let mut config = config.clone();
-    config.mc.servers = vec![hung.clone()];
-    config.mc.timeout = Duration::from_millis(300);
+    config
+        .set("mc.servers", [hung.clone()])
+        .and_then(|c| c.set("mc.timeout", Duration::from_millis(300)))
+        .unwrap();
     let driver = McDriver::connect(&config.validated().unwrap())
         .await
         .unwrap();

@@ -12,6 +12,7 @@ use servicegroup_core::{
     Beats, Condition, Config, Driver, HeartbeatReport, InstanceId, MemberKey, Metadata, Registered,
     Registration,
 };
+use servicegroup_driver_mc::McConfig;
 
 /// The variable scripts/lib/memcached.sh exports.
 pub const SERVERS_VAR: &str = "SERVICEGROUP_TEST_MEMCACHED_SERVERS";
@@ -48,12 +49,21 @@ pub fn unique_prefix(tag: &str) -> String {
     )
 }
 
+/// The `[mc]` table of `config`, as the driver reads it.
+#[allow(dead_code)]
+pub fn mc(config: &Config) -> McConfig {
+    config.driver_config("mc").expect("a valid [mc] table")
+}
+
 /// An mc configuration on `servers` under a fresh prefix, with test timings.
 pub fn config(servers: &[String], tag: &str) -> Config {
     let mut c = Config::with_driver("mc");
-    c.mc.servers = servers.to_vec();
-    c.mc.prefix = unique_prefix(tag);
-    c.mc.timeout = Duration::from_millis(500);
+    c.set("mc.servers", servers.to_vec())
+        .and_then(|c| {
+            c.set("mc.prefix", unique_prefix(tag))?
+                .set("mc.timeout", Duration::from_millis(500))
+        })
+        .expect("the mc driver's keys");
     c.report_interval = Duration::from_millis(200);
     c.service_down_time = Duration::from_secs(2);
     c.call_timeout = Duration::from_secs(2);
