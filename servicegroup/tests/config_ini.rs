@@ -8,7 +8,7 @@ use std::time::Duration;
 use servicegroup::db::DbConfig;
 use servicegroup::inproc::InprocConfig;
 use servicegroup::mc::McConfig;
-use servicegroup::{Config, ConfigLoader, ErrorKind, Origin, Value};
+use servicegroup::{Config, ConfigLoader, ErrorKind, Origin};
 
 /// The db driver's table of `c`, read as the driver reads it.
 #[allow(dead_code)]

@@ -11,7 +11,7 @@ use serde::Serialize;
 use servicegroup::db::DbConfig;
 use servicegroup::inproc::InprocConfig;
 use servicegroup::mc::McConfig;
-use servicegroup::{Config, ConfigLoader, ErrorKind, Origin, Value};
+use servicegroup::{Config, ConfigLoader, ErrorKind, Origin};
 
 /// The db driver's table of `c`, read as the driver reads it.
 #[allow(dead_code)]

@@ -270,5 +270,5 @@ fn windows_paths_survive() {
         db(&c).url.unwrap().expose(),
         r"sqlite:///C:\ProgramData\nova\nova.sqlite"
     );
-    assert_eq!(inproc(c).name, r"C:\x\y");
+    assert_eq!(inproc(&c).name, r"C:\x\y");
 }

@@ -24,7 +24,9 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use servicegroup::config::duration;
-use servicegroup::{Driver, ErrorKind, GroupId, Membership, Registry, ServiceGroup, State};
+use servicegroup::{
+    DbConfig, Driver, ErrorKind, GroupId, Membership, Registry, ServiceGroup, State,
+};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -138,6 +140,9 @@ pub async fn run(global: &GlobalArgs, args: SimulateArgs) -> Result<u8, Failure>
         memberships: Mutex::new(Vec::new()),
     });
 
+    // The db driver's options: the Nova baseline talks to its database, with as many
+    // connections as its pool.
+    let db: DbConfig = config.driver_config(servicegroup::db::NAME)?;
     // The system under test: our driver behind ServiceGroup handles, or Nova's.
     let system = match args.baseline {
         None => {
@@ -153,8 +158,7 @@ pub async fn run(global: &GlobalArgs, args: SimulateArgs) -> Result<u8, Failure>
             System::Ours { handles, observer }
         }
         Some(Baseline::Nova) => {
-            let nova =
-                Nova::connect(config.db.url.as_ref(), config.db.timeout, sim.fleet.len()).await?;
+            let nova = Nova::connect(db.url.as_ref(), db.timeout, sim.fleet.len()).await?;
             System::Nova(Arc::new(nova))
         }
     };
@@ -191,7 +195,7 @@ pub async fn run(global: &GlobalArgs, args: SimulateArgs) -> Result<u8, Failure>
         // As many connections as ours gets from its pool, each busy with one
         // member's transaction at a time.
         let schedule = Arc::new(baseline::Schedule::new(run_started, ri));
-        for _ in 0..config.db.pool_size.max(1) {
+        for _ in 0..db.pool_size.max(1) {
             workers.spawn(baseline::worker(
                 sim.clone(),
                 nova.clone(),
@@ -280,7 +284,7 @@ pub async fn run(global: &GlobalArgs, args: SimulateArgs) -> Result<u8, Failure>
         join_failures,
         handles: match &system {
             System::Ours { .. } => args.handles,
-            System::Nova(_) => config.db.pool_size,
+            System::Nova(_) => db.pool_size,
         },
         observers: args.observers,
         join_seconds,
