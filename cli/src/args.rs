@@ -72,6 +72,18 @@ pub enum Command {
         /// Add the holder's instance, epoch, holder-since time and metadata to the table.
         #[arg(long)]
         wide: bool,
+        /// Only members in this state: `up` or `down` (down: heartbeat too old or
+        /// expired, or forced down). The backend ships only those where it can.
+        #[arg(long, value_name = "up|down")]
+        state: Option<String>,
+    },
+    /// Count the members of GROUP (or of each group) up, down and forced down.
+    Summary {
+        /// Only this group (default: one line per group).
+        group: Option<String>,
+        /// Print JSON: one object for GROUP, an array of objects without it.
+        #[arg(long)]
+        json: bool,
     },
     /// Is MEMBER of GROUP up? Exit 0 up, 1 down (forced down included), 3 no such member, 2 error.
     Status {

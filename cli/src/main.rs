@@ -1,8 +1,8 @@
 //! `servicegroup`: the operator tool and fleet simulator of servicegroup.
 //!
-//! Commands: `drivers`, `config`, `join`, `list`, `status`, `force-down`, `remove`,
-//! `watch`, `simulate`. The command line, its exit codes and JSON keys are a contract
-//! relied on by scripts: see docs/cli.md.
+//! Commands: `drivers`, `config`, `join`, `list`, `summary`, `status`, `force-down`,
+//! `remove`, `watch`, `simulate`. The command line, its exit codes and JSON keys are a
+//! contract relied on by scripts: see docs/cli.md.
 //!
 //! Exit codes: 0 success (`status`: up), 1 `status`: down / `simulate`: false downs,
 //! 2 any error (one `error: …` line on stderr), 3 no such member, 4 `join`: superseded
@@ -61,9 +61,22 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
             let request = commands::join::JoinRequest::parse(group, member, &meta, exclusive)?;
             commands::join::join(loaded, request).await
         }
-        Command::List { group, json, wide } => {
+        Command::List {
+            group,
+            json,
+            wide,
+            state,
+        } => {
             let format = output::ListFormat::from_flags(json, wide);
-            commands::query::list(settings::load(&global)?, group, format).await
+            // A bad state is an error before anything is loaded or connected.
+            let state = state
+                .as_deref()
+                .map(commands::query::parse_state)
+                .transpose()?;
+            commands::query::list(settings::load(&global)?, group, state, format).await
+        }
+        Command::Summary { group, json } => {
+            commands::query::summary(settings::load(&global)?, group, json).await
         }
         Command::Status {
             group,

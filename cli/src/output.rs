@@ -3,7 +3,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use comfy_table::{presets, CellAlignment, ColumnConstraint, Table};
 use serde::Serialize;
-use servicegroup::{Event, EventKind, MemberStatus, Metadata};
+use servicegroup::{Event, EventKind, GroupSummary, MemberStatus, Metadata};
 
 /// One member as `list --json` and `status --json` print it. The keys are a
 /// contract relied on by scripts: exactly these, in this order.
@@ -48,6 +48,62 @@ impl From<&MemberStatus> for MemberRow {
             metadata: s.metadata.clone(),
         }
     }
+}
+
+/// One group's counts as `summary --json` prints them. The keys are a contract
+/// relied on by scripts: exactly these, in this order, every count an integer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SummaryRow {
+    /// Group id.
+    pub group: String,
+    /// Members up: not forced down, heartbeat fresh.
+    pub up: u64,
+    /// Members down: not forced down, heartbeat too old or expired.
+    pub down: u64,
+    /// Members forced down by an operator (whatever their heartbeat).
+    pub forced_down: u64,
+    /// Every member: `up + down + forced_down`.
+    pub total: u64,
+}
+
+impl From<&GroupSummary> for SummaryRow {
+    fn from(s: &GroupSummary) -> Self {
+        Self {
+            group: s.group.to_string(),
+            up: s.up,
+            down: s.down,
+            forced_down: s.forced_down,
+            total: s.total(),
+        }
+    }
+}
+
+/// The `summary` table: `GROUP UP DOWN FORCED_DOWN TOTAL`, counts right-aligned (one
+/// word per header, so `awk` can split every line on whitespace).
+pub fn summary_table(rows: &[SummaryRow]) -> String {
+    let mut table = Table::new();
+    table
+        .load_preset(presets::NOTHING)
+        .set_header(["GROUP", "UP", "DOWN", "FORCED_DOWN", "TOTAL"]);
+    for row in rows {
+        table.add_row([
+            row.group.clone(),
+            row.up.to_string(),
+            row.down.to_string(),
+            row.forced_down.to_string(),
+            row.total.to_string(),
+        ]);
+    }
+    for (i, col) in table.column_iter_mut().enumerate() {
+        if i > 0 {
+            col.set_cell_alignment(CellAlignment::Right);
+        }
+        col.set_constraint(ColumnConstraint::ContentWidth);
+        col.set_padding((0, 2));
+    }
+    let mut text = table.trim_fmt();
+    text.push('\n');
+    text
 }
 
 /// How `list` prints its members.
@@ -396,6 +452,50 @@ mod tests {
             EventRow::from(&event(EventKind::Replaced)).text(),
             "2026-11-24T10:00:00.000Z replaced compute host-1"
         );
+    }
+
+    fn counts(group: &str, up: u64, down: u64, forced_down: u64) -> GroupSummary {
+        GroupSummary {
+            group: GroupId::new(group).unwrap(),
+            up,
+            down,
+            forced_down,
+        }
+    }
+
+    #[test]
+    fn summary_row_has_exactly_the_contract_keys_in_order() {
+        let text = serde_json::to_string(&SummaryRow::from(&counts("compute", 7, 2, 1))).unwrap();
+        assert_eq!(
+            text,
+            r#"{"group":"compute","up":7,"down":2,"forced_down":1,"total":10}"#
+        );
+    }
+
+    #[test]
+    fn summary_table_has_one_word_per_column() {
+        let rows = [
+            SummaryRow::from(&counts("compute", 1200, 3, 1)),
+            SummaryRow::from(&counts("scheduler", 2, 0, 0)),
+        ];
+        let text = summary_table(&rows);
+        let lines: Vec<Vec<&str>> = text
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                vec!["GROUP", "UP", "DOWN", "FORCED_DOWN", "TOTAL"],
+                vec!["compute", "1200", "3", "1", "1204"],
+                vec!["scheduler", "2", "0", "0", "2"],
+            ],
+            "{text}"
+        );
+        // Counts are right-aligned: the last column ends at the same place.
+        let ends: Vec<usize> = text.lines().map(|l| l.trim_end().len()).collect();
+        assert!(ends.windows(2).all(|w| w[0] == w[1]), "{text}");
+        assert_eq!(summary_table(&[]).lines().count(), 1);
     }
 
     #[test]

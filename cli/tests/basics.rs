@@ -50,6 +50,7 @@ fn help_and_usage_errors() {
         "config",
         "join",
         "list",
+        "summary",
         "status",
         "force-down",
         "remove",
@@ -412,6 +413,92 @@ fn help_lists_exit_code_4_and_the_new_options() {
     let list = env.run(&["list", "--help"]);
     list.expect_code(0);
     assert!(list.stdout.contains("--wide"), "{}", list.stdout);
+    assert!(list.stdout.contains("--state <up|down>"), "{}", list.stdout);
+    let summary = env.run(&["summary", "--help"]);
+    summary.expect_code(0);
+    for needle in ["[GROUP]", "--json", "forced down"] {
+        assert!(
+            summary.stdout.contains(needle),
+            "{needle:?} missing:\n{}",
+            summary.stdout
+        );
+    }
+}
+
+/// A bad `list --state` is one `error:` line naming the accepted values, exit 2,
+/// found before anything connects (the backend configured here does not exist).
+#[test]
+fn bad_state_is_one_line_before_connecting() {
+    let mut env = Env::bare();
+    env.set("SERVICEGROUP_DRIVER", "db");
+    env.set(
+        "SERVICEGROUP_DB__URL",
+        "postgres://sguser:hunter2secret@127.0.0.1:1/nodb",
+    );
+    for args in [
+        vec!["list", "g", "--state", "sideways"],
+        vec!["list", "--state", "Down", "--json"],
+        vec!["list", "g", "--state", "forced_down", "--wide"],
+        vec!["list", "g", "--state", ""],
+    ] {
+        let run = env.run_timeout(&args, Duration::from_secs(20));
+        let line = run.expect_one_line_error();
+        let value = args[args.iter().position(|a| *a == "--state").unwrap() + 1];
+        assert!(
+            line.contains("--state")
+                && line.contains(&format!("{value:?}"))
+                && line.contains("`up`")
+                && line.contains("`down`"),
+            "{args:?}: {line}"
+        );
+        assert!(!line.contains("127.0.0.1"), "it connected first: {line}");
+        assert!(run.stdout.is_empty(), "{}", run.stdout);
+    }
+    // Without a value it is the parser's usage error, exit 2 as well.
+    env.run(&["list", "g", "--state"]).expect_code(2);
+    // A bad group id is one line too, for both commands.
+    for args in [
+        vec!["summary", "a b"],
+        vec!["summary", "a b", "--json"],
+        vec!["list", "a b", "--state", "down"],
+    ] {
+        let line = env.run(&args).expect_one_line_error();
+        assert!(line.contains("invalid") && line.contains("id"), "{line}");
+    }
+}
+
+/// `summary` on an empty store: no groups is `[]` (and a bare header), an unknown
+/// group counts zero; `list --state` of an unknown group is `[]`.
+#[test]
+fn inproc_summary_of_nothing_is_zero() {
+    let env = Env::bare();
+    let all = env.run(&["--driver", "inproc", "summary", "--json"]);
+    assert_eq!(all.json(), serde_json::json!([]));
+    let one = env.run(&["--driver", "inproc", "summary", "ghosts", "--json"]);
+    one.expect_code(0);
+    assert_eq!(
+        one.stdout,
+        "{\"group\":\"ghosts\",\"up\":0,\"down\":0,\"forced_down\":0,\"total\":0}\n"
+    );
+    let table = env.run(&["--driver", "inproc", "summary"]);
+    table.expect_code(0);
+    assert_eq!(
+        table.stdout.split_whitespace().collect::<Vec<_>>(),
+        ["GROUP", "UP", "DOWN", "FORCED_DOWN", "TOTAL"]
+    );
+    let table = env.run(&["--driver", "inproc", "summary", "ghosts"]);
+    let lines: Vec<Vec<&str>> = table
+        .stdout
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(lines[1], ["ghosts", "0", "0", "0", "0"], "{}", table.stdout);
+    for state in ["up", "down"] {
+        let list = env.run(&[
+            "--driver", "inproc", "list", "ghosts", "--state", state, "--json",
+        ]);
+        assert_eq!(list.json(), serde_json::json!([]));
+    }
 }
 
 /// A bad `--meta` is one `error:` line and exit 2, found before anything connects:

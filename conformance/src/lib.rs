@@ -259,6 +259,7 @@ macro_rules! __servicegroup_conformance_cases {
             unknown_or_empty_group_lists_empty
             members_are_sorted_and_scoped_to_group
             groups_lists_groups_with_members
+            members_in_a_state_and_summary_agree_with_the_listing
             invalid_member_ids_are_rejected
             invalid_group_ids_are_rejected
             long_and_unusual_ids_round_trip_without_collisions

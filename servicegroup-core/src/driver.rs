@@ -31,8 +31,11 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::id::{GroupId, MemberKey};
 use crate::instance::{Holder, InstanceId};
+use crate::liveness::{state_of, State};
 use crate::metadata::Metadata;
-use crate::record::{Beats, HeartbeatReport, HolderUpdate, MemberRecord, Registered, Registration};
+use crate::record::{
+    Beats, HeartbeatReport, HolderUpdate, MemberRecord, Registered, Registration, Summary,
+};
 
 /// What a driver can do and how precise it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +131,36 @@ pub trait Driver: Send + Sync + fmt::Debug + 'static {
     /// Every record of `group` (any order; empty for an unknown group), in one query
     /// where the backend allows.
     async fn list(&self, group: &GroupId) -> Result<Vec<MemberRecord>>;
+
+    /// The records of `group` whose member is in `state` under the liveness rule
+    /// ([`crate::liveness::state_of`]) with `service_down_time`: `State::Down` is every
+    /// member forced down or whose heartbeat is older than `service_down_time` (or
+    /// expired), `State::Up` the others. A backend that can judge on its own clock in
+    /// the query (a database: `now() - last_seen > $1`) overrides this and ships only
+    /// the matching rows; the default lists the group and filters. Core checks every
+    /// returned record against the rule again, so a record whose state changed while
+    /// the answer travelled is dropped, never misreported.
+    async fn list_in(
+        &self,
+        group: &GroupId,
+        state: State,
+        service_down_time: Duration,
+    ) -> Result<Vec<MemberRecord>> {
+        let mut records = self.list(group).await?;
+        records.retain(|r| state_of(r, service_down_time) == state);
+        Ok(records)
+    }
+
+    /// How many members of `group` are up, down and forced down under the liveness
+    /// rule with `service_down_time` ([`Summary::add`] is the rule). The default lists
+    /// the group and counts; a database overrides it with one counting query.
+    async fn summary(&self, group: &GroupId, service_down_time: Duration) -> Result<Summary> {
+        let mut summary = Summary::default();
+        for record in self.list(group).await? {
+            summary.add(&record, service_down_time);
+        }
+        Ok(summary)
+    }
 
     /// Every group with at least one member.
     async fn groups(&self) -> Result<Vec<GroupId>>;

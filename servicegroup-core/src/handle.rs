@@ -11,12 +11,12 @@ use crate::engine::Inner;
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::{GroupId, IntoId, MemberId, MemberKey};
 use crate::instance::InstanceId;
-use crate::liveness;
+use crate::liveness::{self, State};
 use crate::membership::{JoinOptions, Membership};
 use crate::metadata::Metadata;
 use crate::record::{Condition, Registered};
 use crate::registry::Registry;
-use crate::status::{self, MemberStatus};
+use crate::status::{self, GroupSummary, MemberStatus};
 use crate::watch::Watch;
 
 /// How often an exclusive join re-reads a record that changed between its read and
@@ -311,6 +311,25 @@ impl ServiceGroup {
         G: IntoId<GroupId>,
     {
         status::members(&self.inner, &group.into_id()?).await
+    }
+
+    /// The members of `group` in `state` (`State::Down`: stale, expired or forced
+    /// down), sorted by member id, asking the backend only for those where it can
+    /// judge on its own clock (a database ships only the matching rows).
+    pub async fn members_in<G>(&self, group: G, state: State) -> Result<Vec<MemberStatus>>
+    where
+        G: IntoId<GroupId>,
+    {
+        status::members_in(&self.inner, &group.into_id()?, state).await
+    }
+
+    /// How many members of `group` are up, down and forced down, from one backend
+    /// call (a counting query on a database). An unknown group counts zero.
+    pub async fn summary<G>(&self, group: G) -> Result<GroupSummary>
+    where
+        G: IntoId<GroupId>,
+    {
+        status::summary(&self.inner, &group.into_id()?).await
     }
 
     /// Every group with at least one member, sorted.

@@ -49,10 +49,10 @@ pub use membership::{JoinOptions, Membership};
 pub use metadata::{IntoMetadata, Metadata};
 pub use record::{
     Beats, Condition, Freshness, HeartbeatReport, HolderUpdate, MemberRecord, Registered,
-    Registration, Superseded,
+    Registration, Summary, Superseded,
 };
 pub use registry::{BuildFuture, DriverFactory, Registry};
-pub use status::MemberStatus;
+pub use status::{GroupSummary, MemberStatus};
 pub use watch::{Event, EventKind, Watch};
 
 /// Re-exported so drivers can implement [`Driver`] with the same `async_trait`.

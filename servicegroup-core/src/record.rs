@@ -131,3 +131,32 @@ pub enum HolderUpdate {
     /// Nothing changed: there is no record.
     Missing,
 }
+
+/// How many members of a group are in each state, as a driver counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Summary {
+    /// Not forced down, heartbeat fresh.
+    pub up: u64,
+    /// Not forced down, heartbeat too old or expired.
+    pub down: u64,
+    /// Forced down by an operator (whatever their heartbeat).
+    pub forced_down: u64,
+}
+
+impl Summary {
+    /// Every member counted.
+    pub fn total(&self) -> u64 {
+        self.up + self.down + self.forced_down
+    }
+
+    /// Counts one record under the liveness rule.
+    pub fn add(&mut self, record: &MemberRecord, service_down_time: Duration) {
+        if record.forced_down {
+            self.forced_down += 1;
+        } else if crate::liveness::is_fresh(record.freshness, service_down_time) {
+            self.up += 1;
+        } else {
+            self.down += 1;
+        }
+    }
+}

@@ -11,7 +11,7 @@ use crate::id::{GroupId, MemberId, MemberKey};
 use crate::instance::Holder;
 use crate::liveness::{state_of, State};
 use crate::metadata::Metadata;
-use crate::record::{Freshness, MemberRecord};
+use crate::record::{Freshness, MemberRecord, Summary};
 
 /// One member of a group with its verdict.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,4 +85,61 @@ pub(crate) async fn members(inner: &Inner, group: &GroupId) -> Result<Vec<Member
     // without the stable sort's buffer (a listing can hold 1,000,000 members).
     members.sort_unstable_by(|a, b| a.member.cmp(&b.member));
     Ok(members)
+}
+
+/// The members of `group` in `state`, sorted by member id (see [`crate::Driver::list_in`]).
+pub(crate) async fn members_in(
+    inner: &Inner,
+    group: &GroupId,
+    state: State,
+) -> Result<Vec<MemberStatus>> {
+    let sdt = inner.config.service_down_time;
+    let records = inner
+        .call("list_in", inner.driver.list_in(group, state, sdt))
+        .await?;
+    let mut members: Vec<MemberStatus> = records
+        .into_iter()
+        .map(|r| MemberStatus::from_record(r, sdt))
+        .filter(|m| m.state == state)
+        .collect();
+    members.sort_unstable_by(|a, b| a.member.cmp(&b.member));
+    Ok(members)
+}
+
+/// How many members of a group are in each state.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct GroupSummary {
+    /// The group.
+    pub group: GroupId,
+    /// Up: not forced down, heartbeat fresh.
+    pub up: u64,
+    /// Down: not forced down, heartbeat too old or expired.
+    pub down: u64,
+    /// Forced down by an operator.
+    pub forced_down: u64,
+}
+
+impl GroupSummary {
+    /// Every member of the group.
+    pub fn total(&self) -> u64 {
+        self.up + self.down + self.forced_down
+    }
+}
+
+/// Counts of `group`'s members by state, from one driver call.
+pub(crate) async fn summary(inner: &Inner, group: &GroupId) -> Result<GroupSummary> {
+    let sdt = inner.config.service_down_time;
+    let Summary {
+        up,
+        down,
+        forced_down,
+    } = inner
+        .call("summary", inner.driver.summary(group, sdt))
+        .await?;
+    Ok(GroupSummary {
+        group: group.clone(),
+        up,
+        down,
+        forced_down,
+    })
 }

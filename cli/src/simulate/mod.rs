@@ -2,14 +2,16 @@
 //!
 //! N members spread over M [`ServiceGroup`] handles heartbeat against the configured
 //! driver (each handle reports all its members in one driver call per tick). Observer
-//! tasks list the group and check single members all the time. A fraction of the
+//! tasks ask for the group's down set (`members_in(group, State::Down)`: a database
+//! ships only the down rows) and check single members all the time. A fraction of the
 //! members is killed at random times (heartbeats stop, no leave) and watched until
 //! judged down. The driver is wrapped in a [`timing::TimingDriver`] to time the
 //! heartbeat batches. Per-member state is a few flat arrays ([`fleet::Fleet`]); no
 //! task per member.
 //!
 //! `--baseline nova` runs Nova's own database driver instead ([`baseline`]): same
-//! fleet, kill schedule, observers and report, on the PostgreSQL of `db.url`.
+//! fleet, kill schedule and report, on the PostgreSQL of `db.url`; its observers list
+//! the whole group and judge every row, as Nova does (it has no down-set query).
 
 mod baseline;
 mod fleet;
@@ -76,6 +78,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// What the observers measured.
 #[derive(Debug, Default)]
 struct Observed {
+    /// Group queries: down sets (ours) or full listings (the Nova baseline); the
+    /// report's `listings` and `listing_latency_ms`.
     listings: AtomicU64,
     checks: AtomicU64,
     listing_latency: Mutex<Histogram>,
@@ -152,8 +156,10 @@ pub async fn run(global: &GlobalArgs, args: SimulateArgs) -> Result<u8, Failure>
                 .map(|_| ServiceGroup::with_driver(driver.clone(), config.clone()))
                 .collect::<Result<Vec<_>, _>>()?;
             let observer = ServiceGroup::with_driver(driver.clone(), config.clone())?;
-            // Fail early and clearly when the backend cannot be reached at all.
-            observer.members(&group).await?;
+            // Fail early and clearly when the backend cannot be reached at all (a
+            // counting query where the backend has one: a `--group` that already holds
+            // members ships no rows).
+            observer.summary(&group).await?;
             *lock(&sim.memberships) = (0..args.members).map(|_| None).collect();
             System::Ours { handles, observer }
         }
@@ -520,19 +526,29 @@ async fn kill(sim: Arc<Sim>, schedule: Vec<(Duration, usize)>, started: Instant)
     }
 }
 
-/// One observer: list the group, check a few single members, pause, repeat.
+/// One observer: ask for the group's down set, check a few single members, pause,
+/// repeat.
+///
+/// Every kill and every false down is a member judged down, so the down set
+/// (`members_in(group, State::Down)`: stale, expired or forced down) is all an
+/// observer needs to see them; a database answers it with one query that ships only
+/// the down rows, instead of the whole group each round. What is measured is
+/// unchanged: each member of the down set is a detection (killed) or a false down
+/// (live), exactly as the down members of a full listing were.
 async fn observe(sim: Arc<Sim>, sg: ServiceGroup, pause: Duration) {
     let mut rng = fastrand::Rng::new();
     let n = sim.fleet.len();
     while !sim.stop.load(Ordering::SeqCst) {
         let started = Instant::now();
         let mut listed_in = Duration::ZERO;
-        match sg.members(&sim.group).await {
-            Ok(members) => {
+        match sg.members_in(&sim.group, State::Down).await {
+            Ok(down) => {
                 listed_in = started.elapsed();
                 lock(&sim.observed.listing_latency).record(listed_in);
                 sim.observed.listings.fetch_add(1, Ordering::Relaxed);
-                for m in members.iter().filter(|m| m.state == State::Down) {
+                // Core re-checks every record against the rule; the filter only
+                // states what the loop relies on.
+                for m in down.iter().filter(|m| m.state == State::Down) {
                     if let Some(i) = sim.fleet.index_of(m.member.as_str()) {
                         sim.fleet.judged_down(i, m.member.as_str());
                     }
@@ -560,9 +576,9 @@ async fn observe(sim: Arc<Sim>, sg: ServiceGroup, pause: Duration) {
     }
 }
 
-/// The pause after a listing that took `listed_in`: at least `pause`, and twice the
-/// listing time, so observers of a huge group (a listing of 1,000,000 members takes
-/// seconds) spend at most a third of their time listing and never starve heartbeats.
+/// The pause after a group query that took `listed_in`: at least `pause`, and twice
+/// its time, so observers of a huge group (a Nova listing of 1,000,000 members takes
+/// seconds) spend at most a third of their time querying and never starve heartbeats.
 fn observer_pause(pause: Duration, listed_in: Duration) -> Duration {
     pause.max(listed_in * 2)
 }
@@ -697,4 +713,153 @@ async fn clean_up(sim: &Arc<Sim>, observer: &ServiceGroup, concurrency: u32) {
 enum Op {
     Leave(Membership),
     Remove(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use servicegroup::inproc::InprocDriver;
+    use servicegroup::{
+        async_trait, Beats, Capabilities, Config, HeartbeatReport, HolderUpdate, InstanceId,
+        MemberKey, MemberRecord, Metadata, Registered, Registration, Summary,
+    };
+
+    /// The in-process driver, counting the group queries that reach it.
+    #[derive(Debug)]
+    struct Counting {
+        inner: InprocDriver,
+        lists: AtomicU64,
+        down_sets: AtomicU64,
+        up_sets: AtomicU64,
+    }
+
+    #[async_trait]
+    impl Driver for Counting {
+        fn name(&self) -> &str {
+            self.inner.name()
+        }
+        fn capabilities(&self) -> Capabilities {
+            self.inner.capabilities()
+        }
+        async fn register(&self, r: &Registration) -> servicegroup::Result<Registered> {
+            self.inner.register(r).await
+        }
+        async fn heartbeat(&self, batch: &[Beats<'_>]) -> servicegroup::Result<HeartbeatReport> {
+            self.inner.heartbeat(batch).await
+        }
+        async fn remove(
+            &self,
+            key: &MemberKey,
+            holder: Option<InstanceId>,
+        ) -> servicegroup::Result<bool> {
+            self.inner.remove(key, holder).await
+        }
+        async fn set_metadata(
+            &self,
+            key: &MemberKey,
+            instance: InstanceId,
+            metadata: &Metadata,
+        ) -> servicegroup::Result<HolderUpdate> {
+            self.inner.set_metadata(key, instance, metadata).await
+        }
+        async fn set_forced_down(&self, key: &MemberKey, on: bool) -> servicegroup::Result<bool> {
+            self.inner.set_forced_down(key, on).await
+        }
+        async fn get(&self, key: &MemberKey) -> servicegroup::Result<Option<MemberRecord>> {
+            self.inner.get(key).await
+        }
+        async fn list(&self, group: &GroupId) -> servicegroup::Result<Vec<MemberRecord>> {
+            self.lists.fetch_add(1, Ordering::SeqCst);
+            self.inner.list(group).await
+        }
+        async fn list_in(
+            &self,
+            group: &GroupId,
+            state: State,
+            sdt: Duration,
+        ) -> servicegroup::Result<Vec<MemberRecord>> {
+            match state {
+                State::Down => &self.down_sets,
+                State::Up => &self.up_sets,
+            }
+            .fetch_add(1, Ordering::SeqCst);
+            self.inner.list_in(group, state, sdt).await
+        }
+        async fn summary(&self, group: &GroupId, sdt: Duration) -> servicegroup::Result<Summary> {
+            self.inner.summary(group, sdt).await
+        }
+        async fn groups(&self) -> servicegroup::Result<Vec<GroupId>> {
+            self.inner.groups().await
+        }
+    }
+
+    /// An observer asks for the down set only (through the timing driver, which must
+    /// pass the query on rather than list the group), and still sees both a kill (a
+    /// detection) and a live member forced down (a false down).
+    #[test]
+    fn observers_ask_for_the_down_set_and_see_kills_and_false_downs() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let counting = Arc::new(Counting {
+                inner: InprocDriver::new(&format!("observe-{}", std::process::id())),
+                lists: AtomicU64::new(0),
+                down_sets: AtomicU64::new(0),
+                up_sets: AtomicU64::new(0),
+            });
+            let stats = Arc::new(Stats::default());
+            let driver: Arc<dyn Driver> =
+                Arc::new(TimingDriver::new(counting.clone(), stats.clone()));
+            let mut config = Config::with_driver("inproc");
+            config.report_interval = Duration::from_millis(100);
+            config.service_down_time = Duration::from_millis(600);
+            let sg = ServiceGroup::with_driver(driver, config).unwrap();
+            let group = GroupId::new("observed").unwrap();
+            let sim = Arc::new(Sim {
+                group: group.clone(),
+                fleet: Fleet::new(3),
+                stats,
+                observed: Observed::default(),
+                stop: AtomicBool::new(false),
+                memberships: Mutex::new(Vec::new()),
+            });
+            let ids: Vec<String> = (0..3).map(|i| sim.fleet.member_id(i)).collect();
+            let mut memberships = sg.join_many(&group, ids.clone()).await.unwrap();
+            for i in 0..3 {
+                sim.fleet.mark_joined(i);
+            }
+            // m1 crashes; m2 lives on but is forced down.
+            sim.fleet.mark_killed(1);
+            memberships.remove(1).crash();
+            sg.set_forced_down(&group, ids[2].as_str(), true)
+                .await
+                .unwrap();
+            counting.lists.store(0, Ordering::SeqCst);
+
+            let observer =
+                tokio::spawn(observe(sim.clone(), sg.clone(), Duration::from_millis(20)));
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while sim.fleet.detected() < 1 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            sim.stop.store(true, Ordering::SeqCst);
+            observer.await.unwrap();
+
+            assert_eq!(sim.fleet.detected(), 1, "the kill was never seen");
+            assert_eq!(sim.fleet.false_downs(), 1, "the forced-down member");
+            let down_sets = counting.down_sets.load(Ordering::SeqCst);
+            assert!(down_sets > 0);
+            assert_eq!(
+                sim.observed.listings.load(Ordering::SeqCst),
+                down_sets,
+                "each observer query is one down-set query at the driver"
+            );
+            assert_eq!(counting.lists.load(Ordering::SeqCst), 0, "a whole listing");
+            assert_eq!(counting.up_sets.load(Ordering::SeqCst), 0);
+            drop(memberships);
+        });
+    }
 }

@@ -71,9 +71,10 @@ pub struct Report {
     /// Nova baseline only: how late reports started after they were due (the drift
     /// an overloaded database forces on every member), ms.
     pub heartbeat_lateness_ms: Option<Quantiles>,
-    /// Group listings by observers.
+    /// Group queries by observers: the down set (`members_in(group, State::Down)`) on
+    /// a driver, the whole group (Nova's `service_get_all_by_topic`) on the baseline.
     pub listings: u64,
-    /// Latency of one group listing, ms.
+    /// Latency of one observer group query (see `listings`), ms.
     pub listing_latency_ms: Quantiles,
     /// Single-member checks by observers.
     pub checks: u64,

@@ -5,11 +5,12 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use servicegroup::{
     async_trait, Beats, Capabilities, Driver, ErrorKind, GroupId, HeartbeatReport, HolderUpdate,
-    InstanceId, MemberKey, MemberRecord, Metadata, Registered, Registration, Result,
+    InstanceId, MemberKey, MemberRecord, Metadata, Registered, Registration, Result, State,
+    Summary,
 };
 
 use super::histogram::Histogram;
@@ -183,6 +184,21 @@ impl Driver for TimingDriver {
 
     async fn list(&self, group: &GroupId) -> Result<Vec<MemberRecord>> {
         self.inner.list(group).await
+    }
+
+    // Delegated explicitly: the trait's defaults would list the whole group through
+    // `list` above, hiding the inner driver's own down-set and counting queries.
+    async fn list_in(
+        &self,
+        group: &GroupId,
+        state: State,
+        service_down_time: Duration,
+    ) -> Result<Vec<MemberRecord>> {
+        self.inner.list_in(group, state, service_down_time).await
+    }
+
+    async fn summary(&self, group: &GroupId, service_down_time: Duration) -> Result<Summary> {
+        self.inner.summary(group, service_down_time).await
     }
 
     async fn groups(&self) -> Result<Vec<GroupId>> {

@@ -28,6 +28,7 @@ mod membership;
 mod metadata;
 mod outage;
 mod scale;
+mod states;
 mod support;
 mod watch;
 
@@ -165,6 +166,13 @@ cases! {
     /// `groups()` lists every group with a member (live or crashed), sorted, without
     /// duplicates, and drops a group once its last member left.
     groups_lists_groups_with_members needs [] => listing::groups_lists_groups_with_members;
+
+    /// `members_in(group, state)` returns exactly the members the listing shows in that
+    /// state (down: stale, expired or forced down), in member order with the same
+    /// facts; `summary(group)` counts up, down and forced-down members (forced down
+    /// counts once, as forced down) and follows a cleared flag at once; an unknown
+    /// group is empty and counts zero.
+    members_in_a_state_and_summary_agree_with_the_listing needs [] => states::members_in_a_state_and_summary_agree_with_the_listing;
 
     /// Bad member ids (empty, spaces, `\r\nflush_all`, control characters, 256 bytes,
     /// non-UTF-8 bytes) are `InvalidId` at every entry point, as `&str` and as `&[u8]`,
