@@ -679,3 +679,54 @@ fn a_table_no_linked_driver_declares_is_an_unknown_key_with_a_hint() {
     assert!(err.contains("[filestore]"), "{err}");
     assert!(err.contains("linked"), "{err}");
 }
+
+/// A `tracing` writer that keeps everything written.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn secrets_never_reach_the_logs() {
+    let secret = "tok-LogSecret77";
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = write(
+        &dir,
+        "l.toml",
+        &format!(
+            "driver = \"filestore\"\nreport_interval = 1\nservice_down_time = 1\n[filestore]\nroot = \"/logs\"\ntoken = \"{secret}\"\nmirror = \"https://u:{secret}@m/x\"\n"
+        ),
+    );
+    // Loading (with the 2.5x WARN), a bad value, the masked view and building the driver.
+    let loaded = ConfigLoader::new().file(&path).load().unwrap();
+    let _ = ConfigLoader::new()
+        .file(&path)
+        .set("filestore.retries", secret)
+        .load()
+        .unwrap_err();
+    let _ = loaded.config.entries();
+    tracing::info!(config = ?loaded.config, "the whole configuration, as a caller might log it");
+    Registry::build(&loaded.config).await.unwrap();
+
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(log.contains("service_down_time"), "nothing captured: {log}");
+    assert!(log.contains("\"filestore.token\": Some(\"***\")"), "{log}");
+    assert!(!log.contains(secret), "{log}");
+}
