@@ -38,6 +38,7 @@ use crate::id::MemberKey;
 use crate::instance::{Holder, InstanceId};
 use crate::joined::Joined;
 use crate::metadata::Metadata;
+use crate::metrics;
 use crate::record::{Beats, Condition, Registered, Registration, Superseded};
 
 /// Most registrations sent in one driver call (`join_many`, re-registration).
@@ -118,20 +119,25 @@ impl Inner {
     }
 
     /// Runs one driver call under core's timeout, tagging errors with the driver name.
+    /// `what` is the driver operation, as named in [`crate::metrics`]'s labels.
     pub(crate) async fn call<T>(
         &self,
-        what: &str,
+        what: &'static str,
         fut: impl Future<Output = Result<T>>,
     ) -> Result<T> {
         let name = self.driver.name();
-        match tokio::time::timeout(self.config.call_timeout, fut).await {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(self.config.call_timeout, fut).await {
             Ok(result) => result.map_err(|e| e.with_driver(name.to_owned())),
             Err(_) => Err(Error::timeout(format!(
                 "{what} did not finish within {:?} (call_timeout)",
                 self.config.call_timeout
             ))
             .with_driver(name.to_owned())),
-        }
+        };
+        let outcome = result.as_ref().map(|_| ()).map_err(Error::kind);
+        metrics::driver_call(name, what, started.elapsed(), outcome);
+        result
     }
 
     /// A registration of `key` by this handle.
@@ -248,6 +254,7 @@ impl Inner {
             holder.instance,
             holder.epoch,
         );
+        metrics::count(metrics::SUPERSEDED_TOTAL, self.driver.name(), 1);
         self.fenced_changed.send_modify(|n| *n += 1);
     }
 
@@ -264,7 +271,10 @@ impl Inner {
             instance: self.instance,
             keys: &keys,
         }];
-        let report = match self.call("heartbeat", self.driver.heartbeat(&batch)).await {
+        let started = Instant::now();
+        let result = self.call("heartbeat", self.driver.heartbeat(&batch)).await;
+        metrics::heartbeat_batch(driver, keys.len(), started.elapsed());
+        let report = match result {
             Ok(report) => {
                 self.health.succeeded(driver);
                 report
@@ -306,9 +316,11 @@ impl Inner {
                 return;
             }
         };
+        let mut stored = 0;
         for (key, outcome) in missing.iter().zip(outcomes) {
             match outcome {
                 Registered::Stored { .. } => {
+                    stored += 1;
                     tracing::debug!(driver, group = %key.group, member = %key.member, "registered again");
                 }
                 Registered::Refused {
@@ -320,6 +332,7 @@ impl Inner {
                 Registered::Refused { .. } => {}
             }
         }
+        metrics::count(metrics::REREGISTRATIONS_TOTAL, driver, stored);
         if let Some(first) = missing.first() {
             tracing::warn!(
                 driver,
@@ -348,6 +361,7 @@ impl Health {
     /// Records a failed heartbeat; logs WARN only on the healthy → lost transition.
     fn failed(&self, driver: &str, error: &Error) {
         if self.healthy.swap(false, Ordering::SeqCst) {
+            metrics::count(metrics::BACKEND_LOST_TOTAL, driver, 1);
             tracing::warn!(
                 driver,
                 error = %error,
@@ -360,6 +374,7 @@ impl Health {
     /// Records a successful heartbeat; logs INFO only on the lost → healthy transition.
     fn succeeded(&self, driver: &str) {
         if !self.healthy.swap(true, Ordering::SeqCst) {
+            metrics::count(metrics::BACKEND_RECOVERED_TOTAL, driver, 1);
             tracing::info!(driver, "recovered connection to {driver} backend");
         }
     }

@@ -56,6 +56,23 @@ impl ErrorKind {
         }
     }
 
+    /// The kind as a stable snake_case code (`invalid_id`, `config`, `unavailable`,
+    /// `timeout`, `not_found`, `already_joined`, `backend`, `conflict`,
+    /// `invalid_metadata`): the form machines read, in metric labels and JSON.
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidId => "invalid_id",
+            ErrorKind::Config => "config",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::AlreadyJoined => "already_joined",
+            ErrorKind::Backend => "backend",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::InvalidMetadata => "invalid_metadata",
+        }
+    }
+
     /// True for the kinds that mean "the backend could not give an answer"
     /// ([`ErrorKind::Unavailable`], [`ErrorKind::Timeout`]).
     pub fn is_unreachable(self) -> bool {

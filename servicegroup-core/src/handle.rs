@@ -209,6 +209,15 @@ impl ServiceGroup {
             set.finish_joining(&keys);
         }
         inner.ensure_heartbeating();
+        // A stored epoch above 1 means the record was held by another instance.
+        let takeovers = joined.iter().filter(|(_, epoch)| *epoch > 1).count();
+        if takeovers > 0 {
+            crate::metrics::count(
+                crate::metrics::TAKEOVERS_TOTAL,
+                inner.driver.name(),
+                takeovers as u64,
+            );
+        }
         joined
             .into_iter()
             .map(|(key, epoch)| Membership::new(inner.clone(), key, epoch))

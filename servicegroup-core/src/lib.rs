@@ -29,6 +29,7 @@ mod joined;
 pub mod liveness;
 mod membership;
 pub mod metadata;
+pub mod metrics;
 pub mod record;
 pub mod registry;
 pub mod status;

@@ -626,3 +626,108 @@ async fn a_late_superseded_report_spares_a_membership_joined_again() {
     assert_eq!(driver.holder_of(&key("compute", "k")), Some(again.holder()));
     assert!(a.is_up("compute", "k").await.unwrap());
 }
+
+/// What the library records through the `metrics` facade, read back from a real
+/// Prometheus rendering (a recorder local to this thread: the test's runtime is
+/// current-thread, so the heartbeat task records on this thread too).
+#[tokio::test(start_paused = true)]
+async fn the_library_records_calls_batches_transitions_and_takeovers() {
+    use metrics_exporter_prometheus::PrometheusBuilder;
+    let recorder = PrometheusBuilder::new()
+        .set_buckets(servicegroup_core::metrics::SECONDS_BUCKETS)
+        .unwrap()
+        .build_recorder();
+    let handle = recorder.handle();
+    let _local = metrics::set_default_local_recorder(&recorder);
+    servicegroup_core::metrics::describe();
+
+    let driver = Arc::new(Scripted::default());
+    let a = ServiceGroup::with_driver(driver.clone(), config()).unwrap();
+    let a1 = a.join("compute", "a1").await.unwrap();
+    let _a2 = a.join("compute", "a2").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(11)).await; // one tick of 2 members
+                                                       // An outage: lost once, recovered once.
+    driver.unreachable.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    driver.unreachable.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    // a2's record vanishes: registered again by the next tick.
+    driver.rows.lock().unwrap().remove(&key("compute", "a2"));
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    // Another handle takes a1 over; a's next tick fences it.
+    let b = ServiceGroup::with_driver(driver.clone(), config()).unwrap();
+    let _b1 = b.join("compute", "a1").await.unwrap();
+    tokio::time::timeout(Duration::from_secs(15), a1.superseded())
+        .await
+        .expect("a1 fenced within a tick");
+
+    let text = handle.render();
+    let line = |prefix: &str| -> f64 {
+        let found = text
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line starting {prefix:?} in:\n{text}"));
+        found.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    assert_eq!(
+        line(
+            r#"servicegroup_driver_calls_total{driver="scripted",operation="register",kind="ok"}"#
+        ),
+        4.0,
+        "a1, a2, a2 again, b's a1"
+    );
+    assert!(
+        line(
+            r#"servicegroup_driver_calls_total{driver="scripted",operation="heartbeat",kind="unavailable"}"#
+        ) >= 2.0
+    );
+    assert!(
+        line(
+            r#"servicegroup_driver_calls_total{driver="scripted",operation="heartbeat",kind="ok"}"#
+        ) >= 3.0
+    );
+    assert_eq!(
+        line(r#"servicegroup_backend_lost_total{driver="scripted"}"#),
+        1.0
+    );
+    assert_eq!(
+        line(r#"servicegroup_backend_recovered_total{driver="scripted"}"#),
+        1.0
+    );
+    assert_eq!(
+        line(r#"servicegroup_reregistrations_total{driver="scripted"}"#),
+        1.0
+    );
+    assert_eq!(
+        line(r#"servicegroup_takeovers_total{driver="scripted"}"#),
+        1.0
+    );
+    assert_eq!(
+        line(r#"servicegroup_superseded_total{driver="scripted"}"#),
+        1.0
+    );
+    // Histograms as buckets, with the batch sizes seen (2 members, then 1 after a1 was fenced).
+    assert!(
+        text.contains(
+            r#"servicegroup_heartbeat_batch_seconds_bucket{driver="scripted",le="0.001"}"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"servicegroup_driver_call_seconds_count{driver="scripted",operation="register"} 4"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("# HELP servicegroup_takeovers_total"),
+        "{text}"
+    );
+    // No member id in any label.
+    for l in text.lines().filter(|l| !l.starts_with('#')) {
+        assert!(
+            !l.contains("a1") && !l.contains("a2"),
+            "member id in a series: {l}"
+        );
+    }
+}
