@@ -178,10 +178,10 @@ pub fn render(view: &FleetView, query: &PageQuery) -> String {
          <th>forced down</th><th>total</th><th>oldest heartbeat (up)</th><th></th></tr></thead><tbody>\n",
     );
     for g in &data.groups {
-        let _ = write!(
+        let _ = writeln!(
             html,
             "<tr data-group=\"{name}\"><td>{name}</td><td class=\"up\">{}</td><td class=\"down\">{}</td>\
-             <td class=\"forced\">{}</td><td>{}</td><td>{}</td><td class=\"error\">{}</td></tr>\n",
+             <td class=\"forced\">{}</td><td>{}</td><td>{}</td><td class=\"error\">{}</td></tr>",
             cell(g.up),
             cell(g.down),
             cell(g.forced_down),
@@ -202,10 +202,10 @@ pub fn render(view: &FleetView, query: &PageQuery) -> String {
              </tr></thead><tbody>\n"
         );
         for m in &g.members {
-            let _ = write!(
+            let _ = writeln!(
                 html,
                 "<tr data-member=\"{id}\" data-state=\"{state}\" class=\"{state}\"><td>{id}</td><td>{state}</td>\
-                 <td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>\n",
+                 <td>{}</td><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
                 escape(m.last_heartbeat.as_deref().unwrap_or("–")),
                 m.age_seconds
                     .map_or_else(|| "–".to_owned(), |a| format!("{a:.1} s")),
