@@ -120,6 +120,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve Prometheus metrics (`/metrics`) and the live status page (`/`) for GROUPs
+    /// (default: every group) until SIGINT/SIGTERM.
+    Exporter {
+        /// Address to listen on, e.g. 127.0.0.1:9477 (port 0: a free port, printed).
+        #[arg(long, value_name = "ADDR")]
+        listen: String,
+        /// Groups to cover (default: every group, looked up at each listing).
+        groups: Vec<String>,
+        /// Time between two listings of each group (default 5s).
+        #[arg(long, value_name = "DURATION")]
+        interval: Option<String>,
+        /// Also export one series per member (`servicegroup_member_up`); off by
+        /// default so the series count stays bounded at any fleet size.
+        #[arg(long)]
+        per_member: bool,
+    },
     /// Fleet simulator: many members heartbeating, observers checking, members killed at random.
     Simulate(SimulateArgs),
 }

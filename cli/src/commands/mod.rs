@@ -1,6 +1,7 @@
 //! One module per group of commands. Each returns the process exit code or a [`Failure`].
 
 pub mod admin;
+pub mod exporter;
 pub mod join;
 pub mod operator;
 pub mod query;

@@ -1,0 +1,331 @@
+//! `servicegroup exporter`: a real scrape of `/metrics`, `/status.json` and `/`
+//! while a small fleet of real `join` processes runs, on SQLite, PostgreSQL and
+//! memcached (the servers scripts/test starts; without them these tests fail).
+//!
+//! - the per-group gauges move as members join, die (`kill -9`) and are forced
+//!   down, with exactly the name and labels dashboards rely on:
+//!   `servicegroup_members{group="…",state="up"|"down"|"forced_down"}`;
+//! - the library's own metrics (the exporter's listings are driver calls) are
+//!   there, with help text, and no series names a member;
+//! - the series count stays bounded with 10,000 members (and `--per-member` is
+//!   what makes it grow);
+//! - bad arguments are one `error:` line, exit 2, before anything connects.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use common::{group, Bg, Env};
+use serde_json::Value;
+
+/// Starts `servicegroup exporter` on a free port; returns it and its base URL.
+pub fn start_exporter(env: &Env, extra: &[&str]) -> (Bg, String) {
+    let mut args = vec!["exporter", "--listen", "127.0.0.1:0", "--interval", "200ms"];
+    args.extend_from_slice(extra);
+    let mut bg = env.spawn(&args);
+    let line = bg.wait_stdout("`exporter listening on`", Duration::from_secs(60), |l| {
+        l.starts_with("exporter listening on http://")
+    });
+    let url = line
+        .split_whitespace()
+        .nth(3)
+        .expect("the URL in the listening line")
+        .to_owned();
+    (bg, url)
+}
+
+/// A blocking `GET` of `url` (`http://host:port/path`): status code and body.
+/// (A test client only: one request per connection, `Connection: close`.)
+pub fn get(url: &str) -> (u16, String) {
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let path = if path.is_empty() { "/" } else { path };
+    let mut stream = TcpStream::connect(host).unwrap_or_else(|e| panic!("connect {host}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let text = String::from_utf8(raw).expect("UTF-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a header block");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line: {head}"));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    (status, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").expect("chunk size line");
+        let size = usize::from_str_radix(size.trim(), 16).expect("hex chunk size");
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+}
+
+/// The value of the series line `series` (`name{labels}`) in a scrape, if present.
+pub fn value(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Waits (at most `within`) until `/metrics` shows the counts `(up, down, forced_down)` for `g`.
+fn wait_counts(url: &str, g: &str, want: (f64, f64, f64), within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let (status, scrape) = get(&format!("{url}/metrics"));
+        assert_eq!(status, 200, "{scrape}");
+        let got = ["up", "down", "forced_down"].map(|s| {
+            value(
+                &scrape,
+                &format!(r#"servicegroup_members{{group="{g}",state="{s}"}}"#),
+            )
+        });
+        if got == [Some(want.0), Some(want.1), Some(want.2)] {
+            return scrape;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "counts of {g} never became {want:?} (last {got:?}):\n{scrape}"
+        );
+        sleep(Duration::from_millis(100));
+    }
+}
+
+fn counts_move_with_the_fleet(env: Env) {
+    let g = group("exporter");
+    let (mut exporter, url) = start_exporter(&env, &[&g]);
+    let mut a = env.spawn(&["join", &g, "a", "--meta", "role=kept"]);
+    let mut b = env.spawn(&["join", &g, "b"]);
+    let mut c = env.spawn(&["join", &g, "c"]);
+    a.wait_joined();
+    b.wait_joined();
+    c.wait_joined();
+    let slack = env.liveness_slack();
+    wait_counts(&url, &g, (3.0, 0.0, 0.0), Duration::from_secs(10));
+
+    env.run(&["force-down", &g, "c"]).expect_code(0);
+    wait_counts(&url, &g, (2.0, 0.0, 1.0), Duration::from_secs(10));
+    b.kill9();
+    let scrape = wait_counts(
+        &url,
+        &g,
+        (1.0, 1.0, 1.0),
+        Duration::from_secs(10) + common::SERVICE_DOWN_TIME + slack,
+    );
+
+    // State changes were counted (c forced down, b down), and the oldest heartbeat
+    // of the members up is within the report interval's reach.
+    let changes = value(
+        &scrape,
+        &format!(r#"servicegroup_member_state_changes_total{{group="{g}"}}"#),
+    )
+    .expect("state changes counter");
+    assert!(changes >= 2.0, "{changes}\n{scrape}");
+    let oldest = value(
+        &scrape,
+        &format!(r#"servicegroup_oldest_heartbeat_age_seconds{{group="{g}"}}"#),
+    )
+    .expect("oldest heartbeat gauge");
+    assert!((0.0..2.0).contains(&oldest), "{oldest}\n{scrape}");
+    assert_eq!(
+        value(&scrape, "servicegroup_exporter_backend_reachable"),
+        Some(1.0)
+    );
+    // The library's metrics: the exporter's own listings are driver calls.
+    let driver = if env.backend == "memcached" {
+        "mc"
+    } else {
+        "db"
+    };
+    let listings = value(
+        &scrape,
+        &format!(
+            r#"servicegroup_driver_calls_total{{driver="{driver}",operation="list",kind="ok"}}"#
+        ),
+    )
+    .unwrap_or_else(|| panic!("no driver call counter for list:\n{scrape}"));
+    assert!(listings >= 3.0, "{listings}");
+    assert!(
+        scrape.contains(&format!(
+            r#"servicegroup_driver_call_seconds_bucket{{driver="{driver}",operation="list",le="0.1"}}"#
+        )),
+        "{scrape}"
+    );
+    for help in [
+        "# HELP servicegroup_members ",
+        "# HELP servicegroup_driver_calls_total ",
+        "# TYPE servicegroup_driver_call_seconds histogram",
+    ] {
+        assert!(scrape.contains(help), "{help}:\n{scrape}");
+    }
+    for line in scrape.lines().filter(|l| !l.starts_with('#')) {
+        assert!(
+            !line.contains("member=\""),
+            "a per-member series without --per-member: {line}"
+        );
+    }
+
+    // The page's data: b down, c forced down, oldest heartbeat first; a not listed.
+    let (status, body) = get(&format!("{url}/status.json"));
+    assert_eq!(status, 200, "{body}");
+    let json: Value = serde_json::from_str(&body).unwrap();
+    let gj = json["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["group"] == g.as_str())
+        .unwrap_or_else(|| panic!("{g} not in {json}"))
+        .clone();
+    assert_eq!(
+        (&gj["up"], &gj["down"], &gj["forced_down"], &gj["total"]),
+        (
+            &Value::from(1),
+            &Value::from(1),
+            &Value::from(1),
+            &Value::from(3)
+        ),
+        "{gj}"
+    );
+    let listed: Vec<(&str, &str)> = gj["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["member"].as_str().unwrap(), m["state"].as_str().unwrap()))
+        .collect();
+    assert_eq!(listed, [("b", "down"), ("c", "forced_down")], "{gj}");
+    // The page, readable without JavaScript: counts and the two rows in the HTML.
+    let (status, html) = get(&format!("{url}/"));
+    assert_eq!(status, 200);
+    assert!(
+        html.contains(r#"<tr data-member="b" data-state="down""#),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"<tr data-member="c" data-state="forced_down""#),
+        "{html}"
+    );
+    assert!(!html.contains(r#"data-member="a""#), "{html}");
+
+    exporter.signal("TERM");
+    assert!(exporter.wait_exit(Duration::from_secs(10)).success());
+    drop((a, c));
+}
+
+#[test]
+fn sqlite_counts_move_with_the_fleet() {
+    counts_move_with_the_fleet(Env::sqlite());
+}
+
+#[test]
+fn postgres_counts_move_with_the_fleet() {
+    counts_move_with_the_fleet(Env::postgres("exporter_counts"));
+}
+
+#[test]
+fn memcached_counts_move_with_the_fleet() {
+    counts_move_with_the_fleet(Env::memcached("exporter_counts"));
+}
+
+/// Series in a scrape (lines that are not comments).
+fn series(scrape: &str) -> usize {
+    scrape
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count()
+}
+
+#[test]
+fn the_series_count_is_bounded_with_ten_thousand_members() {
+    use servicegroup::{ConfigLoader, ServiceGroup};
+    let env = Env::sqlite();
+    let g = group("exporter-card");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let loaded = ConfigLoader::new()
+        .env_from(env.vars().iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .load()
+        .unwrap();
+    let sg = runtime
+        .block_on(ServiceGroup::connect(loaded.config))
+        .unwrap();
+    let _members = runtime
+        .block_on(sg.join_many(g.as_str(), (0..10_000).map(|i| format!("m{i:05}"))))
+        .unwrap();
+
+    let (mut bounded, url) = start_exporter(&env, &[]);
+    let scrape = wait_counts(&url, &g, (10_000.0, 0.0, 0.0), Duration::from_secs(30));
+    let n = series(&scrape);
+    assert!(n < 400, "{n} series for 10,000 members:\n{scrape}");
+    assert!(!scrape.contains("m00042"), "a member id in the scrape");
+    bounded.signal("TERM");
+    assert!(bounded.wait_exit(Duration::from_secs(10)).success());
+
+    // --per-member is what adds one series per member.
+    let (mut per_member, url) = start_exporter(&env, &["--per-member", &g]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, scrape) = get(&format!("{url}/metrics"));
+        if series(&scrape) >= 10_000 {
+            assert!(
+                scrape.contains(&format!(
+                    r#"servicegroup_member_up{{group="{g}",member="m00042"}} 1"#
+                )),
+                "per-member series"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no per-member series within 30 s"
+        );
+        sleep(Duration::from_millis(200));
+    }
+    per_member.signal("TERM");
+    assert!(per_member.wait_exit(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn bad_arguments_are_one_error_line_before_connecting() {
+    // No backend configured at all: the arguments fail first.
+    let env = Env::bare();
+    let run = env.run(&["exporter", "--listen", "127.0.0.1:0", "bad group"]);
+    run.expect_code(2);
+    let line = run.expect_one_line_error();
+    assert!(line.contains("bad group"), "{line}");
+    let run = env.run(&["exporter", "--listen", "127.0.0.1:0", "--interval", "soon"]);
+    run.expect_code(2);
+    let line = run.expect_one_line_error();
+    assert!(
+        line.contains("--interval") && line.contains("soon"),
+        "{line}"
+    );
+    let run = env.run(&["exporter", "--listen", "not-an-address"]);
+    run.expect_code(2);
+    let line = run.expect_one_line_error();
+    assert!(line.contains("not-an-address"), "{line}");
+}
