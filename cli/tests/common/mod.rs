@@ -3,6 +3,8 @@
 //! short intervals from the environment.
 #![allow(dead_code)]
 
+pub mod exporter;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
