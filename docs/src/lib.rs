@@ -11,5 +11,8 @@ pub mod architecture {}
 #[doc = include_str!("../configuration.md")]
 pub mod configuration {}
 
+#[doc = include_str!("../operations.md")]
+pub mod operations {}
+
 #[doc = include_str!("../writing-a-driver.md")]
 pub mod writing_a_driver {}
