@@ -17,11 +17,14 @@ use servicegroup_core::{
 };
 use tokio::time::Instant;
 
+/// A heartbeat call's parts: each instance with its keys.
+type Parts = Vec<(InstanceId, Vec<MemberKey>)>;
+
 /// What the scripted driver was asked, and when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Call {
     /// A heartbeat: each part's instance and keys.
-    Heartbeat(Vec<(InstanceId, Vec<MemberKey>)>),
+    Heartbeat(Parts),
     /// `register` of one key.
     Register(MemberKey),
     /// `register_many` of these keys.
@@ -44,7 +47,7 @@ impl Scripted {
         self.calls.lock().unwrap().clone()
     }
 
-    fn heartbeats(&self) -> Vec<(Instant, Vec<(InstanceId, Vec<MemberKey>)>)> {
+    fn heartbeats(&self) -> Vec<(Instant, Parts)> {
         self.calls()
             .into_iter()
             .filter_map(|(at, call)| match call {
@@ -123,7 +126,7 @@ impl Driver for Scripted {
         Ok(registrations.iter().map(|r| self.apply(r)).collect())
     }
     async fn heartbeat(&self, batch: &[Beats<'_>]) -> Result<HeartbeatReport> {
-        let parts: Vec<(InstanceId, Vec<MemberKey>)> = batch
+        let parts: Parts = batch
             .iter()
             .map(|p| (p.instance, p.keys.to_vec()))
             .collect();
