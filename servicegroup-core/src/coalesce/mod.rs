@@ -10,7 +10,8 @@
 //! - **Heartbeats** of concurrent callers are merged into one
 //!   [`Driver::heartbeat`] call per window: the first caller opens a batch, callers
 //!   arriving within [`CoalesceOptions::window`] join it, and it goes out when the
-//!   window has passed, or at once when it holds [`CoalesceOptions::max_keys`] keys.
+//!   window has passed, or at once when it holds [`CoalesceOptions::max_keys`] keys
+//!   (a caller with that many keys or more is sent on its own, as it is).
 //!   Parts are merged per instance, so callers with different [`InstanceId`]s share a
 //!   call as separate parts. Each caller gets, once the call returned (its keys are
 //!   stored), only the missing and superseded keys of its own parts, so fencing
@@ -314,6 +315,18 @@ impl Driver for Coalescer {
         if registrations.is_empty() {
             return Ok(Vec::new());
         }
+        if registrations.len() >= self.registrations.max_size() {
+            // A full batch on its own: sent as it is, from here, in its slot.
+            let _slot = self.registrations.slot().await;
+            let timeout = self.options.call_timeout;
+            return call(
+                self.name(),
+                timeout,
+                "register_many",
+                self.inner.register_many(registrations),
+            )
+            .await;
+        }
         let (entry, answer) = RegisterEntry::new(registrations);
         self.registrations.push(entry);
         self.answer("register_many", answer).await
@@ -322,6 +335,19 @@ impl Driver for Coalescer {
     async fn heartbeat(&self, batch: &[Beats<'_>]) -> Result<HeartbeatReport> {
         if batch.iter().all(|part| part.keys.is_empty()) {
             return Ok(HeartbeatReport::default());
+        }
+        let keys: usize = batch.iter().map(|part| part.keys.len()).sum();
+        if keys >= self.heartbeats.max_size() {
+            // A full batch on its own: sent as it is, from here, in its slot.
+            let _slot = self.heartbeats.slot().await;
+            let timeout = self.options.call_timeout;
+            return call(
+                self.name(),
+                timeout,
+                "heartbeat",
+                self.inner.heartbeat(batch),
+            )
+            .await;
         }
         let (entry, answer) = BeatEntry::new(batch);
         self.heartbeats.push(entry);

@@ -105,6 +105,17 @@ impl<E: Entry> Queue<E> {
         }
     }
 
+    /// The batch bound: a caller at least this large is sent alone, directly.
+    pub(crate) fn max_size(&self) -> usize {
+        self.limits.max_size
+    }
+
+    /// Waits for a call slot of this queue, for a caller sent alone (`None`: the
+    /// queue is closed, which it never is).
+    pub(crate) async fn slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.slots.acquire().await.ok()
+    }
+
     /// Adds `entry` to the open batch, or opens a new one (spawning its flusher).
     pub(crate) fn push(self: &Arc<Self>, entry: E) {
         let mut guard = lock(&self.state);
