@@ -8,6 +8,13 @@
 //! the configured cadence; the exact window in which the last heartbeat of a crashed
 //! member was stored; which members a heartbeat found missing or held by another
 //! instance; and that invalid input never reaches the driver.
+//!
+//! `ServiceGroup::with_driver` puts core's coalescer
+//! ([`servicegroup_core::coalesce::Coalescer`]) in front of the driver it is given, so
+//! the wrapper sits between the coalescer and the real driver and counts what reaches
+//! the backend: handles built on one `Arc<Instrumented>` share one coalescer, and
+//! [`Counters::heartbeats`] shows their merged calls (several parts, one per
+//! instance); `conformance/tests/coalesce.rs` counts them for 10,000 handles.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};

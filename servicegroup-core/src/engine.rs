@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::coalesce::{CoalesceOptions, Coalescer};
 use crate::config::Config;
 use crate::driver::Driver;
 use crate::error::{Error, Result};
@@ -89,7 +90,11 @@ impl Drop for Inner {
 
 impl Inner {
     /// The shared state of a new handle.
+    /// Its driver is the coalescer of `driver` ([`Coalescer::shared`]), so every
+    /// handle on one driver instance shares one.
     pub(crate) fn new(driver: Arc<dyn Driver>, config: Config) -> Self {
+        let driver: Arc<dyn Driver> =
+            Coalescer::shared(&driver, CoalesceOptions::from_config(&config));
         Self {
             driver,
             config,

@@ -35,7 +35,8 @@ where
 ///
 /// Cheap to clone; clones share one heartbeat loop and one [`InstanceId`]. All
 /// members joined through one handle (and its clones) are heartbeated together,
-/// one driver call per tick.
+/// one driver call per tick; the ticks of every handle built on one driver instance
+/// are merged further, into one call per `coalesce_window` ([`crate::coalesce`]).
 #[derive(Debug, Clone)]
 pub struct ServiceGroup {
     inner: Arc<Inner>,
@@ -50,6 +51,10 @@ impl ServiceGroup {
     }
 
     /// Uses an already built driver (wrappers, tests, drivers outside the registry).
+    ///
+    /// The handle calls the driver through its coalescer
+    /// ([`crate::coalesce::Coalescer::shared`]): every handle built on the same `Arc`
+    /// shares one, so their heartbeats and registrations are merged into few calls.
     pub fn with_driver(driver: Arc<dyn Driver>, config: Config) -> Result<Self> {
         let config = config.validated()?;
         Ok(Self {

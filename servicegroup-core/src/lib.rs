@@ -13,11 +13,13 @@
 //!   declare with their registration ([`DriverConfig`], [`DriverTable`]),
 //! - the driver [`Registry`],
 //! - the handle applications use ([`ServiceGroup`], [`Membership`]) with its heartbeat
-//!   engine (batching, timeouts, re-registration, fencing) and [`Watch`].
+//!   engine (batching, timeouts, re-registration, fencing) and [`Watch`],
+//! - the [`coalesce::Coalescer`] that merges the calls of every handle on one driver.
 //!
 //! It has no backend dependency; drivers live in their own crates.
 #![deny(missing_docs)]
 
+pub mod coalesce;
 pub mod config;
 pub mod driver;
 mod engine;

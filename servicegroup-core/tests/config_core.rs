@@ -1,5 +1,5 @@
 //! Core's own keys (`driver`, `report_interval`, `service_down_time`, `call_timeout`,
-//! `watch_interval`) with no driver linked: TOML, nova.conf, environment, overrides,
+//! `watch_interval`, `coalesce_window`) with no driver linked: TOML, nova.conf, environment, overrides,
 //! precedence and origins, every error naming the key and the source, Nova's 2.5x rule.
 //! The keys of the bundled drivers are tested where they are linked (the
 //! `servicegroup` facade's `tests/config_*.rs`, and each driver crate's tests);
@@ -13,12 +13,13 @@ use std::time::Duration;
 use serde::Serialize;
 use servicegroup_core::{Config, ConfigLoader, ErrorKind, Origin};
 
-const KEYS: [&str; 5] = [
+const KEYS: [&str; 6] = [
     "driver",
     "report_interval",
     "service_down_time",
     "call_timeout",
     "watch_interval",
+    "coalesce_window",
 ];
 
 fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
@@ -50,7 +51,7 @@ fn toml_sets_every_core_key() {
     let path = write(
         &dir,
         "servicegroup.toml",
-        "driver = \"mc\"\nreport_interval = \"200ms\"\nservice_down_time = 1.5\ncall_timeout = \"2s\"\nwatch_interval = 0.1\n",
+        "driver = \"mc\"\nreport_interval = \"200ms\"\nservice_down_time = 1.5\ncall_timeout = \"2s\"\nwatch_interval = 0.1\ncoalesce_window = \"3ms\"\n",
     );
     let loaded = ConfigLoader::new().file(&path).load().unwrap();
     let c = &loaded.config;
@@ -59,6 +60,7 @@ fn toml_sets_every_core_key() {
     assert_eq!(c.service_down_time, Duration::from_millis(1500));
     assert_eq!(c.call_timeout, Duration::from_secs(2));
     assert_eq!(c.watch_interval, Some(Duration::from_millis(100)));
+    assert_eq!(c.coalesce_window, Duration::from_millis(3));
     for key in KEYS {
         assert_eq!(
             loaded.origin(key),
@@ -617,4 +619,27 @@ fn down_time_not_above_report_interval_uses_two_and_a_half_times_with_a_warning(
         .unwrap()
         .config;
     assert_eq!(c.service_down_time, Duration::from_millis(10_500));
+}
+
+#[test]
+fn coalesce_window_defaults_to_5ms_reads_from_env_and_refuses_zero() {
+    let c = ConfigLoader::new()
+        .env_from(std::iter::empty::<(&str, &str)>())
+        .load()
+        .unwrap()
+        .config;
+    assert_eq!(c.coalesce_window, Duration::from_millis(5));
+    let c = ConfigLoader::new()
+        .env_from([("SERVICEGROUP_COALESCE_WINDOW", "20ms")])
+        .load()
+        .unwrap()
+        .config;
+    assert_eq!(c.coalesce_window, Duration::from_millis(20));
+    let text = env_error(&[("SERVICEGROUP_COALESCE_WINDOW", "0")]);
+    assert!(text.contains("coalesce_window"), "{text}");
+    let mut c = Config::default();
+    c.coalesce_window = Duration::ZERO;
+    let err = c.validated().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Config);
+    assert!(err.to_string().contains("`coalesce_window`"), "{err}");
 }

@@ -4,7 +4,7 @@
 //! feeds which of its keys) and [`InvalidKey`] (a rule its options broke).
 //!
 //! Core knows only the common keys (`driver`, `report_interval`,
-//! `service_down_time`, `call_timeout`, `watch_interval`). Everything else (its
+//! `service_down_time`, `call_timeout`, `watch_interval`, `coalesce_window`). Everything else (its
 //! table's keys, their environment variables, their nova.conf options, which of them
 //! are secret) comes from the declarations of the drivers linked into the program,
 //! and core checks, reports origins for and masks a driver's keys exactly as it does

@@ -60,7 +60,7 @@ pub struct LoadedConfig {
     /// is the effective one after Nova's 2.5x rule).
     pub config: Config,
     /// Origin per dotted leaf key: core's keys (`driver`, `report_interval`,
-    /// `service_down_time`, `call_timeout`, `watch_interval`), every key of every
+    /// `service_down_time`, `call_timeout`, `watch_interval`, `coalesce_window`), every key of every
     /// linked driver's table (`db.url`, `db.pool_size`, `mc.servers`, `inproc.name`,
     /// a third party's `filestore.root`, ...), and each key set in an `[options.<driver>]`
     /// table of a driver that declares none (`options.mine.endpoint`).

@@ -1,7 +1,7 @@
 //! Configuration: the [`Config`] struct, its defaults and its rules.
 //!
 //! Core owns the common keys (`driver`, `report_interval`, `service_down_time`,
-//! `call_timeout`, `watch_interval`), typed fields of [`Config`]. Every other key
+//! `call_timeout`, `watch_interval`, `coalesce_window`), typed fields of [`Config`]. Every other key
 //! belongs to a driver: each driver crate defines its typed options
 //! ([`DriverTable`]) and declares their table with its registration
 //! ([`DriverConfig`]: table name, secret keys, nova.conf options); core reads, checks,
@@ -80,6 +80,9 @@ pub struct Config {
     pub call_timeout: Duration,
     /// How often `watch` polls the group listing. Default: 1 s, at most `report_interval`.
     pub watch_interval: Option<Duration>,
+    /// How long heartbeats of the handles sharing one driver instance are collected
+    /// into one driver call ([`crate::coalesce`]). Default 5 ms.
+    pub coalesce_window: Duration,
     /// Each declared table's values (its defaults with what was set), as given.
     tables: BTreeMap<String, Dict>,
     /// `[options.<driver>]` of drivers that declare no table, passed through.
@@ -99,6 +102,8 @@ pub(crate) struct Common {
     pub(crate) call_timeout: Duration,
     #[serde(with = "duration::option", skip_serializing_if = "Option::is_none")]
     pub(crate) watch_interval: Option<Duration>,
+    #[serde(with = "duration")]
+    pub(crate) coalesce_window: Duration,
 }
 
 impl Default for Common {
@@ -109,6 +114,7 @@ impl Default for Common {
             service_down_time: Duration::from_secs(60),
             call_timeout: Duration::from_secs(10),
             watch_interval: None,
+            coalesce_window: crate::coalesce::DEFAULT_WINDOW,
         }
     }
 }
@@ -145,6 +151,7 @@ impl Config {
             service_down_time: common.service_down_time,
             call_timeout: common.call_timeout,
             watch_interval: common.watch_interval,
+            coalesce_window: common.coalesce_window,
             tables,
             options,
         }
@@ -157,6 +164,7 @@ impl Config {
             service_down_time: self.service_down_time,
             call_timeout: self.call_timeout,
             watch_interval: self.watch_interval,
+            coalesce_window: self.coalesce_window,
         }
     }
 
@@ -289,6 +297,7 @@ impl Config {
             ("report_interval", self.report_interval),
             ("service_down_time", self.service_down_time),
             ("call_timeout", self.call_timeout),
+            ("coalesce_window", self.coalesce_window),
         ];
         for (key, value) in durations {
             if value.is_zero() {
@@ -344,6 +353,7 @@ impl fmt::Debug for Config {
             .field("service_down_time", &self.service_down_time)
             .field("call_timeout", &self.call_timeout)
             .field("watch_interval", &self.watch_interval)
+            .field("coalesce_window", &self.coalesce_window)
             .field("drivers", &drivers)
             .finish()
     }

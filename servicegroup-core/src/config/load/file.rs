@@ -10,7 +10,7 @@
 //! 4. A file that does not parse as TOML is read as a nova.conf INI fragment only when
 //!    it uses none of our tables (every linked driver's, such as `[db]`, `[mc]`,
 //!    `[inproc]`, and `[options.*]`) and none of our TOML-only keys (`driver`,
-//!    `call_timeout`, `watch_interval`) before its first section; then it is plainly
+//!    `call_timeout`, `watch_interval`, `coalesce_window`) before its first section; then it is plainly
 //!    not our TOML. Every other file gets the TOML parse error, with line and column,
 //!    so a broken TOML file is reported as such.
 
@@ -37,7 +37,12 @@ pub(super) enum FileFormat {
 /// the sections the linked drivers declare nova.conf options in).
 const DEFAULT_SECTION: &str = "DEFAULT";
 /// Top-level keys of our TOML that Nova does not have.
-const OUR_TOML_ONLY_KEYS: &[&str] = &["driver", "call_timeout", "watch_interval"];
+const OUR_TOML_ONLY_KEYS: &[&str] = &[
+    "driver",
+    "call_timeout",
+    "watch_interval",
+    "coalesce_window",
+];
 
 /// Reads and parses the file at `path` into a dictionary shaped like [`crate::Config`].
 pub(super) fn read(path: &Path, schema: &Schema) -> Result<(FileFormat, Dict)> {
