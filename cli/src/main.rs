@@ -1,7 +1,7 @@
 //! `servicegroup`: the operator tool and fleet simulator of servicegroup.
 //!
 //! Commands: `drivers`, `config`, `join`, `list`, `summary`, `status`, `force-down`,
-//! `remove`, `watch`, `simulate`. The command line, its exit codes and JSON keys are a
+//! `remove`, `watch`, `relay`, `simulate`. The command line, its exit codes and JSON keys are a
 //! contract relied on by scripts: see docs/cli.md.
 //!
 //! Exit codes: 0 success (`status`: up), 1 `status`: down / `simulate`: false downs,
@@ -94,6 +94,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
         Command::Watch { group, json } => {
             commands::watch::watch(settings::load(&global)?, group, json).await
         }
+        Command::Relay(args) => commands::relay::relay(settings::load(&global)?, args).await,
         Command::Simulate(args) => simulate::run(&global, args).await,
     }
 }

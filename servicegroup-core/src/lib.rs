@@ -18,6 +18,7 @@
 //! It has no backend dependency; drivers live in their own crates.
 #![deny(missing_docs)]
 
+pub mod claim;
 pub mod config;
 pub mod driver;
 mod engine;
@@ -26,6 +27,7 @@ mod handle;
 pub mod id;
 pub mod instance;
 mod joined;
+pub mod json;
 pub mod liveness;
 mod membership;
 pub mod metadata;

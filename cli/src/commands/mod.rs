@@ -4,6 +4,7 @@ pub mod admin;
 pub mod join;
 pub mod operator;
 pub mod query;
+pub mod relay;
 pub mod watch;
 
 use servicegroup::{LoadedConfig, ServiceGroup};
