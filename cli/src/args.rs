@@ -136,8 +136,40 @@ pub enum Command {
         #[arg(long)]
         per_member: bool,
     },
+    /// Serve the configured driver over HTTP to other processes (the `relay` driver's
+    /// server; docs/relay.md). Runs until SIGINT/SIGTERM.
+    Relay(RelayArgs),
     /// Fleet simulator: many members heartbeating, observers checking, members killed at random.
     Simulate(SimulateArgs),
+}
+
+/// Options of `servicegroup relay`.
+#[derive(Debug, Clone, Args)]
+pub struct RelayArgs {
+    /// Address to listen on (port 0: any free port; the line on stdout says which).
+    #[arg(long, default_value = "127.0.0.1:7450", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// File holding the bearer token clients must send (default: `relay.token`).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// TLS certificate chain, PEM (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key, PEM (with --tls-cert).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve without a token (only on a loopback listen address).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Largest request body in bytes.
+    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
+    pub body_limit: usize,
+    /// Longest a request may take, body upload included.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// Longest a client may take to send its headers (or its next request on a kept-alive connection).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
 }
 
 /// Options of `servicegroup simulate`.

@@ -1,7 +1,7 @@
 //! `servicegroup`: the operator tool and fleet simulator of servicegroup.
 //!
 //! Commands: `drivers`, `config`, `join`, `list`, `summary`, `status`, `force-down`,
-//! `remove`, `watch`, `exporter`, `simulate`. The command line, its exit codes and JSON keys are a
+//! `remove`, `watch`, `exporter`, `relay`, `simulate`. The command line, its exit codes and JSON keys are a
 //! contract relied on by scripts: see docs/cli.md.
 //!
 //! Exit codes: 0 success (`status`: up), 1 `status`: down / `simulate`: false downs,
@@ -105,6 +105,7 @@ async fn dispatch(cli: Cli) -> Result<u8, Failure> {
                 commands::exporter::ExporterRequest::parse(listen, groups, interval, per_member)?;
             commands::exporter::exporter(loaded, request).await
         }
+        Command::Relay(args) => commands::relay::relay(settings::load(&global)?, args).await,
         Command::Simulate(args) => simulate::run(&global, args).await,
     }
 }

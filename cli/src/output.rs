@@ -1,82 +1,10 @@
 //! How members and events are printed: the JSON objects of the contract and the table.
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use comfy_table::{presets, CellAlignment, ColumnConstraint, Table};
-use serde::Serialize;
-use servicegroup::{Event, EventKind, GroupSummary, MemberStatus, Metadata};
+use servicegroup::Metadata;
 
-/// One member as `list --json` and `status --json` print it. The keys are a
-/// contract relied on by scripts: exactly these, in this order.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct MemberRow {
-    /// Group id.
-    pub group: String,
-    /// Member id.
-    pub member: String,
-    /// `"up"` or `"down"` (forced down is down).
-    pub state: &'static str,
-    /// The operator's forced-down flag.
-    pub forced_down: bool,
-    /// RFC 3339 UTC time of the last stored heartbeat, or null.
-    pub last_heartbeat: Option<String>,
-    /// Age of the last heartbeat in seconds, or null.
-    pub age_seconds: Option<f64>,
-    /// The instance holding the record: 32 hex digits (all zeros for a record written
-    /// before records named their holder).
-    pub instance: String,
-    /// The record's epoch: 1 when first registered, +1 per takeover (0: unknown holder).
-    pub epoch: u64,
-    /// RFC 3339 UTC time the current holder registered, or null.
-    pub holder_since: Option<String>,
-    /// What the member says about itself: an object of strings, `{}` when none.
-    pub metadata: Metadata,
-}
-
-impl From<&MemberStatus> for MemberRow {
-    fn from(s: &MemberStatus) -> Self {
-        Self {
-            group: s.group.to_string(),
-            member: s.member.to_string(),
-            state: s.state.as_str(),
-            forced_down: s.forced_down,
-            last_heartbeat: s.last_heartbeat.map(rfc3339),
-            // Millisecond precision: finer digits would only be noise.
-            age_seconds: s.age.map(|a| (a.as_secs_f64() * 1000.0).round() / 1000.0),
-            instance: s.holder.instance.to_string(),
-            epoch: s.holder.epoch,
-            holder_since: s.holder_since.map(rfc3339),
-            metadata: s.metadata.clone(),
-        }
-    }
-}
-
-/// One group's counts as `summary --json` prints them. The keys are a contract
-/// relied on by scripts: exactly these, in this order, every count an integer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SummaryRow {
-    /// Group id.
-    pub group: String,
-    /// Members up: not forced down, heartbeat fresh.
-    pub up: u64,
-    /// Members down: not forced down, heartbeat too old or expired.
-    pub down: u64,
-    /// Members forced down by an operator (whatever their heartbeat).
-    pub forced_down: u64,
-    /// Every member: `up + down + forced_down`.
-    pub total: u64,
-}
-
-impl From<&GroupSummary> for SummaryRow {
-    fn from(s: &GroupSummary) -> Self {
-        Self {
-            group: s.group.to_string(),
-            up: s.up,
-            down: s.down,
-            forced_down: s.forced_down,
-            total: s.total(),
-        }
-    }
-}
+// The JSON objects of the contract live in core, shared with the relay and its driver.
+pub use servicegroup::json::{EventRow, MemberRow, SummaryRow};
 
 /// The `summary` table: `GROUP UP DOWN FORCED_DOWN TOTAL`, counts right-aligned (one
 /// word per header, so `awk` can split every line on whitespace).
@@ -126,59 +54,6 @@ impl ListFormat {
             (false, false) => Self::Table,
         }
     }
-}
-
-/// One event as `watch --json` prints it: always `event`, `group`, `member`, `at`;
-/// a `replaced` event adds the new holder's `instance`, `epoch` and `metadata`, an
-/// `updated` event the new `metadata`. Other events have exactly the four keys.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct EventRow {
-    /// `"joined"`, `"left"`, `"down"`, `"up"`, `"updated"` or `"replaced"`.
-    pub event: &'static str,
-    /// Group id.
-    pub group: String,
-    /// Member id.
-    pub member: String,
-    /// RFC 3339 UTC time the watch noticed it.
-    pub at: String,
-    /// `replaced` only: the instance that holds the member now (32 hex digits).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub instance: Option<String>,
-    /// `replaced` only: the record's epoch now.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub epoch: Option<u64>,
-    /// `updated` and `replaced` only: the member's metadata now (`{}` when none).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<Metadata>,
-}
-
-impl From<&Event> for EventRow {
-    fn from(e: &Event) -> Self {
-        let replaced = e.kind == EventKind::Replaced;
-        let with_metadata = replaced || e.kind == EventKind::Updated;
-        Self {
-            event: e.kind.as_str(),
-            group: e.group.to_string(),
-            member: e.member.to_string(),
-            at: rfc3339(e.at),
-            instance: replaced.then(|| e.holder.instance.to_string()),
-            epoch: replaced.then_some(e.holder.epoch),
-            metadata: with_metadata.then(|| e.metadata.clone()),
-        }
-    }
-}
-
-impl EventRow {
-    /// The text form of `watch`: `AT EVENT GROUP MEMBER`, the same four fields for
-    /// every event (ids never contain whitespace); the details are in `--json`.
-    pub fn text(&self) -> String {
-        format!("{} {} {} {}", self.at, self.event, self.group, self.member)
-    }
-}
-
-/// RFC 3339 in UTC with milliseconds and a `Z` suffix.
-pub fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// A short human duration: `850ms`, `4.2s`, `3m12s`, `2h05m`.
@@ -246,7 +121,7 @@ pub fn member_table(rows: &[MemberRow], wide: bool) -> String {
         let mut cells = vec![
             row.group.clone(),
             row.member.clone(),
-            row.state.to_owned(),
+            row.state.to_string(),
             if row.forced_down { "yes" } else { "no" }.to_owned(),
             table_time(row.last_heartbeat.as_deref()),
             row.age_seconds
@@ -280,7 +155,8 @@ pub fn member_table(rows: &[MemberRow], wide: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use servicegroup::{GroupId, Holder, InstanceId, MemberId, State};
+    use chrono::{DateTime, Utc};
+    use servicegroup::{GroupId, GroupSummary, Holder, InstanceId, MemberId, MemberStatus, State};
     use std::time::Duration;
 
     fn at(text: &str) -> DateTime<Utc> {
@@ -302,65 +178,6 @@ mod tests {
             metadata: Metadata::from_pairs([("zone", "eu-1"), ("address", "10.0.0.7:8774")])
                 .unwrap(),
         }
-    }
-
-    const ROW_KEYS: [&str; 10] = [
-        "group",
-        "member",
-        "state",
-        "forced_down",
-        "last_heartbeat",
-        "age_seconds",
-        "instance",
-        "epoch",
-        "holder_since",
-        "metadata",
-    ];
-
-    #[test]
-    fn json_row_has_exactly_the_contract_keys_in_order() {
-        let row = MemberRow::from(&status());
-        let text = serde_json::to_string(&row).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
-        keys.sort();
-        let mut expected = ROW_KEYS.to_vec();
-        expected.sort();
-        assert_eq!(keys, expected);
-        // In the documented order.
-        let positions: Vec<usize> = ROW_KEYS
-            .iter()
-            .map(|k| text.find(&format!("\"{k}\":")).unwrap())
-            .collect();
-        assert!(positions.windows(2).all(|w| w[0] < w[1]), "{text}");
-        assert_eq!(v["state"], "down");
-        assert_eq!(v["forced_down"], true);
-        assert_eq!(v["last_heartbeat"], "2026-11-24T09:00:00.250Z");
-        assert_eq!(v["age_seconds"], 1.235);
-        assert_eq!(v["instance"], format!("{:032x}", 0xabc));
-        assert_eq!(v["epoch"], 3);
-        assert_eq!(v["holder_since"], "2026-11-24T08:30:00.000Z");
-        assert_eq!(
-            v["metadata"],
-            serde_json::json!({"address": "10.0.0.7:8774", "zone": "eu-1"})
-        );
-    }
-
-    #[test]
-    fn nulls_and_empty_object_when_unknown() {
-        let mut s = status();
-        s.last_heartbeat = None;
-        s.age = None;
-        s.holder_since = None;
-        s.metadata = Metadata::new();
-        s.holder = Holder::UNKNOWN;
-        let v = serde_json::to_value(MemberRow::from(&s)).unwrap();
-        assert!(v["last_heartbeat"].is_null());
-        assert!(v["age_seconds"].is_null());
-        assert!(v["holder_since"].is_null());
-        assert_eq!(v["metadata"], serde_json::json!({}));
-        assert_eq!(v["instance"], "0".repeat(32));
-        assert_eq!(v["epoch"], 0);
     }
 
     #[test]
@@ -403,57 +220,6 @@ mod tests {
         assert_eq!(table_metadata(&Metadata::new()), "-");
     }
 
-    fn event(kind: EventKind) -> Event {
-        Event {
-            kind,
-            group: GroupId::new("compute").unwrap(),
-            member: MemberId::new("host-1").unwrap(),
-            at: at("2026-11-24T10:00:00Z"),
-            holder: Holder::new(InstanceId::from_u128(7), 2),
-            metadata: Metadata::from_pairs([("zone", "eu-2")]).unwrap(),
-        }
-    }
-
-    fn event_keys(kind: EventKind) -> Vec<String> {
-        let v = serde_json::to_value(EventRow::from(&event(kind))).unwrap();
-        v.as_object().unwrap().keys().cloned().collect()
-    }
-
-    #[test]
-    fn event_rows_add_details_only_to_updated_and_replaced() {
-        for kind in [
-            EventKind::Joined,
-            EventKind::Left,
-            EventKind::Down,
-            EventKind::Up,
-        ] {
-            let mut keys = event_keys(kind);
-            keys.sort();
-            assert_eq!(keys, ["at", "event", "group", "member"], "{kind}");
-        }
-        let v = serde_json::to_value(EventRow::from(&event(EventKind::Replaced))).unwrap();
-        assert_eq!(v["event"], "replaced");
-        assert_eq!(v["instance"], format!("{:032x}", 7));
-        assert_eq!(v["epoch"], 2);
-        assert_eq!(v["metadata"], serde_json::json!({"zone": "eu-2"}));
-        let mut keys = event_keys(EventKind::Replaced);
-        keys.sort();
-        assert_eq!(
-            keys,
-            ["at", "epoch", "event", "group", "instance", "member", "metadata"]
-        );
-        let v = serde_json::to_value(EventRow::from(&event(EventKind::Updated))).unwrap();
-        assert_eq!(v["event"], "updated");
-        assert_eq!(v["metadata"], serde_json::json!({"zone": "eu-2"}));
-        let mut keys = event_keys(EventKind::Updated);
-        keys.sort();
-        assert_eq!(keys, ["at", "event", "group", "member", "metadata"]);
-        assert_eq!(
-            EventRow::from(&event(EventKind::Replaced)).text(),
-            "2026-11-24T10:00:00.000Z replaced compute host-1"
-        );
-    }
-
     fn counts(group: &str, up: u64, down: u64, forced_down: u64) -> GroupSummary {
         GroupSummary {
             group: GroupId::new(group).unwrap(),
@@ -461,15 +227,6 @@ mod tests {
             down,
             forced_down,
         }
-    }
-
-    #[test]
-    fn summary_row_has_exactly_the_contract_keys_in_order() {
-        let text = serde_json::to_string(&SummaryRow::from(&counts("compute", 7, 2, 1))).unwrap();
-        assert_eq!(
-            text,
-            r#"{"group":"compute","up":7,"down":2,"forced_down":1,"total":10}"#
-        );
     }
 
     #[test]

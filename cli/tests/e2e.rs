@@ -442,6 +442,7 @@ fn unreachable_backend(mut env: Env) {
             "postgres://sguser:hunter2secret@127.0.0.1:1/nodb",
         ),
         "memcached" => env.set("SERVICEGROUP_MC__SERVERS", "127.0.0.1:1"),
+        "relay" => env.set("SERVICEGROUP_RELAY__URLS", "http://127.0.0.1:1"),
         _ => {
             let url = format!("sqlite://{}/no/such/dir/x.db", env.dir.path().display());
             env.set("SERVICEGROUP_DB__URL", &url);
@@ -539,6 +540,15 @@ macro_rules! on_every_backend {
                 #[test]
                 fn $name() {
                     super::$name(super::Env::memcached(stringify!($name)));
+                }
+            )*
+        }
+        /// Through the relay driver and a `servicegroup relay` process on SQLite.
+        mod relay {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(super::Env::relay(super::Env::sqlite()));
                 }
             )*
         }

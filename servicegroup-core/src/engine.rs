@@ -130,19 +130,7 @@ impl Inner {
         what: &'static str,
         fut: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        let name = self.driver.name();
-        let started = Instant::now();
-        let result = match tokio::time::timeout(self.config.call_timeout, fut).await {
-            Ok(result) => result.map_err(|e| e.with_driver(name.to_owned())),
-            Err(_) => Err(Error::timeout(format!(
-                "{what} did not finish within {:?} (call_timeout)",
-                self.config.call_timeout
-            ))
-            .with_driver(name.to_owned())),
-        };
-        let outcome = result.as_ref().map(|_| ()).map_err(Error::kind);
-        metrics::driver_call(name, what, started.elapsed(), outcome);
-        result
+        crate::claim::timed(self.driver.name(), self.config.call_timeout, what, fut).await
     }
 
     /// A registration of `key` by this handle.

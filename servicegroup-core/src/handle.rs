@@ -11,17 +11,13 @@ use crate::engine::Inner;
 use crate::error::{Error, ErrorKind, Result};
 use crate::id::{GroupId, IntoId, MemberId, MemberKey};
 use crate::instance::InstanceId;
-use crate::liveness::{self, State};
+use crate::liveness::State;
 use crate::membership::{JoinOptions, Membership};
 use crate::metadata::Metadata;
 use crate::record::{Condition, Registered};
 use crate::registry::Registry;
 use crate::status::{self, GroupSummary, MemberStatus};
 use crate::watch::Watch;
-
-/// How often an exclusive join re-reads a record that changed between its read and
-/// its conditional write before giving up with `Conflict`.
-const EXCLUSIVE_ATTEMPTS: usize = 3;
 
 fn key_of<G, M>(group: G, member: M) -> Result<MemberKey>
 where
@@ -240,52 +236,18 @@ impl ServiceGroup {
         }
     }
 
-    /// Exclusive join: read the record, refuse a live one held elsewhere, and take
-    /// it with a conditional write on what was read (re-reading if it changed).
+    /// Exclusive join: core's one claim rule ([`crate::claim::claim_exclusively`]).
     async fn claim_exclusively(&self, key: &MemberKey, metadata: &Metadata) -> Result<u64> {
         let inner = &self.inner;
-        let sdt = inner.config.service_down_time;
-        for _ in 0..EXCLUSIVE_ATTEMPTS {
-            let found = inner.call("get", inner.driver.get(key)).await?;
-            let condition = match found {
-                None => Condition::Absent,
-                Some(record) => {
-                    let holder = record.holder;
-                    if holder.instance != inner.instance
-                        && liveness::is_fresh(record.freshness, sdt)
-                    {
-                        let status = MemberStatus::from_record(record, sdt);
-                        return Err(self.conflict(key, holder, status.age));
-                    }
-                    Condition::HeldAs(holder)
-                }
-            };
-            let registration = inner.registration(key.clone(), metadata.clone(), condition);
-            match inner
-                .call("register", inner.driver.register(&registration))
-                .await?
-            {
-                Registered::Stored { epoch } => return Ok(epoch),
-                Registered::Refused { .. } => continue,
-            }
-        }
-        Err(Error::conflict(format!(
-            "group {} member {}: the record changed hands {EXCLUSIVE_ATTEMPTS} times while joining exclusively; try again",
-            key.group, key.member
-        ))
-        .with_driver(self.driver_name().to_owned()))
-    }
-
-    fn conflict(&self, key: &MemberKey, holder: crate::Holder, age: Option<Duration>) -> Error {
-        let age = match age {
-            Some(age) => format!("{:.1} s ago", age.as_secs_f64()),
-            None => "at an unknown time".to_owned(),
-        };
-        Error::conflict(format!(
-            "group {} member {} is held by live instance {} (epoch {}, last heartbeat {age}); exclusive join refused",
-            key.group, key.member, holder.instance, holder.epoch
-        ))
-        .with_driver(self.driver_name().to_owned())
+        crate::claim::claim_exclusively(
+            inner.driver.as_ref(),
+            inner.config.call_timeout,
+            inner.config.service_down_time,
+            key,
+            inner.instance,
+            metadata,
+        )
+        .await
     }
 
     /// Nova's `is_up`: whether the member is up now. Unknown member: `NotFound`.

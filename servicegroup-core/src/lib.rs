@@ -20,6 +20,7 @@
 #![deny(missing_docs)]
 
 pub mod coalesce;
+pub mod claim;
 pub mod config;
 pub mod driver;
 mod engine;
@@ -28,6 +29,7 @@ mod handle;
 pub mod id;
 pub mod instance;
 mod joined;
+pub mod json;
 pub mod liveness;
 mod membership;
 pub mod metadata;

@@ -5,7 +5,8 @@ use std::time::Duration;
 use crate::record::{Freshness, MemberRecord};
 
 /// Up or down: the verdict for one member.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum State {
     /// Heartbeating within `service_down_time` and not forced down.
     Up,

@@ -25,7 +25,8 @@ use crate::metadata::Metadata;
 use crate::status::{self, MemberStatus};
 
 /// What happened to a member.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum EventKind {
     /// The member appeared in the group.
     Joined,

@@ -12,6 +12,7 @@
 //!   whose backend is not compiled in is a `Config` error naming the feature.
 //! - `inproc`: the in-process driver.
 //! - `mc`: the memcached driver (links `inproc` too).
+//! - `relay`: the relay driver, a client of `servicegroup relay` servers over HTTP.
 //!
 //! Each driver owns its configuration table (`[db]`, `[mc]`, `[inproc]`) and declares
 //! it with its registration; the typed options are re-exported here as [`DbConfig`],
@@ -63,3 +64,10 @@ pub use servicegroup_driver_mc as mc;
 /// `[mc]`: the mc driver's options (feature `mc`).
 #[cfg(feature = "mc")]
 pub use servicegroup_driver_mc::McConfig;
+
+/// The `relay` driver crate (feature `relay`): `servicegroup relay` servers over HTTP.
+#[cfg(feature = "relay")]
+pub use servicegroup_driver_relay as relay;
+/// `[relay]`: the relay driver's options (feature `relay`).
+#[cfg(feature = "relay")]
+pub use servicegroup_driver_relay::RelayConfig;

@@ -5,6 +5,7 @@ pub mod exporter;
 pub mod join;
 pub mod operator;
 pub mod query;
+pub mod relay;
 pub mod watch;
 
 use servicegroup::{LoadedConfig, ServiceGroup};

@@ -33,6 +33,8 @@ pub struct Env {
     vars: Vec<(String, String)>,
     cleanup: Option<Box<dyn FnOnce() + Send>>,
     pub backend: &'static str,
+    /// The relay's base URL when this is a relay client environment ([`Env::relay`]).
+    pub relay_url: Option<String>,
 }
 
 impl Drop for Env {
@@ -64,6 +66,7 @@ impl Env {
             vars,
             cleanup: None,
             backend: "none",
+            relay_url: None,
         }
     }
 
@@ -143,6 +146,32 @@ impl Env {
         env.set("SERVICEGROUP_MC__PREFIX", &prefix);
         env.short_intervals();
         env.backend = "memcached";
+        env
+    }
+
+    /// The `relay` driver in front of a `servicegroup relay` process serving `backend`
+    /// (the relay gets the backend's variables and [`RELAY_TOKEN`] in a token file).
+    /// The relay process and the backend end with the returned environment.
+    pub fn relay(backend: Env) -> Self {
+        let relay = RelayProcess::start(&backend, &[]);
+        let mut env = Self::relay_client(&relay.url);
+        env.cleanup = Some(Box::new(move || {
+            drop(relay);
+            drop(backend);
+        }));
+        env
+    }
+
+    /// The `relay` driver on relays already running (`urls`, comma-separated), with
+    /// [`RELAY_TOKEN`] and short intervals.
+    pub fn relay_client(urls: &str) -> Self {
+        let mut env = Self::bare();
+        env.set("SERVICEGROUP_DRIVER", "relay");
+        env.set("SERVICEGROUP_RELAY__URLS", urls);
+        env.set("SERVICEGROUP_RELAY__TOKEN", RELAY_TOKEN);
+        env.short_intervals();
+        env.backend = "relay";
+        env.relay_url = Some(urls.to_owned());
         env
     }
 
@@ -267,6 +296,47 @@ impl Env {
             seen_out: Vec::new(),
             seen_err: Vec::new(),
         }
+    }
+}
+
+/// The token the relay test environments use.
+pub const RELAY_TOKEN: &str = "relay-test-token-7b1f";
+
+/// A `servicegroup relay` process (killed when dropped).
+pub struct RelayProcess {
+    /// Its base URL (`http://127.0.0.1:PORT`, `https://...` with TLS).
+    pub url: String,
+    /// The process.
+    pub bg: Bg,
+}
+
+impl RelayProcess {
+    /// Starts `servicegroup relay --listen 127.0.0.1:0` with `backend`'s variables, a
+    /// token file holding [`RELAY_TOKEN`] (unless `extra` has `--insecure` or its own
+    /// `--token-file`) and `extra` arguments; waits for its `listening on` line.
+    pub fn start(backend: &Env, extra: &[&str]) -> Self {
+        let token_file = backend.dir.path().join("relay-token");
+        std::fs::write(&token_file, format!("{RELAY_TOKEN}\n")).expect("token file");
+        let token_file = token_file.display().to_string();
+        let mut args = vec!["relay", "--listen", "127.0.0.1:0"];
+        if !extra
+            .iter()
+            .any(|a| *a == "--insecure" || *a == "--token-file")
+        {
+            args.extend(["--token-file", token_file.as_str()]);
+        }
+        args.extend(extra);
+        let mut bg = backend.spawn(&args);
+        let line = bg.wait_stdout("`listening on URL`", Duration::from_secs(60), |l| {
+            l.starts_with("listening on ")
+        });
+        let url = line.trim_start_matches("listening on ").to_owned();
+        Self { url, bg }
+    }
+
+    /// `host:port` of the relay.
+    pub fn addr(&self) -> String {
+        self.url.rsplit("//").next().unwrap_or_default().to_owned()
     }
 }
 

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 pub use declaration::{DriverConfig, DriverTable, InvalidKey, NovaOption};
 pub use load::{ConfigLoader, LoadedConfig};
 pub use origin::Origin;
-pub use secret::DatabaseUrl;
+pub use secret::{DatabaseUrl, Secret};
 pub use value::{Table, Value};
 pub use view::Entry;
 

@@ -1,4 +1,5 @@
-//! [`DatabaseUrl`]: a connection URL whose password never reaches a log, an error or `Debug`.
+//! [`DatabaseUrl`]: a connection URL whose password never reaches a log, an error or `Debug`;
+//! [`Secret`]: a whole value (a token) that never does.
 //!
 //! A driver whose options hold such a URL uses it as the type of that key (the db
 //! driver's `url`) and declares the key secret as well, so core masks it too.
@@ -68,6 +69,43 @@ impl From<String> for DatabaseUrl {
     }
 }
 
+/// A secret value (a bearer token): `Debug`, `Display` and serialization show `***`.
+///
+/// Use [`Secret::expose`] only where the value is compared or sent.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value itself. Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(crate::config::redact::MASK)
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(crate::config::redact::MASK)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +123,18 @@ mod tests {
         assert_eq!(redact("sqlite:///var/lib/x.db"), "sqlite:///var/lib/x.db");
         assert_eq!(redact("postgres://user@h/db"), "postgres://user@h/db");
         assert_eq!(redact("mysql://u:p@ss@h/db"), "mysql://u:***@h/db");
+    }
+
+    #[test]
+    fn secret_is_hidden_everywhere() {
+        let t = Secret::new("t0ken-value");
+        for shown in [
+            format!("{t}"),
+            format!("{t:?}"),
+            serde_json::to_string(&t).unwrap(),
+        ] {
+            assert!(!shown.contains("t0ken"), "{shown}");
+        }
+        assert_eq!(t.expose(), "t0ken-value");
     }
 }

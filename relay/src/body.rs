@@ -1,0 +1,198 @@
+//! Extractors that answer bad input with the relay's JSON errors instead of axum's
+//! plain-text 4xx: bodies ([`JsonBody`]: malformed JSON is 400 naming the field, too
+//! large is 413), ids in paths ([`GroupPath`], [`KeyPath`]: validated by core's id
+//! rules) and the `instance` query parameter ([`InstanceQuery`]).
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use servicegroup_core::json::{ForcedDownBody, HeartbeatBody, JoinBody, RegisterBody};
+use servicegroup_core::{GroupId, InstanceId, MemberId, MemberKey, Metadata};
+
+use crate::error::ApiError;
+
+/// A request body type, and which error kind a bad value of it is.
+pub(crate) trait WireBody: DeserializeOwned {
+    /// The body is member metadata itself (`PUT .../metadata`).
+    const IS_METADATA: bool = false;
+}
+
+impl WireBody for JoinBody {}
+impl WireBody for ForcedDownBody {}
+impl WireBody for HeartbeatBody {}
+impl WireBody for RegisterBody {}
+impl WireBody for Metadata {
+    const IS_METADATA: bool = true;
+}
+
+/// A JSON body; any content type is accepted.
+#[derive(Debug)]
+pub(crate) struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: WireBody> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "the request body is larger than the relay's limit",
+                )
+            } else {
+                ApiError::bad_request(format!("cannot read the request body: {e}"))
+            }
+        })?;
+        parse(&bytes).map(JsonBody)
+    }
+}
+
+/// Parses a body, naming the field of the first error.
+pub(crate) fn parse<T: WireBody>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::bad_request(format!("malformed JSON body: {inner}"));
+        }
+        let first = path.split(['.', '[']).next().unwrap_or_default();
+        let kind = if T::IS_METADATA || first == "metadata" {
+            "invalid_metadata"
+        } else if path.ends_with("instance") {
+            "invalid_id"
+        } else {
+            "bad_request"
+        };
+        let message = if path == "." || path.is_empty() {
+            format!("invalid JSON body: {inner}")
+        } else {
+            format!("invalid JSON body: field `{path}`: {inner}")
+        };
+        ApiError::new(StatusCode::BAD_REQUEST, kind, message)
+    })?;
+    de.end()
+        .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?;
+    Ok(value)
+}
+
+fn path_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_id",
+        format!("invalid path: {e}"),
+    )
+}
+
+/// `{group}` of the path, validated.
+#[derive(Debug)]
+pub(crate) struct GroupPath(pub GroupId);
+
+impl<S: Send + Sync> FromRequestParts<S> for GroupPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(group) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(path_error)?;
+        Ok(Self(GroupId::new(group)?))
+    }
+}
+
+/// `{group}/members/{member}` of the path, validated.
+#[derive(Debug)]
+pub(crate) struct KeyPath(pub MemberKey);
+
+impl<S: Send + Sync> FromRequestParts<S> for KeyPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path((group, member)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(path_error)?;
+        Ok(Self(MemberKey::new(
+            GroupId::new(group)?,
+            MemberId::new(member)?,
+        )))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct InstanceParam {
+    instance: Option<String>,
+}
+
+/// The optional `?instance=HEX` parameter, validated.
+#[derive(Debug)]
+pub(crate) struct InstanceQuery(pub Option<InstanceId>);
+
+impl<S: Send + Sync> FromRequestParts<S> for InstanceQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Query(param) = Query::<InstanceParam>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+        Ok(Self(
+            param
+                .instance
+                .as_deref()
+                .map(InstanceId::parse)
+                .transpose()?,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind_and_message<T: WireBody + std::fmt::Debug>(text: &str) -> (String, String) {
+        let e = parse::<T>(text.as_bytes()).unwrap_err();
+        let body = serde_json::to_value(servicegroup_core::json::ErrorBody {
+            error: e.detail().clone(),
+        })
+        .unwrap();
+        (
+            body["error"]["kind"].as_str().unwrap().to_owned(),
+            body["error"]["message"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let hex = "a".repeat(32);
+        let (kind, msg) = kind_and_message::<JoinBody>("{\"instance\":");
+        assert_eq!(kind, "bad_request");
+        assert!(msg.contains("malformed JSON"), "{msg}");
+        let (kind, msg) = kind_and_message::<JoinBody>(&format!(
+            "{{\"instance\":\"{hex}\",\"exclusive\":\"yes\"}}"
+        ));
+        assert_eq!(kind, "bad_request");
+        assert!(msg.contains("`exclusive`"), "{msg}");
+        let (kind, msg) = kind_and_message::<JoinBody>("{\"instance\":\"xyz\"}");
+        assert_eq!(kind, "invalid_id");
+        assert!(
+            msg.contains("`instance`") && msg.contains("32 hex digits"),
+            "{msg}"
+        );
+        let (kind, msg) = kind_and_message::<JoinBody>(&format!(
+            "{{\"instance\":\"{hex}\",\"metadata\":{{\"bad key\":\"v\"}}}}"
+        ));
+        assert_eq!(kind, "invalid_metadata");
+        assert!(msg.contains("`metadata`"), "{msg}");
+        let (kind, _) = kind_and_message::<Metadata>("{\"k\":1}");
+        assert_eq!(kind, "invalid_metadata");
+        let (_, msg) = kind_and_message::<JoinBody>("{}");
+        assert!(msg.contains("missing field `instance`"), "{msg}");
+        let (_, msg) = kind_and_message::<ForcedDownBody>("{\"forced_down\":true} x");
+        assert!(
+            msg.contains("malformed") || msg.contains("trailing"),
+            "{msg}"
+        );
+    }
+}
