@@ -125,9 +125,9 @@ fn shared_topology_is_the_default_and_says_so() {
             "--handles",
             "2",
             "--duration",
-            "3s",
+            "4s",
             "--kill",
-            "0",
+            "0.1",
             "--report-interval",
             "200ms",
             "--service-down-time",
@@ -137,7 +137,7 @@ fn shared_topology_is_the_default_and_says_so() {
         Duration::from_secs(120),
     );
     let r = out.json();
-    assert_simulation_ok(&r, 40, 0, 1.0, 0.2);
+    assert_simulation_ok(&r, 40, 4, 1.0, 0.2);
     assert_eq!(r["topology"], "shared", "{r:#}");
     assert_eq!(r["processes_per_driver"], Value::Null, "{r:#}");
     assert_eq!(r["driver_instances"], 1, "{r:#}");
