@@ -22,6 +22,9 @@ pub enum Error {
     /// id, ...), with the library's error kind.
     #[error(transparent)]
     Servicegroup(#[from] servicegroup::Error),
+    /// Not one member could join (and no backend error says why).
+    #[error("no member could join")]
+    NoMemberJoined,
     /// One of the simulator's own tasks died.
     #[error("the simulator's {0} task failed")]
     Task(&'static str),

@@ -76,7 +76,7 @@ pub async fn join_all(
     if joined == 0 {
         return Err(match first_error {
             Some(error) => Error::from(error),
-            None => Error::Task("join"),
+            None => Error::NoMemberJoined,
         });
     }
     Ok((joined, failed))
