@@ -183,6 +183,16 @@ pub struct SimulateArgs {
     /// members in one driver call per tick).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     pub handles: u32,
+    /// `shared`: the members spread over --handles handles sharing one driver instance.
+    /// `per-process`: every member its own handle, as one process per host (--handles
+    /// is ignored), sending its own heartbeat call every tick.
+    #[arg(long, value_enum, default_value_t = Topology::Shared)]
+    pub topology: Topology,
+    /// Per-process topology: simulated processes sharing one driver instance and its
+    /// connections (its pool, its sockets); each keeps its own handle and its own call
+    /// per tick (never merged with another's). 1: every process its own instance.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub processes_per_driver: u32,
     /// How long the measured run lasts (after every member has joined).
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub duration: Duration,
@@ -227,6 +237,15 @@ pub struct SimulateArgs {
     /// its CPU time and memory during the measured run.
     #[arg(long)]
     pub server_pid: Option<u32>,
+}
+
+/// Topologies of `simulate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Topology {
+    /// Handles sharing one driver instance (one process reporting for many members).
+    Shared,
+    /// One handle per member, as one process per host.
+    PerProcess,
 }
 
 /// Baselines `simulate` can measure instead of a driver.

@@ -1,4 +1,4 @@
-//! `simulate --baseline nova`: Nova's own database servicegroup driver, reproduced
+//! [`Baseline::Nova`](crate::Baseline::Nova) (feature `nova`): Nova's own database servicegroup driver, reproduced
 //! inside the simulator as the yardstick for ours (not a driver users can pick).
 //!
 //! What Nova does, and so what this does:
@@ -29,11 +29,11 @@ use diesel::QueryableByName;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use servicegroup::config::DatabaseUrl;
 use servicegroup::{Error, ErrorKind};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::histogram::Histogram;
-use super::{lock, Sim};
-use crate::failure::Failure;
+use crate::latency::Latency;
+use crate::run::{lock, Sim};
 
 /// The table, as Nova's `services` (the columns the servicegroup path touches).
 const CREATE_TABLE: &str = "
@@ -122,7 +122,7 @@ pub struct Nova {
     /// `nova_services.id` per fleet index (0: not joined).
     ids: Vec<AtomicU64>,
     /// Heartbeat lateness (due time → transaction start), the drift Nova's loops see.
-    pub lateness: std::sync::Mutex<Histogram>,
+    pub lateness: std::sync::Mutex<Latency>,
 }
 
 impl Nova {
@@ -132,15 +132,16 @@ impl Nova {
         url: Option<&DatabaseUrl>,
         timeout: Duration,
         members: usize,
-    ) -> Result<Self, Failure> {
+    ) -> Result<Self, crate::Error> {
         let Some(url) = url else {
-            return Err(Failure::msg(
-                "`--baseline nova` needs a PostgreSQL `db.url` (postgres://...); none is configured",
+            return Err(crate::Error::Baseline(
+                "`--baseline nova` needs a PostgreSQL `db.url` (postgres://...); none is configured"
+                    .to_owned(),
             ));
         };
         let scheme = url.expose().split(':').next().unwrap_or("");
         if !scheme.starts_with("postgres") {
-            return Err(Failure::msg(format!(
+            return Err(crate::Error::Baseline(format!(
                 "`--baseline nova` runs on PostgreSQL only; `db.url` is {}",
                 url.redacted()
             )));
@@ -149,7 +150,7 @@ impl Nova {
             url: url.clone(),
             timeout,
             ids: (0..members).map(|_| AtomicU64::new(0)).collect(),
-            lateness: std::sync::Mutex::new(Histogram::new()),
+            lateness: std::sync::Mutex::new(Latency::new()),
         };
         let mut conn = nova.connection().await?;
         nova.bounded("create table", async {
@@ -407,6 +408,117 @@ pub async fn worker(sim: Arc<Sim>, nova: Arc<Nova>, schedule: Arc<Schedule>) {
                 }
             }
         }
+    }
+}
+
+/// Joins the Nova baseline's fleet: `concurrency` tasks, each with its own
+/// connection, inserting a contiguous part of the fleet. Returns (joined, failed).
+pub async fn join_nova(
+    sim: &Arc<Sim>,
+    nova: &Arc<Nova>,
+    concurrency: u32,
+) -> Result<(u64, u64), crate::Error> {
+    let n = sim.fleet.len();
+    let bar = crate::run::bar(
+        sim.progress,
+        n as u64,
+        "{prefix:>9} [{elapsed_precise}] {wide_bar} {pos}/{len} members",
+    );
+    bar.set_prefix("joining");
+    let parts = (concurrency as usize).clamp(1, n);
+    let per_part = n.div_ceil(parts);
+    let mut set = JoinSet::new();
+    for p in 0..parts {
+        let range = (p * per_part)..((p + 1) * per_part).min(n);
+        let (sim, nova, bar) = (sim.clone(), nova.clone(), bar.clone());
+        set.spawn(async move {
+            let mut conn = nova.connection().await?;
+            let mut joined = 0;
+            let mut start = range.start;
+            while start < range.end {
+                let end = (start + 10_000).min(range.end);
+                joined += nova.join(&mut conn, &sim, start..end).await?;
+                bar.inc((end - start) as u64);
+                start = end;
+            }
+            Ok::<u64, Error>(joined)
+        });
+    }
+    let (mut joined, mut first_error) = (0, None);
+    while let Some(done) = set.join_next().await {
+        match done {
+            Ok(Ok(k)) => joined += k,
+            Ok(Err(error)) => {
+                sim.stats.errors.add(error.kind());
+                first_error.get_or_insert(error);
+            }
+            Err(join_error) => tracing::warn!("join task failed: {join_error}"),
+        }
+    }
+    bar.finish_and_clear();
+    if let Some(error) = first_error {
+        // All or nothing, so the measured fleet is the requested one.
+        return Err(crate::Error::from(error));
+    }
+    Ok((joined, n as u64 - joined))
+}
+
+/// One observer of the Nova baseline: list the group (`service_get_all_by_topic`),
+/// judge every row on the client clock, check a few single members, pause, repeat.
+pub async fn observe_nova(sim: Arc<Sim>, nova: Arc<Nova>, sdt: Duration, pause: Duration) {
+    let mut rng = fastrand::Rng::new();
+    let n = sim.fleet.len();
+    let mut conn = None;
+    while !sim.stopped() {
+        if conn.is_none() {
+            match nova.connection().await {
+                Ok(c) => conn = Some(c),
+                Err(error) => {
+                    sim.stats.errors.add(error.kind());
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let started = Instant::now();
+        let listed_in;
+        match nova.list(c, &sim, sdt).await {
+            Ok(rows) => {
+                listed_in = started.elapsed();
+                lock(&sim.observed.listing_latency).record(listed_in);
+                sim.observed.listings.fetch_add(1, Ordering::Relaxed);
+                for (i, _) in rows.into_iter().filter(|(_, up)| !up) {
+                    sim.fleet.judged_down(i, &sim.fleet.member_id(i));
+                }
+            }
+            Err(error) => {
+                sim.stats.errors.add(error.kind());
+                conn = None;
+                continue;
+            }
+        }
+        for _ in 0..crate::observe::CHECKS_PER_ROUND {
+            let i = rng.usize(..n);
+            if !sim.fleet.is_joined(i) {
+                continue;
+            }
+            let Some(c) = conn.as_mut() else { break };
+            match nova.check(c, &sim, i, sdt).await {
+                Ok(Some(up)) => {
+                    sim.observed.checks.fetch_add(1, Ordering::Relaxed);
+                    if !up {
+                        sim.fleet.judged_down(i, &sim.fleet.member_id(i));
+                    }
+                }
+                Ok(None) => sim.stats.errors.add(ErrorKind::NotFound),
+                Err(error) => {
+                    sim.stats.errors.add(error.kind());
+                    conn = None;
+                }
+            }
+        }
+        tokio::time::sleep(crate::observe::observer_pause(pause, listed_in)).await;
     }
 }
 

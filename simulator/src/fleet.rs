@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::histogram::Histogram;
+use crate::latency::Latency;
 
 const ALIVE: u64 = u64::MAX;
 const JOINED: u8 = 1;
@@ -27,7 +27,7 @@ pub struct Fleet {
     killed: AtomicU64,
     detected: AtomicU64,
     false_downs: AtomicU64,
-    detection: Mutex<Histogram>,
+    detection: Mutex<Latency>,
 }
 
 impl Fleet {
@@ -41,7 +41,7 @@ impl Fleet {
             killed: AtomicU64::new(0),
             detected: AtomicU64::new(0),
             false_downs: AtomicU64::new(0),
-            detection: Mutex::new(Histogram::new()),
+            detection: Mutex::new(Latency::new()),
         }
     }
 
@@ -135,7 +135,7 @@ impl Fleet {
     }
 
     /// Detection delays (kill → first seen down).
-    pub fn detection(&self) -> MutexGuard<'_, Histogram> {
+    pub fn detection(&self) -> MutexGuard<'_, Latency> {
         self.detection.lock().unwrap_or_else(|e| e.into_inner())
     }
 }

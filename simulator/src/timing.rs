@@ -13,7 +13,7 @@ use servicegroup::{
     Summary,
 };
 
-use super::histogram::Histogram;
+use crate::latency::Latency;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -62,7 +62,7 @@ pub struct Stats {
     /// Successful heartbeat batches.
     pub batches: AtomicU64,
     /// Latency of successful batches.
-    batch_latency: Mutex<Histogram>,
+    batch_latency: Mutex<Latency>,
     /// Errors of every kind seen anywhere in the simulation.
     pub errors: ErrorCounts,
     /// Set when the simulation shuts its handles down: calls cancelled after that are
@@ -73,11 +73,11 @@ pub struct Stats {
 impl Stats {
     /// Starts a new measurement window for the batch latency.
     pub fn reset_latency(&self) {
-        *lock(&self.batch_latency) = Histogram::new();
+        *lock(&self.batch_latency) = Latency::new();
     }
 
     /// The batch latency histogram so far.
-    pub fn batch_latency(&self) -> Histogram {
+    pub fn batch_latency(&self) -> Latency {
         lock(&self.batch_latency).clone()
     }
 

@@ -1,4 +1,5 @@
-//! The simulator's report: one JSON object (`--json`) or a short text block.
+//! The simulator's [`Report`]: serialized as one JSON object (`simulate --json`; keys
+//! documented in docs/cli.md) or rendered as a short text block ([`Report::text`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -6,8 +7,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::histogram::Histogram;
-use super::usage::{ServerUsage, SimulatorUsage};
+use crate::latency::Latency;
+use crate::usage::{ServerUsage, SimulatorUsage};
 
 /// p50 / p99 / max of a latency, in milliseconds (null when nothing was measured).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -24,8 +25,8 @@ fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0 * 1000.0).round() / 1000.0
 }
 
-impl From<&Histogram> for Quantiles {
-    fn from(h: &Histogram) -> Self {
+impl From<&Latency> for Quantiles {
+    fn from(h: &Latency) -> Self {
         Self {
             p50: h.quantile(0.50).map(ms),
             p99: h.quantile(0.99).map(ms),
@@ -47,9 +48,28 @@ pub struct Report {
     pub members: u64,
     /// Members whose join failed.
     pub join_failures: u64,
-    /// Heartbeating handles (Nova baseline: connections, each running one member's
-    /// report at a time).
+    /// Heartbeating handles (per-process topology: one per member; Nova baseline:
+    /// connections, each running one member's report at a time).
     pub handles: u32,
+    /// Which topology ran: `shared` (every handle on one driver instance, so a handle
+    /// reports all its members in one call per tick) or `per-process` (every member its
+    /// own handle, as one process per host; see `processes_per_driver`). The Nova
+    /// baseline is `shared`: its workers share `db.pool_size` connections, one
+    /// transaction per member report.
+    pub topology: String,
+    /// Per-process topology: simulated processes sharing one driver instance (its
+    /// connections), each with its own handle sending its own call every tick; null
+    /// for `shared`.
+    pub processes_per_driver: Option<u32>,
+    /// Driver instances built (`Registry::build`): 1 for `shared`; for `per-process`
+    /// ceil(members / processes_per_driver) plus 1 for the observers. Null for the
+    /// Nova baseline (no driver).
+    pub driver_instances: Option<u64>,
+    /// Connections the simulator held to the backend: the larger count after the join
+    /// and at the end of the run of the sockets (and, for SQLite, database files) it
+    /// opened since before the drivers were built (from `/proc/self/fd`; null where
+    /// that cannot be read).
+    pub connections: Option<u64>,
     /// Observer tasks.
     pub observers: u32,
     /// Seconds it took every member to join (before the measured run).
@@ -113,6 +133,32 @@ fn opt(v: Option<f64>) -> String {
 }
 
 impl Report {
+    /// The topology line: what ran and what it used.
+    fn topology_text(&self) -> String {
+        let connections = self.connections.map_or_else(
+            || "connections unknown".to_owned(),
+            |c| format!("{c} connections"),
+        );
+        match (self.processes_per_driver, self.driver_instances) {
+            (Some(per), Some(instances)) => format!(
+                "{}: {} processes, each its own handle; {} driver instances (up to {} processes per instance, calls never merged across processes, 1 instance for the observers), {}",
+                self.topology, self.handles, instances, per, connections
+            ),
+            (_, Some(instances)) => format!(
+                "{}: {} handles on {} driver instance{} (observers included), {}",
+                self.topology,
+                self.handles,
+                instances,
+                if instances == 1 { "" } else { "s" },
+                connections
+            ),
+            _ => format!(
+                "{}: no driver (baseline), {} worker connections, {}",
+                self.topology, self.handles, connections
+            ),
+        }
+    }
+
     /// The human-readable report.
     pub fn text(&self) -> String {
         let mut s = String::new();
@@ -126,6 +172,7 @@ impl Report {
             "  members            {} in {} handles ({} join failures), joined in {:.2} s",
             self.members, self.handles, self.join_failures, self.join_seconds
         );
+        let _ = writeln!(s, "  topology           {}", self.topology_text());
         let _ = writeln!(
             s,
             "  heartbeats         {:.0}/s ({} in {:.1} s, {} batches)",
@@ -214,5 +261,45 @@ impl Report {
         };
         let _ = writeln!(s, "result: {verdict}");
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_come_from_the_histogram_in_rounded_milliseconds() {
+        assert_eq!(
+            Quantiles::from(&Latency::new()),
+            Quantiles {
+                p50: None,
+                p99: None,
+                max: None
+            }
+        );
+        let mut h = Latency::new();
+        for us in 1..=10_000u64 {
+            h.record(Duration::from_micros(us * 100)); // 0.1 ms .. 1000 ms
+        }
+        let q = Quantiles::from(&h);
+        let (p50, p99, max) = (q.p50.unwrap(), q.p99.unwrap(), q.max.unwrap());
+        // Ranks 5000 and 9900 exactly, at most 0.1 % high, to the µs.
+        assert!((500.0..=500.5).contains(&p50), "{q:?}");
+        assert!((990.0..=991.0).contains(&p99), "{q:?}");
+        assert!((1000.0..=1001.0).contains(&max), "{q:?}");
+        assert!(p50 <= p99 && p99 <= max);
+        for v in [p50, p99, max] {
+            assert_eq!(
+                v,
+                (v * 1000.0).round() / 1000.0,
+                "not rounded to the µs: {v}"
+            );
+        }
+        let json = serde_json::to_value(q).unwrap();
+        assert_eq!(
+            json.as_object().unwrap().keys().collect::<Vec<_>>(),
+            ["max", "p50", "p99"]
+        );
     }
 }
