@@ -12,6 +12,7 @@
 //!   whose backend is not compiled in is a `Config` error naming the feature.
 //! - `inproc`: the in-process driver.
 //! - `mc`: the memcached driver (links `inproc` too).
+//! - `etcd`: the etcd driver (an etcd cluster; no build tools needed).
 //!
 //! Each driver owns its configuration table (`[db]`, `[mc]`, `[inproc]`) and declares
 //! it with its registration; the typed options are re-exported here as [`DbConfig`],
@@ -63,3 +64,10 @@ pub use servicegroup_driver_mc as mc;
 /// `[mc]`: the mc driver's options (feature `mc`).
 #[cfg(feature = "mc")]
 pub use servicegroup_driver_mc::McConfig;
+
+/// The `etcd` driver crate (feature `etcd`): an etcd cluster, shared leases, native watch.
+#[cfg(feature = "etcd")]
+pub use servicegroup_driver_etcd as etcd;
+/// `[etcd]`: the etcd driver's options (feature `etcd`).
+#[cfg(feature = "etcd")]
+pub use servicegroup_driver_etcd::EtcdConfig;
