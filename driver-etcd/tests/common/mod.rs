@@ -91,6 +91,18 @@ impl Cluster {
         etcd_sh(&["leader", self.path()])
     }
 
+    /// The current leader's name, or `None` while there is none.
+    pub fn try_leader(&self) -> Option<String> {
+        let out = Command::new("bash")
+            .arg(script())
+            .args(["leader", self.path()])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
     /// Stops member `name`, keeping its data.
     pub fn stop_member(&self, name: &str) {
         etcd_sh(&["stop-member", self.path(), name]);
