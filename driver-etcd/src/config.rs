@@ -117,15 +117,8 @@ impl DriverTable for EtcdConfig {
                 "lists no endpoint; expected URLs such as http://127.0.0.1:2379",
             ));
         }
-        let mut https = false;
         for endpoint in &endpoints {
-            https |= check_endpoint(endpoint).map_err(|why| InvalidKey::new("endpoints", why))?;
-        }
-        if https && self.ca_file.is_none() {
-            return Err(InvalidKey::new(
-                "ca_file",
-                "is not set, but `etcd.endpoints` has https:// endpoints: name the PEM file of their CA",
-            ));
+            check_endpoint(endpoint).map_err(|why| InvalidKey::new("endpoints", why))?;
         }
         if self.ca_file.as_deref().is_some_and(|f| f.trim().is_empty()) {
             return Err(InvalidKey::new("ca_file", "must not be empty"));
@@ -134,10 +127,29 @@ impl DriverTable for EtcdConfig {
         if self.timeout.is_zero() {
             return Err(InvalidKey::new("timeout", "must be greater than zero"));
         }
+        if self.username.as_deref() == Some("") {
+            return Err(InvalidKey::new("username", "must not be empty"));
+        }
+        Ok(())
+    }
+}
+
+impl EtcdConfig {
+    /// The rules between keys, checked when the driver is built (not at each
+    /// `Config::set`, so the keys can be set one after the other): `username` and
+    /// `password` go together, and `https://` endpoints need `ca_file`.
+    pub fn check_together(&self) -> Result<(), InvalidKey> {
+        let https = self
+            .endpoint_list()
+            .iter()
+            .any(|e| e.starts_with("https://"));
+        if https && self.ca_file.is_none() {
+            return Err(InvalidKey::new(
+                "ca_file",
+                "is not set, but `etcd.endpoints` has https:// endpoints: name the PEM file of their CA",
+            ));
+        }
         match (&self.username, &self.password) {
-            (Some(user), Some(_)) if user.is_empty() => {
-                Err(InvalidKey::new("username", "must not be empty"))
-            }
             (Some(_), None) => Err(InvalidKey::new(
                 "password",
                 "is not set, but `etcd.username` is: set both or neither",
@@ -244,20 +256,21 @@ mod tests {
     #[test]
     fn https_needs_a_ca_file() {
         let mut c = with(&["https://a:1"]);
-        assert_eq!(c.check().unwrap_err().key(), "ca_file");
-        c.ca_file = Some("/etc/etcd/ca.pem".into());
         c.check().unwrap();
+        assert_eq!(c.check_together().unwrap_err().key(), "ca_file");
+        c.ca_file = Some("/etc/etcd/ca.pem".into());
+        c.check_together().unwrap();
     }
 
     #[test]
     fn user_and_password_go_together() {
         let mut c = with(&["http://a:1"]);
         c.username = Some("sg".into());
-        assert_eq!(c.check().unwrap_err().key(), "password");
+        assert_eq!(c.check_together().unwrap_err().key(), "password");
         c.password = Some(Password::new("s3cr3t"));
-        c.check().unwrap();
+        c.check_together().unwrap();
         c.username = None;
-        let e = c.check().unwrap_err();
+        let e = c.check_together().unwrap_err();
         assert_eq!(e.key(), "username");
         assert!(!e.to_string().contains("s3cr3t"));
     }

@@ -109,6 +109,14 @@ impl EtcdDriver {
         let options: EtcdConfig = config
             .driver_config(NAME)
             .map_err(|e| e.with_driver(NAME))?;
+        options.check_together().map_err(|e| {
+            Error::config(format!(
+                "invalid value for `etcd.{}`: {}",
+                e.key(),
+                e.message()
+            ))
+            .with_driver(NAME)
+        })?;
         let client = client::Client::new(&options)?;
         let endpoints = client.endpoints().to_vec();
         let counter = lock(counters())
