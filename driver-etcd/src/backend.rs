@@ -498,16 +498,11 @@ impl Backend {
                 .await
                 .map_err(|e| e.into_error("writing the beat key"))?;
         }
-        {
-            let mut instances = lock(&self.instances);
-            let state = instances.map.entry(instance).or_default();
-            for key in part.keys {
-                if let Some(held) = state.held.get_mut(key) {
-                    held.beat = confirmed;
-                    held.beat_ms = sent_ms;
-                }
-            }
-        }
+        lock(&self.instances)
+            .map
+            .entry(instance)
+            .or_default()
+            .beat(part.keys, confirmed, sent_ms);
         if !check.is_empty() {
             self.check(instance, lease, &check, repair, report).await?;
         }

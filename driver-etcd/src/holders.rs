@@ -91,33 +91,53 @@ pub(crate) struct TickPlan {
 }
 
 impl Instance {
-    /// Splits the batch `keys` (sorted, unique) against what is held.
+    /// Splits the batch `keys` (sorted, unique) against what is held: one merge walk
+    /// over both sorted sequences, no lookups (a tick of 100,000 members stays cheap).
     pub(crate) fn plan(&mut self, keys: &[MemberKey]) -> TickPlan {
         let mut plan = TickPlan {
             lease: self.lease,
             dropped: std::mem::take(&mut self.dropped),
             check: Vec::new(),
         };
-        let wanted: BTreeSet<&MemberKey> = keys.iter().collect();
-        let gone: Vec<MemberKey> = self
-            .held
-            .keys()
-            .filter(|k| !wanted.contains(k))
-            .cloned()
-            .collect();
-        for key in gone {
-            if let Some(held) = self.held.remove(&key) {
-                plan.dropped.push(Dropped { key, held });
-            }
-        }
         let resync = std::mem::take(&mut self.resync);
         let dirty = std::mem::take(&mut self.dirty);
-        for key in keys {
-            if resync || dirty.contains(key) || !self.held.contains_key(key) {
-                plan.check.push(key.clone());
+        let mut gone = Vec::new();
+        let mut batch = keys.iter().peekable();
+        for (key, held) in &self.held {
+            while let Some(next) = batch.next_if(|k| *k < key) {
+                // In the batch, not held: read it.
+                plan.check.push(next.clone());
+            }
+            if batch.next_if(|k| *k == key).is_some() {
+                if resync || dirty.contains(key) {
+                    plan.check.push(key.clone());
+                }
+            } else {
+                gone.push(Dropped {
+                    key: key.clone(),
+                    held: *held,
+                });
             }
         }
+        plan.check.extend(batch.cloned());
+        for dropped in &gone {
+            self.held.remove(&dropped.key);
+        }
+        plan.dropped.extend(gone);
         plan
+    }
+
+    /// Records that the members of `keys` (sorted) that are held heartbeated at
+    /// `beat` / `beat_ms`: one merge walk.
+    pub(crate) fn beat(&mut self, keys: &[MemberKey], beat: Instant, beat_ms: i64) {
+        let mut batch = keys.iter().peekable();
+        for (key, held) in self.held.iter_mut() {
+            while batch.next_if(|k| *k < key).is_some() {}
+            if batch.next_if(|k| *k == key).is_some() {
+                held.beat = beat;
+                held.beat_ms = beat_ms;
+            }
+        }
     }
 }
 
