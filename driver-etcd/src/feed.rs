@@ -94,7 +94,10 @@ pub(crate) async fn open(backend: &Arc<Backend>, group: &GroupId) -> Result<Etcd
                         break;
                     }
                     // Fell behind compaction: start over from now; the listing catches up.
-                    Err(e) if e.is_compacted() => next = None,
+                    Err(e) if e.is_compacted() => {
+                        tracing::info!(driver = NAME, "a watch fell behind etcd's compaction; resynchronising from a fresh listing");
+                        next = None;
+                    }
                     Err(_) => {}
                 }
                 backoff = (backoff * 2).min(Duration::from_secs(2));
