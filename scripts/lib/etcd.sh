@@ -127,9 +127,11 @@ etcd_stop_member() {
 # etcd_start_cluster DIR: all members, waits until each is healthy, prints the endpoints.
 etcd_start_cluster() {
   local dir=$1 name
-  # etcdctl too: the tests enable authentication and compact with it.
+  # etcdctl too: the tests enable authentication and compact with it; openssl makes
+  # the TLS test's certificates.
   ensure_command etcd etcd-server || return 1
   ensure_command etcdctl etcd-client || return 1
+  ensure_command openssl openssl || return 1
   etcd_ports "$dir" || return 1
   for name in "${SG_ETCD_MEMBERS[@]}"; do etcd_start_member "$dir" "$name" || return 1; done
   for name in "${SG_ETCD_MEMBERS[@]}"; do etcd_wait_member "$dir" "$name" || return 1; done
