@@ -53,7 +53,7 @@ pub struct Backend {
     pub(crate) instances: Mutex<Instances>,
     grant_lock: tokio::sync::Mutex<()>,
     beat_lease: tokio::sync::Mutex<Option<(i64, Instant)>>,
-    pub(crate) fence_restart: tokio::sync::Notify,
+    pub(crate) fence_restart: Arc<tokio::sync::Notify>,
     fence_task: Mutex<Option<tokio::task::AbortHandle>>,
     heartbeat_requests: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -115,7 +115,7 @@ impl Backend {
             instances: Mutex::new(Instances::default()),
             grant_lock: tokio::sync::Mutex::new(()),
             beat_lease: tokio::sync::Mutex::new(None),
-            fence_restart: tokio::sync::Notify::new(),
+            fence_restart: Arc::new(tokio::sync::Notify::new()),
             fence_task: Mutex::new(None),
             heartbeat_requests,
         }

@@ -8,17 +8,20 @@
 //! starts without one (first start, a store that lost its data), every instance
 //! reads all its members at its next tick instead.
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use tokio::sync::Notify;
 
 use crate::backend::Backend;
 use crate::kv::{b64, int, prefix_end, Kv};
 use crate::{lock, NAME};
 
 /// Runs until the backend is dropped.
-pub(crate) async fn run(backend: Weak<Backend>) {
+/// Holds the backend only while handling an answer, never across a wait, so dropping
+/// the driver drops the backend (whose `Drop` aborts this task).
+pub(crate) async fn run(backend: Weak<Backend>, restart: Arc<Notify>) {
     let mut next: Option<i64> = None;
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -48,11 +51,9 @@ pub(crate) async fn run(backend: Weak<Backend>) {
         }
         drop(b);
         loop {
-            let Some(b) = backend.upgrade() else { return };
-            let restart = b.fence_restart.notified();
             let line = tokio::select! {
                 line = lines.next() => line,
-                _ = restart => {
+                _ = restart.notified() => {
                     tracing::debug!(driver = NAME, "fence watch: restarting from the current revision");
                     next = None;
                     break;
@@ -66,6 +67,7 @@ pub(crate) async fn run(backend: Weak<Backend>) {
                 }
             };
             backoff = Duration::from_millis(100);
+            let Some(b) = backend.upgrade() else { return };
             if handle(&b, &result, &mut next) {
                 break;
             }

@@ -129,7 +129,10 @@ impl EtcdDriver {
             config.service_down_time,
             counter,
         ));
-        let task = tokio::spawn(fence::run(Arc::downgrade(&backend)));
+        let task = tokio::spawn(fence::run(
+            Arc::downgrade(&backend),
+            backend.fence_restart.clone(),
+        ));
         backend.set_fence_task(task.abort_handle());
         tracing::info!(
             driver = NAME,

@@ -123,3 +123,27 @@ async fn a_watch_behind_compaction_resynchronises_and_reports_each_transition_on
     assert_eq!((up[0].kind, up[0].member.as_str()), (EventKind::Up, "a"));
     drop((a, c));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_driver_ends_its_watches() {
+    let config = common::config(&common::shared_endpoints(), "drop");
+    let driver = servicegroup_driver_etcd::EtcdDriver::connect(&config)
+        .await
+        .unwrap();
+    let weak = Arc::downgrade(driver.backend());
+    let feed = servicegroup_core::Driver::change_feed(&driver, &"compute".try_into().unwrap())
+        .await
+        .unwrap();
+    assert!(feed.is_some());
+    // Let the fence watch connect and wait on its stream.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    drop((driver, feed));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while weak.upgrade().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the backend outlived its driver: a watch task keeps it"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
