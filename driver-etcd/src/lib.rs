@@ -21,7 +21,7 @@
 //!   `mod_revision` with the one they read, so concurrent joins and takeovers of one
 //!   member are atomic: one wins, the other reads again and decides again.
 //!   Heartbeats learn of takeovers and removals from one watch per driver on the
-//!   records ([`fence`](crate)); only changed records are read.
+//!   records (the fence watch); only changed records are read.
 //! - **Native watch.** [`servicegroup_core::Driver::change_feed`] watches the
 //!   group's keys from the revision of the watch's first listing; a watch that falls
 //!   behind compaction resynchronises from a fresh listing.
