@@ -29,6 +29,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::Result;
+use crate::feed::ChangeFeed;
 use crate::id::{GroupId, MemberKey};
 use crate::instance::{Holder, InstanceId};
 use crate::liveness::{state_of, State};
@@ -164,6 +165,16 @@ pub trait Driver: Send + Sync + fmt::Debug + 'static {
 
     /// Every group with at least one member.
     async fn groups(&self) -> Result<Vec<GroupId>>;
+
+    /// Change notifications for `group`, if the backend can push them (etcd's watch):
+    /// [`crate::Watch`] then lists the group when notified instead of every
+    /// `watch_interval`. The feed must see every change before this returns, so the
+    /// watch's first listing (taken after it) misses nothing. The default, `None`,
+    /// keeps the watch polling; wrappers forward it to the driver they wrap.
+    async fn change_feed(&self, group: &GroupId) -> Result<Option<Box<dyn ChangeFeed>>> {
+        let _ = group;
+        Ok(None)
+    }
 }
 
 /// The holder a record held by `found` gets when `instance` registers it, with the

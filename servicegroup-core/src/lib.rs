@@ -25,6 +25,7 @@ pub mod config;
 pub mod driver;
 mod engine;
 pub mod error;
+pub mod feed;
 mod handle;
 pub mod id;
 pub mod instance;
@@ -46,6 +47,7 @@ pub use config::{
 pub use driver::{Capabilities, Driver};
 pub use engine::JOIN_CHUNK;
 pub use error::{BoxError, Error, ErrorKind, Result};
+pub use feed::ChangeFeed;
 pub use handle::ServiceGroup;
 pub use id::{GroupId, IntoId, MemberId, MemberKey, MAX_ID_LEN};
 pub use instance::{Holder, InstanceId};

@@ -1,7 +1,9 @@
 //! [`Watch`]: membership events of one group, built on the group listing.
 //!
 //! A watch polls [`crate::ServiceGroup::members`] every interval and diffs it against the
-//! previous listing, so it works on every driver. Each transition is reported
+//! previous listing, so it works on every driver. When the driver offers a
+//! [`ChangeFeed`] ([`crate::Driver::change_feed`]) the watch lists only when the feed
+//! says the group changed (at most once per interval), and the diff is the same. Each transition is reported
 //! exactly once: a member that appears is [`EventKind::Joined`] (followed by
 //! [`EventKind::Down`] if it appears down), one that disappears is
 //! [`EventKind::Left`], and state changes are [`EventKind::Down`] / [`EventKind::Up`].
@@ -18,6 +20,7 @@ use tokio::time::Instant;
 
 use crate::engine::Inner;
 use crate::error::Result;
+use crate::feed::ChangeFeed;
 use crate::id::{GroupId, MemberId};
 use crate::instance::Holder;
 use crate::liveness::State;
@@ -117,6 +120,11 @@ pub struct Watch {
     known: BTreeMap<MemberId, Seen>,
     pending: VecDeque<Event>,
     next_poll: Instant,
+    /// The driver's change feed, if it has one.
+    feed: Option<Box<dyn ChangeFeed>>,
+    /// The feed said "changed" and no listing has followed yet (kept across a
+    /// cancelled `next`, so the notification is not lost).
+    notified: bool,
 }
 
 impl Watch {
@@ -125,6 +133,10 @@ impl Watch {
         group_id: GroupId,
         interval: Duration,
     ) -> Result<Self> {
+        // Opened before the first listing, so no change falls between the two.
+        let feed = inner
+            .call("change_feed", inner.driver.change_feed(&group_id))
+            .await?;
         let known = listing(status::members(&inner, &group_id).await?);
         Ok(Self {
             inner,
@@ -133,6 +145,8 @@ impl Watch {
             known,
             pending: VecDeque::new(),
             next_poll: Instant::now() + interval,
+            feed,
+            notified: false,
         })
     }
 
@@ -147,9 +161,16 @@ impl Watch {
             if let Some(event) = self.pending.pop_front() {
                 return Ok(event);
             }
+            if let Some(feed) = self.feed.as_mut() {
+                if !self.notified {
+                    feed.changed().await?;
+                    self.notified = true;
+                }
+            }
             tokio::time::sleep_until(self.next_poll).await;
             self.next_poll = Instant::now() + self.interval;
             self.poll().await?;
+            self.notified = false;
         }
     }
 

@@ -13,6 +13,7 @@
 //! - `inproc`: the in-process driver.
 //! - `mc`: the memcached driver (links `inproc` too).
 //! - `relay`: the relay driver, a client of `servicegroup relay` servers over HTTP.
+//! - `etcd`: the etcd driver (an etcd cluster; no build tools needed).
 //!
 //! Each driver owns its configuration table (`[db]`, `[mc]`, `[inproc]`) and declares
 //! it with its registration; the typed options are re-exported here as [`DbConfig`],
@@ -71,3 +72,9 @@ pub use servicegroup_driver_relay as relay;
 /// `[relay]`: the relay driver's options (feature `relay`).
 #[cfg(feature = "relay")]
 pub use servicegroup_driver_relay::RelayConfig;
+/// The `etcd` driver crate (feature `etcd`): an etcd cluster, shared leases, native watch.
+#[cfg(feature = "etcd")]
+pub use servicegroup_driver_etcd as etcd;
+/// `[etcd]`: the etcd driver's options (feature `etcd`).
+#[cfg(feature = "etcd")]
+pub use servicegroup_driver_etcd::EtcdConfig;

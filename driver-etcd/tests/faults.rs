@@ -1,0 +1,327 @@
+//! Faults of the etcd cluster under a running fleet (report_interval 1 s,
+//! service_down_time 5 s), each on a 3-member cluster of its own
+//! (`scripts/lib/etcd.sh`): the leader stopped, the quorum lost, the store wiped.
+//!
+//! An observer lists the group every 100 ms throughout. A listing that says any
+//! member is down is a false down (every member keeps heartbeating); an error other
+//! than `Unavailable` / `Timeout` is a wrong answer to an unreachable store.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::Cluster;
+use servicegroup_core::chrono::{DateTime, Utc};
+use servicegroup_core::{Config, Membership, ServiceGroup, State};
+use tokio::time::Instant;
+// Name the driver crate, or the linker drops it and its registration.
+use servicegroup_driver_etcd as _;
+
+const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+const SERVICE_DOWN_TIME: Duration = Duration::from_secs(5);
+/// Scheduling and round-trip allowance on top of a deadline (never excuses a wrong verdict).
+const SLACK: Duration = Duration::from_secs(1);
+const HANDLES: usize = 3;
+const PER_HANDLE: usize = 20;
+const GROUP: &str = "compute";
+
+fn config(cluster: &Cluster) -> Config {
+    let mut c = common::config(&cluster.endpoints, "fault");
+    c.report_interval = REPORT_INTERVAL;
+    c.service_down_time = SERVICE_DOWN_TIME;
+    c.call_timeout = Duration::from_secs(2);
+    c
+}
+
+struct Fleet {
+    _handles: Vec<ServiceGroup>,
+    _members: Vec<Membership>,
+    observer: ServiceGroup,
+}
+
+async fn fleet(config: &Config) -> Fleet {
+    let mut handles = Vec::new();
+    let mut members = Vec::new();
+    for h in 0..HANDLES {
+        let sg = ServiceGroup::connect(config.clone()).await.unwrap();
+        let names: Vec<String> = (0..PER_HANDLE).map(|m| format!("host-{h}-{m}")).collect();
+        members.extend(sg.join_many(GROUP, names).await.unwrap());
+        handles.push(sg);
+    }
+    let observer = ServiceGroup::connect(config.clone()).await.unwrap();
+    Fleet {
+        _handles: handles,
+        _members: members,
+        observer,
+    }
+}
+
+/// What the observer saw.
+#[derive(Debug, Default)]
+struct Seen {
+    listings: u64,
+    unreachable: u64,
+    violations: Vec<String>,
+}
+
+/// Lists the group every 100 ms until dropped, recording false downs and wrong errors.
+struct Observer {
+    seen: Arc<Mutex<Seen>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Observer {
+    fn start(sg: ServiceGroup) -> Self {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let out = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let at = Utc::now();
+                let result = sg.members(GROUP).await;
+                record(&mut out.lock().unwrap(), at, result);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        Self { seen, task }
+    }
+
+    fn finish(self) -> Seen {
+        self.task.abort();
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+}
+
+/// Files one listing's outcome.
+fn record(
+    seen: &mut Seen,
+    at: DateTime<Utc>,
+    result: servicegroup_core::Result<Vec<servicegroup_core::MemberStatus>>,
+) {
+    match result {
+        Ok(list) => {
+            seen.listings += 1;
+            let down: Vec<String> = list
+                .iter()
+                .filter(|m| m.state == State::Down)
+                .map(|m| format!("{} (last heartbeat {:?})", m.member, m.last_heartbeat))
+                .collect();
+            if !down.is_empty() {
+                seen.violations.push(format!("{at}: listed down: {down:?}"));
+            }
+            if list.len() != HANDLES * PER_HANDLE {
+                seen.violations
+                    .push(format!("{at}: listed {} members", list.len()));
+            }
+        }
+        Err(e) if e.kind().is_unreachable() => seen.unreachable += 1,
+        Err(e) => seen.violations.push(format!("{at}: wrong error: {e}")),
+    }
+}
+
+/// Waits until every member is listed up with a heartbeat stored after `since`.
+/// Returns when that was.
+async fn all_beat_after(
+    observer: &ServiceGroup,
+    since: DateTime<Utc>,
+    deadline: Instant,
+) -> Instant {
+    loop {
+        if let Ok(list) = observer.members(GROUP).await {
+            let fresh = list
+                .iter()
+                .filter(|m| m.state == State::Up && m.last_heartbeat.is_some_and(|t| t > since))
+                .count();
+            if fresh == HANDLES * PER_HANDLE {
+                return Instant::now();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {fresh} of {} members heartbeated after {since} by the deadline",
+                HANDLES * PER_HANDLE
+            );
+        } else {
+            assert!(
+                Instant::now() < deadline,
+                "no listing succeeded by the deadline"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_the_leader_makes_no_false_downs() {
+    let cluster = Arc::new(blocking(Cluster::start).await);
+    let config = config(&cluster);
+    let fleet = fleet(&config).await;
+    all_beat_after(
+        &fleet.observer,
+        Utc::now(),
+        Instant::now() + REPORT_INTERVAL + SLACK,
+    )
+    .await;
+    let observer = Observer::start(fleet.observer.clone());
+
+    let c = cluster.clone();
+    let leader = blocking(move || c.leader()).await;
+    let c = cluster.clone();
+    let l = leader.clone();
+    blocking(move || c.stop_member(&l)).await;
+    let stopped = Instant::now();
+    // The new leader, as the remaining members report it.
+    let c = cluster.clone();
+    let new_leader = loop {
+        let c = c.clone();
+        if let Some(name) = blocking(move || c.try_leader()).await {
+            break name;
+        }
+        assert!(
+            stopped.elapsed() < Duration::from_secs(20),
+            "no new leader within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let elected = Utc::now();
+    let elected_at = Instant::now();
+    assert_ne!(new_leader, leader);
+    let caught_up = all_beat_after(
+        &fleet.observer,
+        elected,
+        elected_at + REPORT_INTERVAL + SLACK,
+    )
+    .await;
+    // Keep watching past a whole service_down_time after the stop.
+    tokio::time::sleep_until(stopped + SERVICE_DOWN_TIME + REPORT_INTERVAL * 2).await;
+    let seen = observer.finish();
+    eprintln!(
+        "leader {leader} stopped; new leader {new_leader} after {:?}; every member heartbeated \
+         {:?} after the election; {} listings, {} unreachable",
+        elected_at - stopped,
+        caught_up - elected_at,
+        seen.listings,
+        seen.unreachable
+    );
+    assert!(seen.violations.is_empty(), "{:#?}", seen.violations);
+    assert!(seen.listings > 50, "too few listings: {seen:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_quorum_is_unavailable_never_down_and_recovers() {
+    let cluster = Arc::new(blocking(Cluster::start).await);
+    let config = config(&cluster);
+    let fleet = fleet(&config).await;
+    all_beat_after(
+        &fleet.observer,
+        Utc::now(),
+        Instant::now() + REPORT_INTERVAL + SLACK,
+    )
+    .await;
+    let observer = Observer::start(fleet.observer.clone());
+
+    let c = cluster.clone();
+    blocking(move || {
+        c.stop_member("b");
+        c.stop_member("c");
+    })
+    .await;
+    let before = std::mem::take(&mut *observer.seen.lock().unwrap());
+    assert!(
+        before.violations.is_empty(),
+        "while stopping: {:#?}",
+        before.violations
+    );
+    // Longer than service_down_time: no lease can be kept alive meanwhile.
+    let lost = Instant::now();
+    tokio::time::sleep(SERVICE_DOWN_TIME + REPORT_INTERVAL * 2).await;
+    let during = std::mem::take(&mut *observer.seen.lock().unwrap());
+    assert!(
+        during.violations.is_empty(),
+        "without quorum: {:#?}",
+        during.violations
+    );
+    assert!(
+        during.unreachable > 5,
+        "without quorum the listings should fail as unreachable: {during:?}"
+    );
+
+    let c = cluster.clone();
+    blocking(move || {
+        c.start_member("b");
+        c.start_member("c");
+    })
+    .await;
+    let back = Utc::now();
+    let back_at = Instant::now();
+    let recovered = all_beat_after(
+        &fleet.observer,
+        back,
+        back_at + REPORT_INTERVAL * 2 + SLACK * 3,
+    )
+    .await;
+    tokio::time::sleep(SERVICE_DOWN_TIME + REPORT_INTERVAL).await;
+    let after = observer.finish();
+    eprintln!(
+        "quorum lost for {:?} ({} unreachable listings, {} succeeded); every member heartbeated \
+         {:?} after the members were back; afterwards {} listings",
+        back_at - lost,
+        during.unreachable,
+        during.listings,
+        recovered - back_at,
+        after.listings
+    );
+    assert!(
+        after.violations.is_empty(),
+        "after the quorum came back: {:#?}",
+        after.violations
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_whose_lease_was_lost_are_registered_again_within_one_interval() {
+    let cluster = Arc::new(blocking(Cluster::start).await);
+    let config = config(&cluster);
+    let fleet = fleet(&config).await;
+    all_beat_after(
+        &fleet.observer,
+        Utc::now(),
+        Instant::now() + REPORT_INTERVAL + SLACK,
+    )
+    .await;
+
+    let c = cluster.clone();
+    let wipe_started = Utc::now();
+    blocking(move || c.wipe()).await;
+    let wiped = Utc::now();
+    let wiped_at = Instant::now();
+    // The store is empty now: every lease and record is gone.
+    let list = fleet.observer.members(GROUP).await;
+    let before = list.as_ref().map(Vec::len).unwrap_or(0);
+    let again = all_beat_after(&fleet.observer, wiped, wiped_at + REPORT_INTERVAL + SLACK).await;
+    let list = fleet.observer.members(GROUP).await.unwrap();
+    assert!(
+        list.iter()
+            .all(|m| m.holder_since.is_some_and(|t| t > wipe_started)),
+        "every member must have been registered again after the wipe: {list:?}"
+    );
+    eprintln!(
+        "store wiped: {before} members listed right after, all {} registered again after {:?}",
+        HANDLES * PER_HANDLE,
+        again - wiped_at
+    );
+    // And they stay up: the new leases are kept alive.
+    tokio::time::sleep(SERVICE_DOWN_TIME + REPORT_INTERVAL).await;
+    let list = fleet.observer.members(GROUP).await.unwrap();
+    assert!(
+        list.iter().all(|m| m.state == State::Up),
+        "down after re-registration: {:?}",
+        list.iter()
+            .filter(|m| m.state == State::Down)
+            .map(|m| &m.member)
+            .collect::<Vec<_>>()
+    );
+}
