@@ -312,4 +312,10 @@ impl Driver for Instrumented {
         self.counters.groups_calls.fetch_add(1, Ordering::SeqCst);
         self.inner.groups().await
     }
+    async fn change_feed(
+        &self,
+        group: &GroupId,
+    ) -> Result<Option<Box<dyn servicegroup_core::ChangeFeed>>> {
+        self.inner.change_feed(group).await
+    }
 }

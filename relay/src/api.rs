@@ -49,7 +49,7 @@ type AppState = Arc<Shared>;
 impl Shared {
     async fn call<T>(
         &self,
-        what: &str,
+        what: &'static str,
         fut: impl std::future::Future<Output = servicegroup_core::Result<T>>,
     ) -> Result<T, ApiError> {
         Ok(timed(self.driver.name(), self.sg.config().call_timeout, what, fut).await?)

@@ -38,8 +38,6 @@ impl Relay {
         options.check()?;
         let config = config.validated()?;
         let driver = Registry::build(&config).await?;
-        // The coalescer of core (issue 14 part 1) wraps the driver here, once it lands:
-        // `let driver = Arc::new(servicegroup_core::coalesce::Coalescer::new(driver, &config)) as _;`
         Self::with_driver(driver, config, options)
     }
 
@@ -50,6 +48,13 @@ impl Relay {
         options: RelayOptions,
     ) -> Result<Self, RelayError> {
         options.check()?;
+        // Every client's heartbeats and registrations go through core's coalescer:
+        // concurrent requests within `coalesce_window` become one driver call. The
+        // handle below is built on the same coalescer (never wrapped twice).
+        let driver: Arc<dyn Driver> = servicegroup_core::coalesce::Coalescer::shared(
+            &driver,
+            servicegroup_core::coalesce::CoalesceOptions::from_config(&config),
+        );
         let sg = ServiceGroup::with_driver(driver.clone(), config)?;
         let interval = sg.config().effective_watch_interval();
         let shared = Arc::new(Shared {

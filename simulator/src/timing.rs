@@ -204,4 +204,10 @@ impl Driver for TimingDriver {
     async fn groups(&self) -> Result<Vec<GroupId>> {
         self.inner.groups().await
     }
+    async fn change_feed(
+        &self,
+        group: &GroupId,
+    ) -> Result<Option<Box<dyn servicegroup::ChangeFeed>>> {
+        self.inner.change_feed(group).await
+    }
 }

@@ -395,4 +395,10 @@ impl Driver for Coalescer {
     async fn groups(&self) -> Result<Vec<GroupId>> {
         self.inner.groups().await
     }
+    async fn change_feed(
+        &self,
+        group: &GroupId,
+    ) -> Result<Option<Box<dyn crate::feed::ChangeFeed>>> {
+        self.inner.change_feed(group).await
+    }
 }
