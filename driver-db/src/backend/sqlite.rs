@@ -27,7 +27,7 @@ use diesel::connection::SimpleConnection;
 use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::result::QueryResult;
-use diesel::sql_types::{BigInt, Binary, Double, Nullable, Text};
+use diesel::sql_types::{BigInt, Binary, Bool, Double, Nullable, Text};
 use diesel::sqlite::SqliteConnection;
 use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{
@@ -36,11 +36,12 @@ use diesel_async::pooled_connection::{
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, SimpleAsyncConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
-use servicegroup_core::{async_trait, Condition, InstanceId};
+use servicegroup_core::{async_trait, Condition, InstanceId, Summary};
 
 use super::{
-    bounded, condition_holds, push_hex, single_instance, unique_ids, Beat, Outcome, Reg, RowId,
-    Settings, StatementCounter, Store, StoredHolder, StoredInstance, Unrefreshed,
+    bounded, condition_holds, push_hex, single_instance, state_predicate, summary_of,
+    summary_select, unique_ids, Beat, Outcome, Reg, RowId, Settings, StatementCounter, Store,
+    StoredHolder, StoredInstance, Unrefreshed, Which, SUMMARY_FROM, SUMMARY_GROUPING,
 };
 use crate::backend::Row;
 use crate::error::DbError;
@@ -57,10 +58,36 @@ pub(crate) const IDS_PER_STATEMENT: usize = 32_000;
 
 type Conn = SyncConnectionWrapper<SqliteConnection>;
 
-/// Age of the last heartbeat in seconds, on the database's clock (needs SQLite
-/// >= 3.42 for `unixepoch('subsec')`, which the bundled library is).
+/// Age of the last heartbeat in seconds, on the database's clock (`unixepoch('subsec')`
+/// needs SQLite 3.42 or later, which the bundled library is): what the
+/// listing selects and what the rule ([`super::state_predicate`]) compares with the
+/// bound `service_down_time` in seconds. Within one row both are computed in the
+/// same `sqlite3_step`, on the same `now`.
+const AGE: &str = "(unixepoch('subsec') - last_seen)";
+
 fn db_age() -> diesel::expression::SqlLiteral<Double> {
-    sql::<Double>("unixepoch('subsec') - last_seen")
+    sql::<Double>(AGE)
+}
+
+/// `metadata`, NULL for `{}` (a member without metadata: nothing to copy).
+fn db_metadata() -> diesel::expression::SqlLiteral<Nullable<Text>> {
+    sql::<Nullable<Text>>("NULLIF(metadata, '{}')")
+}
+
+/// The rule's filter for `which` ([`super::state_predicate`] around the bound
+/// `service_down_time` in seconds); `None` for every row.
+fn state_filter(
+    which: Which,
+) -> Option<Box<dyn BoxableExpression<t::table, diesel::sqlite::Sqlite, SqlType = Bool>>> {
+    let Which::In(state, service_down_time) = which else {
+        return None;
+    };
+    let (before, after) = state_predicate(state, AGE);
+    Some(Box::new(
+        sql::<Bool>(&before)
+            .bind::<Double, _>(service_down_time.as_secs_f64())
+            .sql(after),
+    ))
 }
 
 /// The heartbeat batch of one instance: `?1` the ids as a JSON array, `?2` the
@@ -188,7 +215,7 @@ macro_rules! record_columns {
             t::holder,
             t::epoch,
             t::holder_since,
-            t::metadata,
+            db_metadata(),
         )
     };
 }
@@ -196,7 +223,13 @@ macro_rules! record_columns {
 /// The SQLite store.
 pub(crate) struct SqliteStore {
     location: String,
+    /// The heartbeat lane: heartbeats, their id look-ups and registrations.
     writer: Pool<Conn>,
+    /// Operator writes (leave, forced down, metadata): a second writer connection,
+    /// so they never take the heartbeat lane's (the writer itself when
+    /// `[db] heartbeat_pool_size` is 0).
+    operator: Pool<Conn>,
+    /// Listings, watch polls, reads: `pool_size` read-only connections.
     reader: Pool<Conn>,
     timeout: Duration,
 }
@@ -210,17 +243,25 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
+/// How much of the database file a read-only connection maps into memory (address
+/// space, not memory): its reads then come from the OS page cache without a `pread`
+/// copy each (SQLite's own page cache is dropped whenever another connection
+/// writes, so under heartbeats a listing reads most pages again every time).
+/// Readers never write through the map.
+const READER_MMAP_BYTES: u64 = 256 << 20;
+
 /// PRAGMAs every connection gets.
 fn pragmas(timeout: Duration, read_only: bool) -> String {
     let busy_ms = timeout.as_millis().clamp(1, i32::MAX as u128);
-    format!(
-        "PRAGMA busy_timeout = {busy_ms}; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;{}",
-        if read_only {
-            " PRAGMA query_only = 1;"
-        } else {
-            ""
-        }
-    )
+    let mut sql = format!(
+        "PRAGMA busy_timeout = {busy_ms}; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
+    );
+    if read_only {
+        sql.push_str(&format!(
+            " PRAGMA query_only = 1; PRAGMA mmap_size = {READER_MMAP_BYTES};"
+        ));
+    }
+    sql
 }
 
 /// Opens (creating if needed) the database, applies the migrations and builds the pools.
@@ -241,10 +282,15 @@ async fn connect_file(path: &Path, settings: &Settings) -> Result<SqliteStore, D
         .to_owned();
     migrate_file(path.to_path_buf(), settings.timeout).await?;
     let writer = build_pool(&path_str, settings, 1, false, false)?;
+    let operator = match settings.heartbeat_pool_size {
+        0 => writer.clone(),
+        _ => build_pool(&path_str, settings, 1, false, false)?,
+    };
     let reader = build_pool(&path_str, settings, settings.pool_size, true, false)?;
     Ok(SqliteStore {
         location: format!("sqlite://{}", path.display()),
         writer,
+        operator,
         reader,
         timeout: settings.timeout,
     })
@@ -261,6 +307,7 @@ async fn connect_memory(settings: &Settings) -> Result<SqliteStore, DbError> {
     Ok(SqliteStore {
         location: "sqlite::memory:".to_owned(),
         writer: pool.clone(),
+        operator: pool.clone(),
         reader: pool,
         timeout: settings.timeout,
     })
@@ -451,7 +498,7 @@ impl Store for SqliteStore {
         members: Vec<String>,
     ) -> Result<Vec<(RowId, String)>, DbError> {
         let group = group.to_owned();
-        self.run(&self.reader, move |c| {
+        self.run(&self.writer, move |c| {
             let mut found = Vec::with_capacity(members.len());
             for chunk in members.chunks(IDS_PER_STATEMENT) {
                 found.extend(
@@ -474,7 +521,7 @@ impl Store for SqliteStore {
         holder: Option<InstanceId>,
     ) -> Result<bool, DbError> {
         let (group, member) = (group.to_owned(), member.to_owned());
-        self.run(&self.writer, move |c| {
+        self.run(&self.operator, move |c| {
             let of_key = t::table
                 .filter(t::group_id.eq(&group))
                 .filter(t::member_id.eq(&member));
@@ -498,7 +545,7 @@ impl Store for SqliteStore {
         metadata: String,
     ) -> Result<bool, DbError> {
         let (group, member) = (group.to_owned(), member.to_owned());
-        self.run(&self.writer, move |c| {
+        self.run(&self.operator, move |c| {
             diesel::update(
                 t::table
                     .filter(t::group_id.eq(&group))
@@ -532,7 +579,7 @@ impl Store for SqliteStore {
         forced_down: bool,
     ) -> Result<bool, DbError> {
         let (group, member) = (group.to_owned(), member.to_owned());
-        self.run(&self.writer, move |c| {
+        self.run(&self.operator, move |c| {
             diesel::update(
                 t::table
                     .filter(t::group_id.eq(&group))
@@ -559,14 +606,34 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list(&self, group: &str) -> Result<Vec<Row>, DbError> {
+    async fn list(&self, group: &str, which: Which) -> Result<Vec<Row>, DbError> {
         let group = group.to_owned();
         self.run(&self.reader, move |c| {
-            t::table
+            let query = t::table
                 .filter(t::group_id.eq(&group))
                 .select(record_columns!())
+                .into_boxed();
+            let query = match state_filter(which) {
+                Some(filter) => query.filter(filter),
+                None => query,
+            };
+            query
                 .load::<Selected>(c)
                 .map(|rows| rows.into_iter().map(row).collect())
+        })
+        .await
+    }
+
+    async fn summary(&self, group: &str, service_down_time: Duration) -> Result<Summary, DbError> {
+        let group = group.to_owned();
+        self.run(&self.reader, move |c| {
+            sql::<(Bool, Bool, BigInt)>(&summary_select(AGE))
+                .bind::<Double, _>(service_down_time.as_secs_f64())
+                .sql(SUMMARY_FROM)
+                .bind::<Text, _>(&group)
+                .sql(SUMMARY_GROUPING)
+                .load::<(bool, bool, i64)>(c)
+                .map(|rows| summary_of(&rows))
         })
         .await
     }
