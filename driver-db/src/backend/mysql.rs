@@ -33,6 +33,9 @@
 //!   was cancelled midway, is closed instead of being handed out again ([`Lease`]).
 //! - URLs: the client is told `prefer_socket=false` (unless the URL says otherwise),
 //!   so a TCP URL stays on TCP instead of switching to the server's Unix socket.
+//! - Two pools: the heartbeat lane (`[db] heartbeat_pool_size` connections for
+//!   heartbeats, their id look-ups and registrations) and the general one
+//!   (`[db] pool_size`: everything else).
 //! - Migrations run under `GET_LOCK('servicegroup_migrations', …)`, so processes
 //!   starting together apply them once.
 

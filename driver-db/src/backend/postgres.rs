@@ -2,7 +2,14 @@
 //! deadpool pool.
 //!
 //! - The clock: `last_seen = now()` and ages `now() - last_seen`, both on the
-//!   server (selected as binary timestamps/intervals, converted to seconds here).
+//!   server: a read selects `now()` once (a row of its own) and the binary
+//!   `last_seen` of each row, and the age is their difference in microseconds;
+//!   `list_in` and `summary` compare `now() - last_seen` with the bound
+//!   `service_down_time` in the query.
+//! - Two pools: the heartbeat lane (`[db] heartbeat_pool_size` connections for
+//!   heartbeats, their id look-ups and registrations) and the general one
+//!   (`[db] pool_size`: everything else), so a heartbeat never waits for a
+//!   connection behind a listing.
 //! - A heartbeat batch is one `UPDATE … WHERE id = ANY($1) AND holder = $2` (one
 //!   array bind and the beating instance) that first locks its rows in id order
 //!   (`ORDER BY id FOR NO KEY UPDATE` in a sub-select), so concurrent batches of

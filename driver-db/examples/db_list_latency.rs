@@ -3,7 +3,7 @@
 //! other drivers.
 //!
 //! ```sh
-//! cargo run --release --example list_latency -p servicegroup-driver-db --features mysql -- \
+//! cargo run --release --example db_list_latency -p servicegroup-driver-db --features mysql -- \
 //!     DATABASE_URL GROUP [--fill N] [--rounds R] [--driver] [--server NAME] \
 //!     [--down-percent P --service-down-time SECS] [--query list|down|summary]
 //! ```
@@ -39,7 +39,7 @@ use servicegroup_driver_db::{DbConfig, DbDriver};
 
 fn usage() -> ! {
     eprintln!(
-        "usage: list_latency DATABASE_URL GROUP [--fill N] [--rounds R] [--driver] [--server NAME] \
+        "usage: db_list_latency DATABASE_URL GROUP [--fill N] [--rounds R] [--driver] [--server NAME] \
          [--down-percent P] [--service-down-time SECS] [--query list|down|summary]"
     );
     std::process::exit(2)
@@ -66,7 +66,8 @@ struct Options {
     server: Option<String>,
     down_percent: usize,
     service_down_time: Duration,
-    query: Query,
+    /// What to time, in order (`--query` repeated; default the listing).
+    queries: Vec<Query>,
 }
 
 fn main() {
@@ -83,7 +84,7 @@ fn main() {
         server: None,
         down_percent: 0,
         service_down_time: Duration::from_secs(20),
-        query: Query::List,
+        queries: Vec::new(),
     };
     while let Some(flag) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| usage());
@@ -97,16 +98,17 @@ fn main() {
             "--service-down-time" => {
                 o.service_down_time = Duration::from_secs(count(value()).max(1) as u64)
             }
-            "--query" => {
-                o.query = match value().as_str() {
-                    "list" => Query::List,
-                    "down" => Query::Down,
-                    "summary" => Query::Summary,
-                    _ => usage(),
-                }
-            }
+            "--query" => o.queries.push(match value().as_str() {
+                "list" => Query::List,
+                "down" => Query::Down,
+                "summary" => Query::Summary,
+                _ => usage(),
+            }),
             _ => usage(),
         }
+    }
+    if o.queries.is_empty() {
+        o.queries.push(Query::List);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -196,21 +198,37 @@ async fn run(o: Options) -> Result<(), String> {
         }
     }
     let sg = ServiceGroup::with_driver(driver.clone(), config).map_err(|e| e.to_string())?;
+    for &query in &o.queries {
+        time(&o, query, &driver, &sg, &group, expected_down, beaten_at).await?;
+    }
+    Ok(())
+}
+
+/// Times `o.rounds` calls of `query` after one warm-up call and prints one JSON line.
+async fn time(
+    o: &Options,
+    query: Query,
+    driver: &DbDriver,
+    sg: &ServiceGroup,
+    group: &GroupId,
+    expected_down: Option<usize>,
+    beaten_at: Option<Instant>,
+) -> Result<(), String> {
     let sdt = o.service_down_time;
-    let query = async || -> Result<usize, String> {
-        match o.query {
+    let call = async || -> Result<usize, String> {
+        match query {
             Query::List if o.driver_only => {
-                Ok(driver.list(&group).await.map_err(|e| e.to_string())?.len())
+                Ok(driver.list(group).await.map_err(|e| e.to_string())?.len())
             }
-            Query::List => Ok(sg.members(&group).await.map_err(|e| e.to_string())?.len()),
+            Query::List => Ok(sg.members(group).await.map_err(|e| e.to_string())?.len()),
             Query::Down => Ok(driver
-                .list_in(&group, State::Down, sdt)
+                .list_in(group, State::Down, sdt)
                 .await
                 .map_err(|e| e.to_string())?
                 .len()),
             Query::Summary => {
                 let s = driver
-                    .summary(&group, sdt)
+                    .summary(group, sdt)
                     .await
                     .map_err(|e| e.to_string())?;
                 Ok((s.down + s.forced_down) as usize)
@@ -218,8 +236,8 @@ async fn run(o: Options) -> Result<(), String> {
         }
     };
     // One call first: connections, statement preparation and caches warm up.
-    let answered = query().await?;
-    if let Some(expected) = expected_down.filter(|_| o.query != Query::List) {
+    let answered = call().await?;
+    if let Some(expected) = expected_down.filter(|_| query != Query::List) {
         if answered != expected {
             return Err(format!("{answered} members down, expected {expected}"));
         }
@@ -240,7 +258,7 @@ async fn run(o: Options) -> Result<(), String> {
             break;
         }
         let started = Instant::now();
-        let got = query().await?;
+        let got = call().await?;
         ms.push(started.elapsed().as_secs_f64() * 1e3);
         if got != answered {
             return Err(format!(
@@ -258,9 +276,9 @@ async fn run(o: Options) -> Result<(), String> {
     ms.sort_by(f64::total_cmp);
     let at = |q: f64| ms[((ms.len() - 1) as f64 * q).round() as usize];
     println!(
-        "{{\"backend\": \"{}\", \"query\": \"{:?}\", \"answered\": {answered}, \"rounds\": {rounds}, \"min_ms\": {:.1}, \"p50_ms\": {:.1}, \"p99_ms\": {:.1}, \"max_ms\": {:.1}, \"client_cpu_ms\": {client_ms:.1}{}}}",
+        "{{\"backend\": \"{}\", \"query\": \"{}\", \"answered\": {answered}, \"rounds\": {rounds}, \"min_ms\": {:.1}, \"p50_ms\": {:.1}, \"p99_ms\": {:.1}, \"max_ms\": {:.1}, \"client_cpu_ms\": {client_ms:.1}{}}}",
         driver.backend(),
-        o.query,
+        format!("{query:?}").to_lowercase(),
         ms[0],
         at(0.5),
         at(0.99),
