@@ -25,8 +25,15 @@ pub struct DbConfig {
     /// Database URL (`sqlite://path`, `postgres://...`, `mysql://...`, Nova's SQLAlchemy
     /// forms). `None`: the embedded default, a SQLite file in the state directory.
     pub url: Option<DatabaseUrl>,
-    /// Connections in the pool. Default 8.
+    /// Connections in the general pool: listings, watch polls, operator calls
+    /// (SQLite: the read-only connections). Default 8.
     pub pool_size: u32,
+    /// Connections reserved for heartbeats and registrations (joins), besides
+    /// `pool_size`, so a heartbeat never queues behind a listing, a watch poll or an
+    /// operator call for a connection. 0: they share the general pool. Default 2.
+    /// SQLite has one writer connection for them whatever the value (see
+    /// docs/db-driver.md, "Lanes").
+    pub heartbeat_pool_size: u32,
     /// Connect, query and pool-checkout timeout. Default 5 s.
     #[serde(with = "duration")]
     pub timeout: Duration,
@@ -37,6 +44,7 @@ impl Default for DbConfig {
         Self {
             url: None,
             pool_size: 8,
+            heartbeat_pool_size: 2,
             timeout: Duration::from_secs(5),
         }
     }

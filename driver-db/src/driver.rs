@@ -17,15 +17,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use servicegroup_core::{
     async_trait, Beats, Capabilities, Config, DatabaseUrl, Driver, Error, Freshness, GroupId,
     HeartbeatReport, Holder, HolderUpdate, InstanceId, MemberId, MemberKey, MemberRecord, Metadata,
-    Registered, Registration, Result, Superseded,
+    Registered, Registration, Result, State, Summary, Superseded,
 };
 
 use crate::backend::{
-    Beat, Outcome, Reg, Row, RowId, Settings, Store, StoredHolder, StoredMetadata,
+    Beat, Outcome, Reg, Row, RowId, Settings, Store, StoredHolder, StoredMetadata, Which,
 };
 use crate::config::DbConfig;
 use crate::error::{DbError, Redactor};
@@ -140,6 +139,7 @@ impl DbDriver {
         let settings = Settings {
             timeout: db.timeout,
             pool_size: db.pool_size as usize,
+            heartbeat_pool_size: db.heartbeat_pool_size as usize,
             statements: vec![statements.clone(), shared_counter(&location)],
         };
         let store = open(&target, &settings)
@@ -150,6 +150,7 @@ impl DbDriver {
             backend = %target.kind(),
             location = %location,
             pool_size = db.pool_size,
+            heartbeat_pool_size = db.heartbeat_pool_size,
             timeout = ?db.timeout,
             "db driver ready"
         );
@@ -210,14 +211,11 @@ impl DbDriver {
         };
         Ok(MemberRecord {
             key,
-            last_heartbeat: epoch_to_utc(row.last_seen),
-            // A server whose clock stepped back can yield a tiny negative age: clamp.
-            freshness: Freshness::Age(
-                Duration::try_from_secs_f64(row.age.max(0.0)).unwrap_or(Duration::MAX),
-            ),
+            last_heartbeat: row.last_seen,
+            freshness: Freshness::Age(row.age),
             forced_down: row.forced_down,
             holder,
-            holder_since: row.holder_since.and_then(epoch_to_utc),
+            holder_since: row.holder_since,
             metadata,
         })
     }
@@ -430,15 +428,6 @@ async fn open(
             )))
         }
     }
-}
-
-fn epoch_to_utc(secs: f64) -> Option<DateTime<Utc>> {
-    if !secs.is_finite() {
-        return None;
-    }
-    let whole = secs.floor();
-    let nanos = ((secs - whole) * 1e9).round().min(999_999_999.0) as u32;
-    DateTime::from_timestamp(whole as i64, nanos)
 }
 
 #[async_trait]
@@ -670,10 +659,31 @@ impl Driver for DbDriver {
     async fn list(&self, group: &GroupId) -> Result<Vec<MemberRecord>> {
         let rows = self
             .store
-            .list(group.as_str())
+            .list(group.as_str(), Which::All)
             .await
             .map_err(|e| self.fail(&format!("listing group {group}"), e))?;
         rows.into_iter().map(|r| self.record(group, r)).collect()
+    }
+
+    async fn list_in(
+        &self,
+        group: &GroupId,
+        state: State,
+        service_down_time: Duration,
+    ) -> Result<Vec<MemberRecord>> {
+        let rows = self
+            .store
+            .list(group.as_str(), Which::In(state, service_down_time))
+            .await
+            .map_err(|e| self.fail(&format!("listing the {state} members of group {group}"), e))?;
+        rows.into_iter().map(|r| self.record(group, r)).collect()
+    }
+
+    async fn summary(&self, group: &GroupId, service_down_time: Duration) -> Result<Summary> {
+        self.store
+            .summary(group.as_str(), service_down_time)
+            .await
+            .map_err(|e| self.fail(&format!("counting the members of group {group}"), e))
     }
 
     async fn groups(&self) -> Result<Vec<GroupId>> {
@@ -711,13 +721,5 @@ mod tests {
         let err = p(None, None).unwrap_err();
         assert_eq!(err.kind(), servicegroup_core::ErrorKind::Config);
         assert!(err.to_string().contains("db.url"), "{err}");
-    }
-
-    #[test]
-    fn epoch_conversion() {
-        let t = epoch_to_utc(1_700_000_000.25).unwrap();
-        assert_eq!(t.timestamp(), 1_700_000_000);
-        assert_eq!(t.timestamp_subsec_millis(), 250);
-        assert_eq!(epoch_to_utc(f64::NAN), None);
     }
 }

@@ -34,6 +34,13 @@
 //!   Listing a group is one query.
 //! - **One clock**: ages are computed by the database (`now() - last_seen`), never
 //!   by comparing a client's clock with a stored time.
+//! - **Asking only what is needed**: `list_in` (the members in one state) and
+//!   `summary` (counts per state) are one query each, judged by the database on its
+//!   own clock with core's liveness rule, shipping only the matching rows or four
+//!   counts.
+//! - **Lanes**: heartbeats and registrations have connections of their own
+//!   (`[db] heartbeat_pool_size`), so they never queue behind a listing, a watch
+//!   poll or an operator call.
 //! - **Timeouts**: connect, statement and pool checkout are bounded by
 //!   `[db] timeout`; an unreachable or slow database is `Unavailable` / `Timeout`,
 //!   never "down".

@@ -412,3 +412,36 @@ async fn racing_conditional_claims_have_one_winner() {
     let (url, _drop) = own_database("sg_race").await;
     identity::racing_conditional_claims_have_one_winner(&url).await;
 }
+
+/// A heartbeat batch and a join complete within their deadline while slow listings
+/// (a bandwidth-limited link) hold every connection of the general pool: they have
+/// a lane of their own (`db.heartbeat_pool_size`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_and_joins_never_wait_behind_listings() {
+    let url = fresh_pg_database("sg_lanes").await;
+    let _drop = DropDatabase::for_url(&url);
+    let run = lanes::heartbeat_under_slow_listings(&url, 2).await;
+    assert_eq!(
+        run,
+        lanes::LaneRun {
+            heartbeat_in_time: true,
+            join_in_time: true
+        }
+    );
+}
+
+/// The same without the lane (`db.heartbeat_pool_size = 0`): the heartbeat and the
+/// join queue behind the listings and miss the deadline (what the lane prevents).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_lane_heartbeats_wait_behind_listings() {
+    let url = fresh_pg_database("sg_nolanes").await;
+    let _drop = DropDatabase::for_url(&url);
+    let run = lanes::heartbeat_under_slow_listings(&url, 0).await;
+    assert_eq!(
+        run,
+        lanes::LaneRun {
+            heartbeat_in_time: false,
+            join_in_time: false
+        }
+    );
+}

@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use diesel::connection::{Instrumentation, InstrumentationEvent};
-use servicegroup_core::{async_trait, Condition, InstanceId};
+use servicegroup_core::{async_trait, Condition, InstanceId, State, Summary};
 
 use crate::error::DbError;
 
@@ -145,26 +146,27 @@ pub(crate) type StoredHolder = (StoredInstance, i64);
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Row {
     pub(crate) member: String,
-    /// The last heartbeat as Unix epoch seconds (database clock).
-    pub(crate) last_seen: f64,
-    /// `now - last_seen` in seconds, computed by the database in the same query.
-    pub(crate) age: f64,
+    /// The last heartbeat (database clock); `None` if out of chrono's range.
+    pub(crate) last_seen: Option<DateTime<Utc>>,
+    /// `now - last_seen`, computed on the database's clock for the same query (an
+    /// age a clock that stepped back made negative is zero).
+    pub(crate) age: Duration,
     pub(crate) forced_down: bool,
     /// The holding instance as stored.
     pub(crate) instance: StoredInstance,
     /// The record's epoch as stored.
     pub(crate) epoch: i64,
-    /// When the current holder registered, as Unix epoch seconds (database clock);
-    /// `None` for rows written before rows named their holder.
-    pub(crate) holder_since: Option<f64>,
+    /// When the current holder registered (database clock); `None` for rows written
+    /// before rows named their holder.
+    pub(crate) holder_since: Option<DateTime<Utc>>,
     /// The metadata as stored (`Metadata::to_json`'s form).
     pub(crate) metadata: StoredMetadata,
 }
 
-/// A member row as SQLite and MySQL select it: `(member, last_seen, age,
-/// forced_down, holder, epoch, holder_since, metadata)` with times in seconds
-/// (PostgreSQL selects binary timestamps and an interval instead and has its own
-/// tuple and conversion in `postgres.rs`).
+/// A member row as SQLite selects it: `(member, last_seen, age, forced_down,
+/// holder, epoch, holder_since, metadata or NULL for {})` with times in seconds
+/// (PostgreSQL and MySQL select other forms and have their own conversion).
+#[cfg(feature = "sqlite")]
 pub(crate) type Selected = (
     String,
     f64,
@@ -173,23 +175,109 @@ pub(crate) type Selected = (
     StoredInstance,
     i64,
     Option<f64>,
-    StoredMetadata,
+    Option<StoredMetadata>,
 );
 
-/// Turns a selected tuple into a [`Row`].
+/// Turns a selected SQLite tuple into a [`Row`].
+#[cfg(feature = "sqlite")]
 pub(crate) fn row(
     (member, last_seen, age, forced_down, instance, epoch, holder_since, metadata): Selected,
 ) -> Row {
     Row {
         member,
-        last_seen,
-        age,
+        last_seen: utc_from_secs(last_seen),
+        age: age_from_secs(age),
         forced_down,
         instance,
         epoch,
-        holder_since,
-        metadata,
+        holder_since: holder_since.and_then(utc_from_secs),
+        metadata: metadata.unwrap_or(StoredMetadata::Empty),
     }
+}
+
+/// Unix epoch seconds (SQLite's `REAL` timestamps) as a time; `None` if not finite
+/// or out of range.
+pub(crate) fn utc_from_secs(secs: f64) -> Option<DateTime<Utc>> {
+    if !secs.is_finite() {
+        return None;
+    }
+    let whole = secs.floor();
+    let nanos = ((secs - whole) * 1e9).round().min(999_999_999.0) as u32;
+    DateTime::from_timestamp(whole as i64, nanos)
+}
+
+/// An age in seconds as computed by the database (a clock that stepped back can
+/// give a tiny negative one: zero).
+pub(crate) fn age_from_secs(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(Duration::MAX)
+}
+
+/// An age in microseconds (negative: zero, as [`age_from_secs`]).
+pub(crate) fn age_from_micros(micros: i64) -> Duration {
+    Duration::from_micros(u64::try_from(micros).unwrap_or(0))
+}
+
+/// `service_down_time` in whole microseconds, rounded down: for an age in whole
+/// microseconds `age <= service_down_time` holds exactly when `age_us <= this`.
+pub(crate) fn micros_floor(service_down_time: Duration) -> i64 {
+    i64::try_from(service_down_time.as_micros()).unwrap_or(i64::MAX)
+}
+
+/// Which rows of a group a read of records returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Which {
+    /// Every row (a listing).
+    All,
+    /// The rows in `state` under core's liveness rule with `service_down_time`
+    /// (`Driver::list_in`), judged by the database in the query.
+    In(State, Duration),
+}
+
+/// Core's liveness rule (`servicegroup_core::liveness::is_up`: up = not forced down
+/// and age <= `service_down_time`, inclusive) as a SQL predicate for `state`, around
+/// the backend's bound `service_down_time`: the text before the bind and the text
+/// after it. `age` is the backend's age expression, the one its listing selects, so
+/// the database judges exactly the ages the listing would report (`age` and the
+/// bound value are in the same unit, exact: microseconds on PostgreSQL and MySQL,
+/// SQLite's own seconds). The one place the rule is written in SQL; every backend
+/// builds its `list_in` filter and its counts from it.
+pub(crate) fn state_predicate(state: State, age: &str) -> (String, &'static str) {
+    match state {
+        State::Up => (format!("(NOT forced_down AND {age} <= "), ")"),
+        // NOT (age <= x) is age > x: no column of the rule is NULL.
+        State::Down => (format!("(forced_down OR {age} > "), ")"),
+    }
+}
+
+/// The counting query's select list before the bound `service_down_time`: one row
+/// per `(forced_down, fresh)` pair with its count, `fresh` the heartbeat half of
+/// [`state_predicate`]'s rule. [`summary_of`] turns the rows into a [`Summary`].
+pub(crate) fn summary_select(age: &str) -> String {
+    format!("SELECT forced_down, {age} <= ")
+}
+
+/// The rest of the counting query after the bound `service_down_time`, up to the
+/// bound group.
+pub(crate) const SUMMARY_FROM: &str = ", COUNT(*) FROM servicegroup_members WHERE group_id = ";
+
+/// The grouping of the counting query (after the bound group).
+pub(crate) const SUMMARY_GROUPING: &str = " GROUP BY 1, 2";
+
+/// Counts of `(forced_down, fresh, count)` rows as a [`Summary`], with
+/// [`Summary::add`]'s precedence (forced down first, whatever the heartbeat).
+pub(crate) fn summary_of(rows: &[(bool, bool, i64)]) -> Summary {
+    let mut summary = Summary::default();
+    for &(forced_down, fresh, count) in rows {
+        let count = u64::try_from(count).unwrap_or(0);
+        if forced_down {
+            summary.forced_down += count;
+        } else if fresh {
+            summary.up += count;
+        } else {
+            summary.down += count;
+        }
+    }
+    summary
 }
 
 /// An id assigned to a member by the database.
@@ -353,8 +441,13 @@ pub(crate) trait Store: Send + Sync + fmt::Debug + 'static {
     /// One member with its age, one query.
     async fn get(&self, group: &str, member: &str) -> Result<Option<Row>, DbError>;
 
-    /// Every member of `group` with its age, one query.
-    async fn list(&self, group: &str) -> Result<Vec<Row>, DbError>;
+    /// The members of `group` that `which` selects, with their ages, one query
+    /// (the state judged by the database on its own clock).
+    async fn list(&self, group: &str, which: Which) -> Result<Vec<Row>, DbError>;
+
+    /// How many members of `group` are up, down and forced down with
+    /// `service_down_time`, one counting query on the database's clock.
+    async fn summary(&self, group: &str, service_down_time: Duration) -> Result<Summary, DbError>;
 
     /// Every group with at least one member, one query.
     async fn groups(&self) -> Result<Vec<String>, DbError>;
@@ -365,8 +458,11 @@ pub(crate) trait Store: Send + Sync + fmt::Debug + 'static {
 pub(crate) struct Settings {
     /// `[db] timeout`: connect, statement and pool-checkout bound.
     pub(crate) timeout: Duration,
-    /// `[db] pool_size`.
+    /// `[db] pool_size`: the general lane (listings, watch polls, operator calls).
     pub(crate) pool_size: usize,
+    /// `[db] heartbeat_pool_size`: connections reserved for heartbeats and
+    /// registrations (0: they share the general lane).
+    pub(crate) heartbeat_pool_size: usize,
     /// Counters bumped for every statement sent on the driver's pooled connections
     /// (the driver's own and the one shared by all drivers on the same database).
     pub(crate) statements: Vec<Arc<AtomicU64>>,
@@ -460,6 +556,40 @@ mod tests {
             Condition::HeldAs(Holder::new(a, 2)),
             Some((StoredInstance::from_slice(&a.to_bytes()), -1))
         ));
+    }
+
+    #[test]
+    fn times_and_ages() {
+        let t = utc_from_secs(1_700_000_000.25).unwrap();
+        assert_eq!(t.timestamp(), 1_700_000_000);
+        assert_eq!(t.timestamp_subsec_millis(), 250);
+        assert_eq!(utc_from_secs(f64::NAN), None);
+        assert_eq!(age_from_secs(-0.001), Duration::ZERO);
+        assert_eq!(age_from_secs(1.5), Duration::from_millis(1500));
+        assert_eq!(age_from_micros(-7), Duration::ZERO);
+        assert_eq!(age_from_micros(1_500_000), Duration::from_millis(1500));
+        assert_eq!(micros_floor(Duration::from_nanos(1_000_999)), 1_000);
+    }
+
+    #[test]
+    fn the_rule_in_sql_and_its_counts() {
+        assert_eq!(
+            state_predicate(State::Up, "age"),
+            ("(NOT forced_down AND age <= ".to_owned(), ")")
+        );
+        assert_eq!(
+            state_predicate(State::Down, "age"),
+            ("(forced_down OR age > ".to_owned(), ")")
+        );
+        // Forced down counts as forced down whatever the heartbeat, as Summary::add.
+        let summary = summary_of(&[
+            (false, true, 5),
+            (false, false, 2),
+            (true, true, 1),
+            (true, false, 3),
+        ]);
+        assert_eq!((summary.up, summary.down, summary.forced_down), (5, 2, 4));
+        assert_eq!(summary_of(&[]), Summary::default());
     }
 
     #[test]

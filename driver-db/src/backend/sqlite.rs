@@ -1,10 +1,13 @@
 //! SQLite: a file shared by any number of OS processes, or a private in-memory database.
 //!
 //! - WAL journal, `synchronous=NORMAL`, a busy timeout of `[db] timeout`.
-//! - One writer connection for this driver (registrations, heartbeats, flags), so
-//!   batches of one process never fight each other for SQLite's single write lock;
-//!   `pool_size` read-only connections for listings. Other processes are serialized
-//!   by SQLite's file lock and the busy timeout.
+//! - One writer connection for this driver's heartbeats, their id look-ups and
+//!   registrations (the heartbeat lane), so batches of one process never fight each
+//!   other for SQLite's single write lock; a second writer for operator writes
+//!   (leave, forced down, metadata), so they never take the lane's connection;
+//!   `pool_size` read-only connections for listings, which under WAL never block
+//!   the writers. Other processes are serialized by SQLite's file lock and the busy
+//!   timeout.
 //! - The clock: `last_seen` is `unixepoch('subsec')` (REAL epoch seconds) and ages
 //!   are `unixepoch('subsec') - last_seen`, both computed by SQLite.
 //! - A heartbeat batch is one `UPDATE … WHERE id IN (SELECT value FROM json_each(?))
@@ -19,15 +22,16 @@
 //! - `sqlite::memory:`: one connection serves everything (a second connection would
 //!   see a different, empty database).
 
-use super::{row, Selected};
+use super::row;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use diesel::connection::SimpleConnection;
 use diesel::dsl::sql;
 use diesel::prelude::*;
 use diesel::result::QueryResult;
-use diesel::sql_types::{BigInt, Binary, Double, Nullable, Text};
+use diesel::sql_types::{BigInt, Binary, Bool, Double, Nullable, Text};
 use diesel::sqlite::SqliteConnection;
 use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{
@@ -36,11 +40,13 @@ use diesel_async::pooled_connection::{
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, SimpleAsyncConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
-use servicegroup_core::{async_trait, Condition, InstanceId};
+use servicegroup_core::{async_trait, Condition, InstanceId, Summary};
 
 use super::{
-    bounded, condition_holds, push_hex, single_instance, unique_ids, Beat, Outcome, Reg, RowId,
-    Settings, StatementCounter, Store, StoredHolder, StoredInstance, Unrefreshed,
+    bounded, condition_holds, push_hex, single_instance, state_predicate, summary_of,
+    summary_select, unique_ids, Beat, Outcome, Reg, RowId, Settings, StatementCounter, Store,
+    StoredHolder, StoredInstance, StoredMetadata, Unrefreshed, Which, SUMMARY_FROM,
+    SUMMARY_GROUPING,
 };
 use crate::backend::Row;
 use crate::error::DbError;
@@ -57,10 +63,36 @@ pub(crate) const IDS_PER_STATEMENT: usize = 32_000;
 
 type Conn = SyncConnectionWrapper<SqliteConnection>;
 
-/// Age of the last heartbeat in seconds, on the database's clock (needs SQLite
-/// >= 3.42 for `unixepoch('subsec')`, which the bundled library is).
+/// Age of the last heartbeat in seconds, on the database's clock (`unixepoch('subsec')`
+/// needs SQLite 3.42 or later, which the bundled library is): what the
+/// listing selects and what the rule ([`super::state_predicate`]) compares with the
+/// bound `service_down_time` in seconds. Within one row both are computed in the
+/// same `sqlite3_step`, on the same `now`.
+const AGE: &str = "(unixepoch('subsec') - last_seen)";
+
 fn db_age() -> diesel::expression::SqlLiteral<Double> {
-    sql::<Double>("unixepoch('subsec') - last_seen")
+    sql::<Double>(AGE)
+}
+
+/// `metadata`, NULL for `{}` (a member without metadata: nothing to copy).
+fn db_metadata() -> diesel::expression::SqlLiteral<Nullable<Text>> {
+    sql::<Nullable<Text>>("NULLIF(metadata, '{}')")
+}
+
+/// The rule's filter for `which` ([`super::state_predicate`] around the bound
+/// `service_down_time` in seconds); `None` for every row.
+fn state_filter(
+    which: Which,
+) -> Option<Box<dyn BoxableExpression<t::table, diesel::sqlite::Sqlite, SqlType = Bool>>> {
+    let Which::In(state, service_down_time) = which else {
+        return None;
+    };
+    let (before, after) = state_predicate(state, AGE);
+    Some(Box::new(
+        sql::<Bool>(&before)
+            .bind::<Double, _>(service_down_time.as_secs_f64())
+            .sql(after),
+    ))
 }
 
 /// The heartbeat batch of one instance: `?1` the ids as a JSON array, `?2` the
@@ -177,26 +209,117 @@ fn apply(c: &mut SqliteConnection, regs: &[OwnedReg]) -> QueryResult<Vec<Outcome
     Ok(out)
 }
 
-/// The columns of a record, in [`Selected`]'s order.
-macro_rules! record_columns {
-    () => {
-        (
+/// The SQL function of [`read_rows`] (one argument per value of a record).
+#[allow(clippy::too_many_arguments)]
+mod record_fn {
+    use diesel::sql_types::{BigInt, Binary, Bool, Double, Nullable, Text};
+
+    diesel::define_sql_function! {
+        /// Hands one row of a read of records to the Rust code that registered it on
+        /// the connection for that read ([`super::read_rows`]); returns 0.
+        #[sql_name = "servicegroup_record"]
+        fn record_row(
+            age: Double,
+            member: Text,
+            last_seen: Double,
+            forced_down: Bool,
+            holder: Binary,
+            epoch: BigInt,
+            holder_since: Nullable<Double>,
+            metadata: Nullable<Text>,
+        ) -> Integer;
+    }
+}
+use record_fn::{record_row, record_row_utils};
+
+/// Reads the rows of `group` that `which` selects (one member's with `member`) in
+/// one statement and one `sqlite3_step`: `SELECT count(servicegroup_record(<age>,
+/// member_id, …)) … WHERE group_id = ?`, an aggregate whose function (registered on
+/// this connection for this read) takes each row as SQLite evaluates it. The values
+/// reach Rust as function arguments (`sqlite3_value_*`), which take no lock, where
+/// reading result columns (`sqlite3_column_*`) takes the connection's mutex for
+/// every column of every row (the bundled SQLite is built serialized): 9
+/// lock/unlock pairs per row with eight columns, 17 % of a 100,000-member listing
+/// in `perf` (wip/db-listing). The `now` of [`AGE`] is the same for every row of
+/// the one step, as PostgreSQL's `now()` is for its query, and the filter of
+/// `which` judges the very age the row reports.
+fn read_rows(
+    c: &mut SqliteConnection,
+    group: &str,
+    member: Option<&str>,
+    which: Which,
+) -> QueryResult<Vec<Row>> {
+    let rows: Arc<Mutex<Vec<Row>>> = Arc::default();
+    let sink = rows.clone();
+    record_row_utils::register_nondeterministic_impl(
+        c,
+        move |age: f64,
+              member: String,
+              last_seen: f64,
+              forced_down: bool,
+              instance: StoredInstance,
+              epoch: i64,
+              holder_since: Option<f64>,
+              metadata: Option<StoredMetadata>| {
+            // Only this read's statement calls it, on this thread: never contended.
+            sink.lock().unwrap_or_else(|e| e.into_inner()).push(row((
+                member,
+                last_seen,
+                age,
+                forced_down,
+                instance,
+                epoch,
+                holder_since,
+                metadata,
+            )));
+            0
+        },
+    )?;
+    let query = t::table
+        .filter(t::group_id.eq(group))
+        .into_boxed()
+        .select(diesel::dsl::count(record_row(
+            db_age(),
             t::member_id,
             t::last_seen,
-            db_age(),
             t::forced_down,
             t::holder,
             t::epoch,
             t::holder_since,
-            t::metadata,
-        )
+            db_metadata(),
+        )));
+    let query = match member {
+        Some(member) => query.filter(t::member_id.eq(member)),
+        None => query,
     };
+    let query = match state_filter(which) {
+        Some(filter) => query.filter(filter),
+        None => query,
+    };
+    let counted = query.get_result::<i64>(c)?;
+    let rows = std::mem::take(&mut *rows.lock().unwrap_or_else(|e| e.into_inner()));
+    if usize::try_from(counted).ok() != Some(rows.len()) {
+        return Err(diesel::result::Error::DeserializationError(
+            format!(
+                "the read counted {counted} rows but received {}",
+                rows.len()
+            )
+            .into(),
+        ));
+    }
+    Ok(rows)
 }
 
 /// The SQLite store.
 pub(crate) struct SqliteStore {
     location: String,
+    /// The heartbeat lane: heartbeats, their id look-ups and registrations.
     writer: Pool<Conn>,
+    /// Operator writes (leave, forced down, metadata): a second writer connection,
+    /// so they never take the heartbeat lane's (the writer itself when
+    /// `[db] heartbeat_pool_size` is 0).
+    operator: Pool<Conn>,
+    /// Listings, watch polls, reads: `pool_size` read-only connections.
     reader: Pool<Conn>,
     timeout: Duration,
 }
@@ -210,17 +333,25 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
+/// How much of the database file a read-only connection maps into memory (address
+/// space, not memory): its reads then come from the OS page cache without a `pread`
+/// copy each (SQLite's own page cache is dropped whenever another connection
+/// writes, so under heartbeats a listing reads most pages again every time).
+/// Readers never write through the map.
+const READER_MMAP_BYTES: u64 = 256 << 20;
+
 /// PRAGMAs every connection gets.
 fn pragmas(timeout: Duration, read_only: bool) -> String {
     let busy_ms = timeout.as_millis().clamp(1, i32::MAX as u128);
-    format!(
-        "PRAGMA busy_timeout = {busy_ms}; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;{}",
-        if read_only {
-            " PRAGMA query_only = 1;"
-        } else {
-            ""
-        }
-    )
+    let mut sql = format!(
+        "PRAGMA busy_timeout = {busy_ms}; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
+    );
+    if read_only {
+        sql.push_str(&format!(
+            " PRAGMA query_only = 1; PRAGMA mmap_size = {READER_MMAP_BYTES};"
+        ));
+    }
+    sql
 }
 
 /// Opens (creating if needed) the database, applies the migrations and builds the pools.
@@ -241,10 +372,15 @@ async fn connect_file(path: &Path, settings: &Settings) -> Result<SqliteStore, D
         .to_owned();
     migrate_file(path.to_path_buf(), settings.timeout).await?;
     let writer = build_pool(&path_str, settings, 1, false, false)?;
+    let operator = match settings.heartbeat_pool_size {
+        0 => writer.clone(),
+        _ => build_pool(&path_str, settings, 1, false, false)?,
+    };
     let reader = build_pool(&path_str, settings, settings.pool_size, true, false)?;
     Ok(SqliteStore {
         location: format!("sqlite://{}", path.display()),
         writer,
+        operator,
         reader,
         timeout: settings.timeout,
     })
@@ -261,6 +397,7 @@ async fn connect_memory(settings: &Settings) -> Result<SqliteStore, DbError> {
     Ok(SqliteStore {
         location: "sqlite::memory:".to_owned(),
         writer: pool.clone(),
+        operator: pool.clone(),
         reader: pool,
         timeout: settings.timeout,
     })
@@ -451,7 +588,7 @@ impl Store for SqliteStore {
         members: Vec<String>,
     ) -> Result<Vec<(RowId, String)>, DbError> {
         let group = group.to_owned();
-        self.run(&self.reader, move |c| {
+        self.run(&self.writer, move |c| {
             let mut found = Vec::with_capacity(members.len());
             for chunk in members.chunks(IDS_PER_STATEMENT) {
                 found.extend(
@@ -474,7 +611,7 @@ impl Store for SqliteStore {
         holder: Option<InstanceId>,
     ) -> Result<bool, DbError> {
         let (group, member) = (group.to_owned(), member.to_owned());
-        self.run(&self.writer, move |c| {
+        self.run(&self.operator, move |c| {
             let of_key = t::table
                 .filter(t::group_id.eq(&group))
                 .filter(t::member_id.eq(&member));
@@ -498,7 +635,7 @@ impl Store for SqliteStore {
         metadata: String,
     ) -> Result<bool, DbError> {
         let (group, member) = (group.to_owned(), member.to_owned());
-        self.run(&self.writer, move |c| {
+        self.run(&self.operator, move |c| {
             diesel::update(
                 t::table
                     .filter(t::group_id.eq(&group))
@@ -532,7 +669,7 @@ impl Store for SqliteStore {
         forced_down: bool,
     ) -> Result<bool, DbError> {
         let (group, member) = (group.to_owned(), member.to_owned());
-        self.run(&self.writer, move |c| {
+        self.run(&self.operator, move |c| {
             diesel::update(
                 t::table
                     .filter(t::group_id.eq(&group))
@@ -548,25 +685,27 @@ impl Store for SqliteStore {
     async fn get(&self, group: &str, member: &str) -> Result<Option<Row>, DbError> {
         let (group, member) = (group.to_owned(), member.to_owned());
         self.run(&self.reader, move |c| {
-            t::table
-                .filter(t::group_id.eq(&group))
-                .filter(t::member_id.eq(&member))
-                .select(record_columns!())
-                .get_result::<Selected>(c)
-                .optional()
-                .map(|r| r.map(row))
+            read_rows(c, &group, Some(&member), Which::All).map(|mut rows| rows.pop())
         })
         .await
     }
 
-    async fn list(&self, group: &str) -> Result<Vec<Row>, DbError> {
+    async fn list(&self, group: &str, which: Which) -> Result<Vec<Row>, DbError> {
+        let group = group.to_owned();
+        self.run(&self.reader, move |c| read_rows(c, &group, None, which))
+            .await
+    }
+
+    async fn summary(&self, group: &str, service_down_time: Duration) -> Result<Summary, DbError> {
         let group = group.to_owned();
         self.run(&self.reader, move |c| {
-            t::table
-                .filter(t::group_id.eq(&group))
-                .select(record_columns!())
-                .load::<Selected>(c)
-                .map(|rows| rows.into_iter().map(row).collect())
+            sql::<(Bool, Bool, BigInt)>(&summary_select(AGE))
+                .bind::<Double, _>(service_down_time.as_secs_f64())
+                .sql(SUMMARY_FROM)
+                .bind::<Text, _>(&group)
+                .sql(SUMMARY_GROUPING)
+                .load::<(bool, bool, i64)>(c)
+                .map(|rows| summary_of(&rows))
         })
         .await
     }

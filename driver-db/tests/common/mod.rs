@@ -12,6 +12,7 @@ use std::time::Duration;
 use servicegroup_core::Config;
 
 pub mod identity;
+pub mod lanes;
 #[cfg(feature = "mysql")]
 pub mod mariadb;
 pub mod outage;
