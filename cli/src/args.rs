@@ -170,6 +170,14 @@ pub struct RelayArgs {
     /// Longest a client may take to send its headers (or its next request on a kept-alive connection).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub header_timeout: Duration,
+    /// Also serve Prometheus metrics (`/metrics`) and the status page (`/`) on this
+    /// address, as `servicegroup exporter` does, covering every group. No token on
+    /// it: bind it to a private address.
+    #[arg(long, value_name = "ADDR")]
+    pub status_listen: Option<std::net::SocketAddr>,
+    /// Time between two listings of each group for --status-listen.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub status_interval: Duration,
 }
 
 /// Options of `servicegroup simulate`.

@@ -46,6 +46,21 @@ fn wait_counts(url: &str, g: &str, want: (f64, f64, f64), within: Duration) -> S
 fn counts_move_with_the_fleet(env: Env) {
     let g = group("exporter");
     let (mut exporter, url) = start_exporter(&env, &[&g]);
+    let driver = if env.backend == "memcached" {
+        "mc"
+    } else {
+        "db"
+    };
+    counts_move(&env, &g, &url, driver);
+    exporter.signal("TERM");
+    assert!(exporter.wait_exit(Duration::from_secs(10)).success());
+}
+
+/// The fleet of `env` in group `g` (three real `join` processes: one kept, one
+/// killed, one forced down) as the exporter (or relay) at `url` shows it; `driver`
+/// is the driver its listings go through.
+fn counts_move(env: &Env, g: &str, url: &str, driver: &str) {
+    let (g, url) = (g.to_owned(), url.to_owned());
     let mut a = env.spawn(&["join", &g, "a", "--meta", "role=kept"]);
     let mut b = env.spawn(&["join", &g, "b"]);
     let mut c = env.spawn(&["join", &g, "c"]);
@@ -84,11 +99,6 @@ fn counts_move_with_the_fleet(env: Env) {
         Some(1.0)
     );
     // The library's metrics: the exporter's own listings are driver calls.
-    let driver = if env.backend == "memcached" {
-        "mc"
-    } else {
-        "db"
-    };
     let listings = value(
         &scrape,
         &format!(
@@ -157,9 +167,6 @@ fn counts_move_with_the_fleet(env: Env) {
         "{html}"
     );
     assert!(!html.contains(r#"data-member="a""#), "{html}");
-
-    exporter.signal("TERM");
-    assert!(exporter.wait_exit(Duration::from_secs(10)).success());
     drop((a, c));
 }
 
@@ -176,6 +183,39 @@ fn postgres_counts_move_with_the_fleet() {
 #[test]
 fn memcached_counts_move_with_the_fleet() {
     counts_move_with_the_fleet(Env::memcached("exporter_counts"));
+}
+
+/// The relay serves the same `/metrics` and page on its `--status-listen` address,
+/// for a fleet that joins through it (the relay driver), its listings going through
+/// the relay's own driver (`db` on PostgreSQL).
+#[test]
+fn the_relay_serves_the_same_metrics_and_page() {
+    let backend = Env::postgres("relay_status");
+    let mut relay = common::RelayProcess::start(
+        &backend,
+        &[
+            "--status-listen",
+            "127.0.0.1:0",
+            "--status-interval",
+            "200ms",
+        ],
+    );
+    let line = relay.bg.wait_stdout(
+        "`status page and metrics on`",
+        Duration::from_secs(30),
+        |l| l.starts_with("status page and metrics on http://"),
+    );
+    let status = line
+        .split_whitespace()
+        .nth(5)
+        .expect("the status URL")
+        .to_owned();
+    let client = Env::relay_client(&relay.url);
+    let g = group("relay-status");
+    counts_move(&client, &g, &status, "db");
+    // The relay's own HTTP API still wants its token; the status address needs none.
+    let (code, _) = get(&format!("{}/v1/groups", relay.url));
+    assert_eq!(code, 401);
 }
 
 /// Series in a scrape (lines that are not comments).

@@ -12,7 +12,7 @@
 //!   `/metrics`, `/` and `/status.json`.
 //!
 //! `servicegroup exporter --listen ADDR [GROUP...]` is the thin front; the relay
-//! merges the same router.
+//! serves the same on its `--status-listen` address ([`run`]).
 
 pub mod collector;
 pub mod page;
@@ -20,4 +20,4 @@ pub mod server;
 pub mod snapshot;
 
 pub use collector::{spawn as spawn_collector, CollectorOptions, FleetView, FleetWatch};
-pub use server::{install_recorder, router, serve, ExporterError, StatusState};
+pub use server::{install_recorder, router, run, serve, ExporterError, StatusState};

@@ -11,7 +11,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::collector::FleetWatch;
+use crate::collector::{CollectorOptions, FleetWatch};
 use crate::page::{self, PageQuery};
 
 /// Why the exporter could not start.
@@ -122,4 +122,18 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|source| ExporterError::Listen { addr, source })
+}
+
+/// Everything `servicegroup exporter` does, for any process with a handle (the
+/// exporter command, the relay's status address): installs the recorder, starts the
+/// collector on `sg` and serves [`router`] on `listener` until `shutdown`.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    sg: servicegroup_core::ServiceGroup,
+    options: CollectorOptions,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ExporterError> {
+    let metrics = install_recorder()?;
+    let fleet = crate::collector::spawn(sg, options);
+    serve(listener, router(StatusState { fleet, metrics }), shutdown).await
 }

@@ -66,6 +66,12 @@ impl Relay {
         Ok(Self { shared, options })
     }
 
+    /// The relay's handle on its driver (reads pass through, as for any handle):
+    /// what the status page and per-group gauges list.
+    pub fn handle(&self) -> ServiceGroup {
+        self.shared.sg.clone()
+    }
+
     /// The relay's driver name.
     pub fn driver_name(&self) -> &str {
         self.shared.driver.name()

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use servicegroup::config::duration;
 use servicegroup::{GroupId, LoadedConfig};
-use servicegroup_exporter::{CollectorOptions, StatusState};
+use servicegroup_exporter::CollectorOptions;
 
 use crate::commands::connect;
 use crate::console;
@@ -66,18 +66,7 @@ pub async fn exporter(loaded: LoadedConfig, request: ExporterRequest) -> Result<
     let addr = listener
         .local_addr()
         .map_err(|e| Failure::msg(format!("cannot read the listen address: {e}")))?;
-    let metrics =
-        servicegroup_exporter::install_recorder().map_err(|e| Failure::msg(e.to_string()))?;
     let sg = connect(loaded).await?;
-    let fleet = servicegroup_exporter::spawn_collector(
-        sg,
-        CollectorOptions {
-            groups: request.groups.clone(),
-            interval: request.interval,
-            per_member: request.per_member,
-        },
-    );
-    let router = servicegroup_exporter::router(StatusState { fleet, metrics });
     crate::logging::running();
     let covered = if request.groups.is_empty() {
         "every group".to_owned()
@@ -93,7 +82,12 @@ pub async fn exporter(loaded: LoadedConfig, request: ExporterRequest) -> Result<
         "exporter listening on http://{addr} (/metrics, /, /status.json); {covered}, listed every {}; SIGINT or SIGTERM stops",
         duration::render(request.interval)
     ))?;
-    servicegroup_exporter::serve(listener, router, async move {
+    let options = CollectorOptions {
+        groups: request.groups,
+        interval: request.interval,
+        per_member: request.per_member,
+    };
+    servicegroup_exporter::run(listener, sg, options, async move {
         shutdown.wait().await;
     })
     .await

@@ -35,9 +35,35 @@ pub async fn relay(loaded: LoadedConfig, args: RelayArgs) -> Result<u8, Failure>
     let relay = Relay::build(loaded.config, options)
         .await
         .map_err(relay_failure)?;
+    let status = match args.status_listen {
+        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            Failure::msg(format!("cannot listen on {addr} (--status-listen): {e}"))
+        })?),
+        None => None,
+    };
+    let handle = relay.handle();
     let running = relay.start().await.map_err(relay_failure)?;
     let scheme = if tls { "https" } else { "http" };
     console::line(format_args!("listening on {scheme}://{}", running.addr()))?;
+    if let Some(listener) = status {
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Failure::msg(format!("cannot read the status address: {e}")))?;
+        let options = servicegroup_exporter::CollectorOptions {
+            interval: args.status_interval,
+            ..Default::default()
+        };
+        tokio::spawn(async move {
+            if let Err(e) =
+                servicegroup_exporter::run(listener, handle, options, std::future::pending()).await
+            {
+                tracing::error!(error = %e, "the relay's status address stopped: {e}");
+            }
+        });
+        console::line(format_args!(
+            "status page and metrics on http://{addr} (/, /metrics, /status.json)"
+        ))?;
+    }
     crate::logging::running();
     let signal = shutdown.wait().await;
     tracing::info!(signal, "stopping the relay");
