@@ -58,13 +58,13 @@
 //! this process, as Nova's driver did, and says so with a WARN: membership is
 //! then not shared between processes.
 //!
-//! Client: the driver speaks memcached's meta protocol itself (module `wire`,
-//! connections in module `server`): a whole batch is encoded into one payload
-//! per pipelined exchange and the answers parsed straight off the read buffer,
-//! with connect and exchange timeouts and a connection dropped after any failed
-//! exchange. The `memcache` crate's clients spent more time building and parsing
-//! per-operation objects than memcached spent answering, and cannot tell which
-//! life of the server a pooled connection talks to; see `docs/mc-driver.md`.
+//! Client: the `memcache` crate's meta-protocol client (`memcache::exp::MetaClient`,
+//! one per server, module `server`): every exchange is one pipelined batch on one
+//! connection, encoded, stamped with opaque tokens and checked by the crate, with
+//! connect and exchange timeouts. Work that sends remembered CAS tokens first reads
+//! the server's boot token and opens each exchange with it (module `server`), so
+//! tokens of one life of a server are never applied in another; see
+//! `docs/mc-driver.md`.
 //! memcached 1.6 or newer is required (meta protocol).
 //!
 //! Register the driver by naming the crate once in your binary
@@ -77,10 +77,10 @@ mod cache;
 mod config;
 mod index;
 pub mod keys;
+mod ops;
 pub mod placement;
 mod server;
 pub mod stored;
-mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -63,7 +63,9 @@ fn push_hex(out: &mut Vec<u8>, bits: u128) {
 }
 
 fn push_number(out: &mut Vec<u8>, n: u64) {
-    crate::wire::push_u64(out, n);
+    use std::io::Write;
+    // Writing to a `Vec` cannot fail.
+    let _ = write!(out, "{n}");
 }
 
 /// The 13 digits of a heartbeat time, or `None` past the year 2286.

@@ -32,10 +32,10 @@ use super::pipeline::{At, Pipeline, Ran};
 use super::{missing_cas, now_millis, unexpected, Backend, Lane, Wanted, PARALLEL_PART, SYNC_SECS};
 use crate::cache::{slot_of, Held, Token, Verified};
 use crate::index::{self, BUCKETS};
+use crate::ops::{Code, Mode, Store, Want};
 use crate::placement::bucket_of;
 use crate::server::Session;
 use crate::stored::{beat_digits, set_beat, StoredRecord};
-use crate::wire::{Code, Mode, Store, Want};
 use crate::NAME;
 
 /// Heartbeat exchanges per key prefix in this process (see [`heartbeat_exchanges`]).
@@ -263,6 +263,7 @@ impl Backend {
             let cache = self.cache(server);
             let mut names = self.group_keys();
             let trusted = cache.boot() == Some(life);
+            let mut value = Vec::new();
             for (i, (instance, key)) in beats.iter().enumerate() {
                 let gk = names.group(key);
                 let member = key.member.as_str().as_bytes();
@@ -272,12 +273,14 @@ impl Backend {
                         let check =
                             held.synced == 0 || now.saturating_sub(held.synced) >= SYNC_SECS;
                         let (at, batch) = pipe.group(1 + usize::from(check));
-                        let (_, range) = batch.store_with(
+                        value.clear();
+                        value.extend_from_slice(&held.value);
+                        set_beat(&mut value, held.header_end as usize, digits);
+                        batch.store_with(
                             |out| gk.live_into(member, out),
-                            &held.value,
+                            &value,
                             Store::SET.ttl(self.beat_ttl()).cas(held.cas).return_cas(),
                         );
-                        set_beat(batch.value_mut(range), held.header_end as usize, digits);
                         if check {
                             batch.get_with(
                                 |out| gk.durable_into(member, out),
@@ -590,7 +593,6 @@ impl Backend {
                             // Changed meanwhile (a newer revision, or removed): the
                             // next check looks again.
                             Code::Exists | Code::NotStored | Code::NotFound => {}
-                            other => return Err(unexpected("storing a durable record", other)),
                         }
                         Step::Done
                     }
@@ -650,7 +652,7 @@ impl Backend {
         server: usize,
         instance: InstanceId,
         key: &MemberKey,
-        got: &crate::wire::Got<'_>,
+        got: &crate::ops::Got<'_>,
         now_ms: u64,
         found: &mut Found,
         unreadable: &mut Vec<Error>,

@@ -62,10 +62,10 @@ use tokio::sync::Semaphore;
 use crate::cache::{slot_of, Held, ServerCache};
 use crate::index::{self, BUCKETS};
 use crate::keys::{GroupKeys, Keys};
+use crate::ops::{Code, Got, Mode, Store, Want};
 use crate::placement::{bucket_of, Placement};
 use crate::server::{Server, Session};
 use crate::stored::StoredRecord;
-use crate::wire::{Code, Got, Mode, Store, Want};
 use crate::NAME;
 
 pub use heartbeat::heartbeat_exchanges;
@@ -297,6 +297,7 @@ impl Backend {
     ) -> Self {
         let placement = Placement::new(&servers);
         let n = servers.len();
+        let keys = Keys::new(prefix);
         let ttl = heartbeat_ttl(service_down_time);
         let (beat_key_ttl, grace) = if ttl < MAX_RELATIVE_TTL {
             (MAX_RELATIVE_TTL, MAX_RELATIVE_TTL - ttl)
@@ -308,10 +309,10 @@ impl Backend {
         Self {
             servers: servers
                 .into_iter()
-                .map(|address| Arc::new(Server::new(address, timeout)))
+                .map(|address| Arc::new(Server::new(address, timeout, keys.boot())))
                 .collect(),
             placement,
-            keys: Keys::new(prefix),
+            keys,
             ttl,
             beat_key_ttl,
             grace,
@@ -709,7 +710,6 @@ impl Backend {
                         Code::Done => done[i] = true,
                         // Changed since it was read: read it again.
                         Code::Exists | Code::NotStored | Code::NotFound => {}
-                        other => return Err(unexpected("storing a durable record", other)),
                     },
                     None => {
                         let got = ran.got(at, 0)?;
@@ -1019,7 +1019,6 @@ impl Backend {
                 match written.code {
                     Code::Done => {}
                     Code::Exists | Code::NotFound | Code::NotStored => continue,
-                    other => return Err(unexpected("changing a member record", other)),
                 }
                 let value = next.encode();
                 let synced = self.sync_durables(

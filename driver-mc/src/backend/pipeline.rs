@@ -1,7 +1,7 @@
 //! Pipelined exchanges: commands of one work item split into exchanges of at most
 //! [`CHUNK`] commands (and [`CHUNK_BYTES`] bytes), keeping groups of commands that
-//! must travel together in one exchange; and the boot token of a connection (see
-//! [`crate::server`] and [`crate::cache`]).
+//! must travel together in one exchange; and the boot token a session's exchanges
+//! are checked against (see [`crate::server`] and [`crate::cache`]).
 
 use std::sync::atomic::Ordering;
 
@@ -9,8 +9,8 @@ use servicegroup_core::{Error, InstanceId, Result};
 
 use super::{Backend, MAX_ATTEMPTS};
 use crate::cache::{token_of, Boot, Token};
+use crate::ops::{Batch, Got, Mode, Reply, Store, Want, Wrote};
 use crate::server::{Session, CHUNK, CHUNK_BYTES};
-use crate::wire::{Batch, Got, Mode, Reply, Store, Want, Wrote};
 use crate::NAME;
 
 /// Where a group of commands went: which exchange, and the position of its first
@@ -114,7 +114,7 @@ impl Backend {
         counted: bool,
     ) -> Result<Ran> {
         let mut replies = Vec::with_capacity(pipe.batches.len());
-        for batch in &pipe.batches {
+        for batch in pipe.batches {
             if counted {
                 self.exchanges.fetch_add(1, Ordering::Relaxed);
             }
@@ -127,7 +127,7 @@ impl Backend {
     pub(super) fn run_batch(
         &self,
         session: &mut Session<'_>,
-        batch: &Batch,
+        batch: Batch,
         counted: bool,
     ) -> Result<Reply> {
         if counted && !batch.is_empty() {
@@ -136,25 +136,25 @@ impl Backend {
         session.exchange(batch)
     }
 
-    /// The boot token of the session's connection, checked against what this
-    /// driver remembers about `server`: a connection that has not read it yet, or
-    /// read one other than the remembered one, reads it now (one exchange; a
-    /// missing token is written first). The cache then holds only what belongs to
-    /// the life of the server this connection talks to, so remembered CAS tokens may
-    /// be compared and sent on it.
+    /// The boot token of the server as this session sees it, checked against what
+    /// this driver remembers about `server`: read in an exchange of its own (a
+    /// missing token is written first), then every later exchange of the session
+    /// opens with a read of it and fails if it changed (see [`crate::server`]). The
+    /// cache then holds only what belongs to the life of the server the session
+    /// talks to, so remembered CAS tokens may be compared and sent in it.
     pub(super) fn life(
         &self,
         server: usize,
         session: &mut Session<'_>,
         counted: bool,
     ) -> Result<(Token, Boot)> {
-        if let Some(token) = session.conn().life() {
+        if let Some(token) = session.life() {
             if self.cache(server).boot() == Some(token) {
                 return Ok((token, Boot::Same));
             }
         }
         let token = self.read_boot(server, session, counted)?;
-        session.conn().set_life(Some(token));
+        session.set_life(token);
         let boot = self.cache(server).observe(token);
         if boot == Boot::Changed {
             tracing::debug!(
@@ -172,7 +172,7 @@ impl Backend {
         let key = self.keys.boot();
         let mut batch = Batch::new();
         batch.get(&key, Want::VALUE);
-        let reply = self.run_batch(session, &batch, counted)?;
+        let reply = self.run_batch(session, batch, counted)?;
         if let Some(got) = reply.got(0).filter(|g| g.hit()) {
             return Ok(token_of(got.value));
         }
@@ -184,7 +184,7 @@ impl Backend {
                 Store::SET.mode(Mode::Add),
             );
             batch.get(&key, Want::VALUE);
-            let reply = self.run_batch(session, &batch, counted)?;
+            let reply = self.run_batch(session, batch, counted)?;
             if let Some(got) = reply.got(1).filter(|g| g.hit()) {
                 return Ok(token_of(got.value));
             }

@@ -34,9 +34,9 @@ use super::{
     PARALLEL_PART, SYNC_SECS,
 };
 use crate::cache::{slot_of, Held};
+use crate::ops::{Code, Store, Want};
 use crate::server::Session;
 use crate::stored::StoredRecord;
-use crate::wire::{Code, Store, Want};
 use crate::NAME;
 
 /// The keys a registration reads and writes.
@@ -287,7 +287,6 @@ impl Backend {
                     }
                     // Changed (or created, or lost) since it was read: read again.
                     Code::Exists | Code::NotFound | Code::NotStored => retry.push(plan.j),
-                    other => return Err(unexpected("storing a member record", other)),
                 }
             }
             pending = retry;
