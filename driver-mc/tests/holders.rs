@@ -162,8 +162,9 @@ async fn takeover_bumps_epoch_and_fences_the_old_holder() {
         before,
         "the superseded heartbeat changed a key"
     );
-    // The second look costs one more exchange, for this key only.
-    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - ops, 2);
+    // The boot check, then the second look costs one more exchange, for this key
+    // only.
+    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - ops, 3);
     // And again (the old holder no longer remembers the member: one read, no write).
     let report = beat(&s.driver, a, std::slice::from_ref(&k)).await;
     assert_eq!(report.superseded.len(), 1, "{report:?}");
@@ -173,14 +174,14 @@ async fn takeover_bumps_epoch_and_fences_the_old_holder() {
         "the superseded heartbeat changed a key"
     );
 
-    // The new holder's heartbeats refresh it, in one exchange.
+    // The new holder's heartbeats refresh it: the boot check, then one exchange.
     let ops = heartbeat_exchanges(&mc(&s.config).prefix);
     let report = beat(&other, b, std::slice::from_ref(&k)).await;
     assert!(
         report.missing.is_empty() && report.superseded.is_empty(),
         "{report:?}"
     );
-    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - ops, 1);
+    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - ops, 2);
     let after = s.snapshot(&k);
     assert_ne!(after[0], before[0], "the holder's heartbeat was not stored");
     assert_eq!(
@@ -233,20 +234,21 @@ async fn a_driver_that_remembers_nothing_checks_the_record() {
         report.missing.is_empty() && report.superseded.is_empty(),
         "{report:?}"
     );
-    // Three servers: the boot token read by the new connection, a read exchange
+    // Three servers: the boot token read by each session, a read exchange
     // and a write exchange each, and a full read of the index buckets this driver
     // object never saw.
     assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - before, 12);
-    // Now it remembers them: one exchange per server.
+    // Now it remembers them: the boot check and one exchange per server.
     let before = heartbeat_exchanges(&mc(&s.config).prefix);
     let report = beat(&cold, a, &keys).await;
     assert!(
         report.missing.is_empty() && report.superseded.is_empty(),
         "{report:?}"
     );
-    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - before, 3);
+    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - before, 6);
     // The driver that registered them finds its CAS tokens stale (the other
-    // wrote the live records): one second look, then one exchange again.
+    // wrote the live records): one second look, then the boot check and one
+    // exchange again.
     let report = beat(&s.driver, a, &keys).await;
     assert!(
         report.missing.is_empty() && report.superseded.is_empty(),
@@ -254,7 +256,7 @@ async fn a_driver_that_remembers_nothing_checks_the_record() {
     );
     let before = heartbeat_exchanges(&mc(&s.config).prefix);
     beat(&s.driver, a, &keys).await;
-    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - before, 3);
+    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - before, 6);
 
     let stranger = InstanceId::random();
     let report = beat(&cold, stranger, &keys).await;
@@ -467,7 +469,7 @@ async fn metadata_round_trips_exactly() {
         report.missing.is_empty() && report.superseded.is_empty(),
         "{report:?}"
     );
-    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - ops, 1);
+    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - ops, 2);
     assert_eq!(s.driver.get(k).await.unwrap().unwrap().metadata, many);
 
     // Not by another instance, not on a missing member; emptied by the holder.
@@ -566,7 +568,7 @@ async fn forced_down_does_not_fence_and_survives_takeover() {
         report.missing.is_empty() && report.superseded.is_empty(),
         "{report:?}"
     );
-    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - ops, 1);
+    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - ops, 2);
     let r = s.driver.get(&k).await.unwrap().unwrap();
     assert!(r.forced_down && r.freshness == Freshness::Present);
     stored(register_as(&s.driver, &k, a, Condition::Always, Metadata::new()).await);
@@ -597,7 +599,7 @@ fn flush_all(address: &str) {
 
 /// `flush_all` (memcached emptied without a restart): the next heartbeat reports
 /// every member missing, none superseded; registered again (as core does, with
-/// `Absent`) they heartbeat in one exchange again and are listed completely.
+/// `Absent`) they heartbeat in one exchange again (after the boot check) and are listed completely.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flushed_memcached_reports_missing_not_superseded() {
     let server = Dedicated::start();
@@ -655,7 +657,7 @@ async fn flushed_memcached_reports_missing_not_superseded() {
         report.missing.is_empty() && report.superseded.is_empty(),
         "{report:?}"
     );
-    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - ops, 1);
+    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - ops, 2);
     let listed = s.driver.list(&"compute".parse().unwrap()).await.unwrap();
     assert_eq!(listed.len(), keys.len());
     assert!(listed

@@ -147,17 +147,19 @@ async fn a_heartbeat_never_writes_back_a_stale_value() {
         assert_eq!((got.metadata, got.forced_down), (new.clone(), true));
     }
     // The first process's remembered CAS is stale: its heartbeat is refused, it
-    // reads the record and writes it again as it is now (one more exchange).
+    // reads the record and writes it again as it is now (the boot check, then
+    // one more exchange).
     let ops = heartbeat_exchanges(&mc(&s.config).prefix);
     assert!(quiet(&beat(&s.driver, a, std::slice::from_ref(&k)).await));
-    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - ops, 3);
+    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - ops, 4);
     let got = s.driver.get(&k).await.unwrap().unwrap();
     assert_eq!((got.metadata, got.forced_down), (new.clone(), true));
     assert_eq!(got.freshness, Freshness::Present);
-    // And from then on one exchange again, still with the change.
+    // And from then on the boot check and one exchange again, still with the
+    // change.
     let ops = heartbeat_exchanges(&mc(&s.config).prefix);
     assert!(quiet(&beat(&s.driver, a, std::slice::from_ref(&k)).await));
-    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - ops, 1);
+    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - ops, 2);
     let got = s.driver.get(&k).await.unwrap().unwrap();
     assert_eq!((got.metadata, got.forced_down), (new, true));
 
