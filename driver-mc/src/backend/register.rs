@@ -30,8 +30,7 @@ use servicegroup_core::{Error, Registered, Registration, Result};
 
 use super::pipeline::{At, Pipeline};
 use super::{
-    missing_cas, now_millis, parts, unexpected, Backend, Lane, SyncItem, MAX_ATTEMPTS,
-    PARALLEL_PART, SYNC_SECS,
+    missing_cas, now_millis, parts, Backend, Lane, SyncItem, MAX_ATTEMPTS, PARALLEL_PART, SYNC_SECS,
 };
 use crate::cache::{slot_of, Held};
 use crate::ops::{Code, Store, Want};
