@@ -62,9 +62,9 @@ use tokio::sync::Semaphore;
 use crate::cache::{slot_of, Held, ServerCache};
 use crate::index::{self, BUCKETS};
 use crate::keys::{GroupKeys, Keys};
-use crate::ops::{Code, Got, Mode, Store, Want};
+use crate::ops::{Batch, Code, Got, Mode, Store, Want};
 use crate::placement::{bucket_of, Placement};
-use crate::server::{Server, Session};
+use crate::server::{Server, Session, CHUNK};
 use crate::stored::StoredRecord;
 use crate::NAME;
 
@@ -1125,19 +1125,7 @@ impl Backend {
     /// members returned.
     fn records_on(&self, server: usize, (keys, scan): (Vec<MemberKey>, Scan)) -> Result<Scanned> {
         self.servers[server].session(|session| {
-            let mut pipe = Pipeline::default();
             let mut names = self.group_keys();
-            let ats: Vec<_> = keys
-                .iter()
-                .map(|key| {
-                    let gk = names.group(key);
-                    let member = key.member.as_str().as_bytes();
-                    let (at, batch) = pipe.group(1);
-                    batch.get_with(|out| gk.live_into(member, out), Want::VALUE.ttl());
-                    at
-                })
-                .collect();
-            let ran = self.run_pipeline(session, pipe, false)?;
             let mut out = Scanned {
                 records: Vec::with_capacity(if matches!(scan, Scan::All) {
                     keys.len()
@@ -1147,26 +1135,40 @@ impl Backend {
                 summary: Summary::default(),
             };
             let mut gone: Vec<usize> = Vec::new();
-            for (i, (key, at)) in keys.iter().zip(&ats).enumerate() {
-                let got = ran.got(*at, 0)?;
-                if !got.hit() {
-                    gone.push(i);
-                    continue;
+            // One exchange at a time, each answer used before the next is built:
+            // the crate makes a few objects per command, and freeing each
+            // exchange's before the next reuses the same memory.
+            for (c, chunk) in keys.chunks(CHUNK).enumerate() {
+                let mut batch = Batch::new();
+                for key in chunk {
+                    let gk = names.group(key);
+                    let member = key.member.as_str().as_bytes();
+                    batch.get_with(|out| gk.live_into(member, out), Want::VALUE.ttl());
                 }
-                let record = StoredRecord::decode(got.value).map_err(|why| {
-                    let (g, m) = (
-                        key.group.as_str().as_bytes(),
-                        key.member.as_str().as_bytes(),
-                    );
-                    self.undecodable(server, &self.keys.live(g, m), &why)
-                })?;
-                let freshness = self.freshness(got.ttl, record.live);
-                if self.keep(scan, &record, freshness, &mut out) {
-                    out.records
-                        .push(self.member_record(key.clone(), record, freshness));
+                let reply = self.run_batch(session, batch, false)?;
+                for (j, key) in chunk.iter().enumerate() {
+                    let got = reply.got(j).ok_or_else(|| {
+                        Error::backend("memcached answered a read with another kind of answer")
+                            .with_driver(NAME)
+                    })?;
+                    if !got.hit() {
+                        gone.push(c * CHUNK + j);
+                        continue;
+                    }
+                    let record = StoredRecord::decode(got.value).map_err(|why| {
+                        let (g, m) = (
+                            key.group.as_str().as_bytes(),
+                            key.member.as_str().as_bytes(),
+                        );
+                        self.undecodable(server, &self.keys.live(g, m), &why)
+                    })?;
+                    let freshness = self.freshness(got.ttl, record.live);
+                    if self.keep(scan, &record, freshness, &mut out) {
+                        out.records
+                            .push(self.member_record(key.clone(), record, freshness));
+                    }
                 }
             }
-            drop(ran);
             if !gone.is_empty() {
                 let mut pipe = Pipeline::default();
                 let names: Vec<String> = gone
