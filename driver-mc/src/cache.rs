@@ -4,13 +4,14 @@
 //!
 //! CAS tokens are unique on a server only within one life of it: memcached's CAS
 //! counter starts again at 1 when it restarts, so a remembered token could match
-//! an item written after the restart by someone else. Each connection knows the
-//! boot token of the life it talks to (module `server`); what is remembered is
-//! filed under the boot token of the connection it was learnt on, and compared or
-//! sent only on connections with that same token. When a connection brings
-//! another token, everything remembered about the server is forgotten
-//! ([`ServerCache::observe`]), and an entry is only stored under the token that is
-//! current ([`ServerCache::insert`] refuses it otherwise).
+//! an item written after the restart by someone else. Each work item that uses
+//! remembered tokens reads the server's boot token first and checks it in every
+//! later exchange (module `server`); what is remembered is filed under the token
+//! read by the work item it was learnt in, and compared or sent only in work items
+//! that read that same token. When a work item reads another token, everything
+//! remembered about the server is forgotten ([`ServerCache::observe`]), and an
+//! entry is only stored under the token that is current ([`ServerCache::insert`]
+//! refuses it otherwise).
 //!
 //! Forgetting is always safe: a member the cache does not know costs its heartbeat
 //! one more exchange (the live record is read to see who holds it).
@@ -133,7 +134,7 @@ pub struct Verified {
     pub confirmed: HashSet<Vec<u8>>,
 }
 
-/// What a connection's boot token means for the cache.
+/// What the boot token a work item read means for the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Boot {
     /// The token this cache already knew: remembered CAS tokens are valid.
@@ -154,7 +155,7 @@ pub struct ServerCache {
 }
 
 impl ServerCache {
-    /// Records the boot token of a connection about to be used, forgetting
+    /// Records the boot token a work item read, forgetting
     /// everything when it is not the one known.
     pub fn observe(&mut self, token: Token) -> Boot {
         if self.boot == Some(token) {
@@ -181,7 +182,7 @@ impl ServerCache {
         self.held.get_mut(&slot)
     }
 
-    /// Stores `held` for `slot` if `token` (the boot token of the connection the
+    /// Stores `held` for `slot` if `token` (the boot token of the work item the
     /// entry's CAS came from) is still the known one. Returns whether it was stored.
     pub fn insert(&mut self, token: Option<Token>, slot: u64, held: Held) -> bool {
         if token.is_none() || token != self.boot {

@@ -28,9 +28,9 @@
 //!   and writes the record again on condition that the CAS is unchanged, one
 //!   operation per member in the batch's pipelined exchange; it looks again only
 //!   at the records that changed (superseded, missing, new metadata, or written by
-//!   another process of the same instance). Each connection knows the life of the
-//!   server it talks to (a boot token), so remembered tokens are never sent to a
-//!   restarted memcached ([`backend`]).
+//!   another process of the same instance). Each work item reads the server's
+//!   boot token before it sends remembered tokens and checks it in every exchange,
+//!   so remembered tokens are not sent to a restarted memcached ([`backend`]).
 //! - **It heals itself.** Listings come from index keys without TTL. Every
 //!   heartbeat batch checks, in the same pipelined round trip, that each member's
 //!   record, index bucket entry and group-list entry are still there; a member

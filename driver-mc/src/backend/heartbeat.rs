@@ -53,8 +53,8 @@ pub(super) fn exchange_counter(prefix: &str) -> Arc<AtomicU64> {
 /// process with key prefix `prefix` have spent on heartbeat batches so far. A
 /// batch costs one exchange per server and 2 000 operations (one per member and
 /// per index key), plus a second (rarely a third) for members whose remembered
-/// CAS tokens did not match, and one more on a connection that has not read the
-/// server's boot token yet; tests use it to check that heartbeats are batched.
+/// CAS tokens did not match, and one more per part for the read of the server's
+/// boot token; tests use it to check that heartbeats are batched.
 pub fn heartbeat_exchanges(prefix: &str) -> u64 {
     exchange_counter(prefix).load(Ordering::Relaxed)
 }
@@ -229,7 +229,7 @@ impl Backend {
         }
     }
 
-    /// One work item, on one connection (see [`crate::server::Server::session`]).
+    /// One work item, as one session (see [`crate::server::Server::session`]).
     fn heartbeat_on(&self, server: usize, work: HeartbeatWork) -> Result<Found> {
         let beats = &work.beats[work.range.clone()];
         if beats.is_empty() {

@@ -105,7 +105,7 @@ impl Ran {
 }
 
 impl Backend {
-    /// Runs `pipe` on the session's connection, one exchange per batch in order
+    /// Runs `pipe` in the session, one exchange per batch in order
     /// (counted in [`super::heartbeat_exchanges`] when `counted`).
     pub(super) fn run_pipeline(
         &self,
