@@ -41,6 +41,24 @@ pub fn parse(value: &[u8]) -> (BTreeSet<Vec<u8>>, usize) {
     (ids, malformed)
 }
 
+/// Calls `f` with each id of an index value, in order, duplicates included (the
+/// same ids as [`parse`], without building a set): lines without an escape are
+/// passed as they are, without allocating. Returns the count of malformed lines.
+pub fn for_each(value: &[u8], mut f: impl FnMut(&[u8])) -> usize {
+    let mut malformed = 0;
+    for raw in value.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        if raw.contains(&b'%') {
+            match unescape_value(raw) {
+                Some(id) if !id.is_empty() => f(&id),
+                _ => malformed += 1,
+            }
+        } else {
+            f(raw);
+        }
+    }
+    malformed
+}
+
 /// Which of `wanted` (raw ids) are in an index value: the same answer as
 /// looking them up in [`parse`]'s set, without building that set. Only lines with
 /// an escape are decoded (and allocate); the others are compared as they are, so
@@ -124,5 +142,10 @@ mod tests {
             assert_eq!(found.contains(id), all.contains(id), "{id:?}");
         }
         assert!(find(&v, &HashSet::new()).is_empty());
+        let mut seen = BTreeSet::new();
+        let bad = for_each(&v, |id| {
+            seen.insert(id.to_vec());
+        });
+        assert_eq!((seen, bad), parse(&v));
     }
 }

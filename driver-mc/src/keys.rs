@@ -19,10 +19,12 @@
 //! forms cannot meet; segments never contain `:`, so `prefix:kind:group:member`
 //! splits back uniquely.
 //!
-//! Member keys are `prefix:kind:group:member` with kind `r2` (record), `h2`
-//! (heartbeat) or `f` (forced down); the other keys are `prefix:i:group:BB`
-//! (index bucket), `prefix:fi:group` (forced marker), `prefix:groups` and
-//! `prefix:boot`, so no two kinds of key can meet.
+//! Member keys are `prefix:kind:group:member` with kind `m3` (live record), `d3`
+//! (durable record) or `f` (the forced-down flag of releases before format 3, read
+//! once when a member is first registered in format 3); the other keys are
+//! `prefix:i:group:BB` (index bucket), `prefix:groups` and `prefix:boot`, so no two
+//! kinds of key can meet. Earlier formats used `r`/`h` (1), `r2`/`h2` (2) and a
+//! group marker `prefix:fi:group`; this release neither reads nor writes them.
 
 use sha2::{Digest, Sha256};
 
@@ -35,18 +37,22 @@ const HASH_HEX: usize = 40;
 /// Longest prefix accepted (`[mc] prefix`).
 pub const MAX_PREFIX_LEN: usize = 32;
 /// Upper bound of every key this module makes:
-/// prefix + `:h2:` + segment + `:` + segment.
+/// prefix + `:m3:` + segment + `:` + segment.
 pub const MAX_KEY_LEN: usize = MAX_PREFIX_LEN + 4 + READABLE_MAX + 1 + READABLE_MAX;
 
-/// Key kind of the member record (format 2: holder, epoch, metadata). Format 1
-/// (`r`, the last heartbeat time only) is neither read nor written, so processes of
-/// the previous release and this one never misread each other's values.
-const RECORD: &str = "r2";
-/// Key kind of the heartbeat key (format 2: holder instance and heartbeat time,
-/// 30-day TTL, liveness from the remaining TTL). Format 1 was `h`.
-const HEARTBEAT: &str = "h2";
-/// Key kind of the forced-down flag (unchanged since format 1: presence only).
-const FORCED: &str = "f";
+/// Key kind of the live record (format 3: holder, epoch, metadata, forced-down
+/// flag and heartbeat time in one value, 30-day TTL, liveness from the remaining
+/// TTL; see [`crate::stored`]). Formats 1 and 2 (`r`/`h`, `r2`/`h2`) are neither
+/// read nor written, so processes of an earlier release and this one never misread
+/// each other's values.
+const LIVE: &str = "m3";
+/// Key kind of the durable record (format 3, no TTL): a copy of the live record,
+/// read only where the live record is gone.
+const DURABLE: &str = "d3";
+/// Key kind of the forced-down flag of formats 1 and 2 (presence only): read when
+/// a member is first registered in format 3, so an operator's flag survives the
+/// upgrade; deleted when the flag is cleared or the member removed.
+const LEGACY_FORCED: &str = "f";
 
 /// Whether `byte` may appear verbatim in a key segment.
 fn verbatim(byte: u8) -> bool {
@@ -134,26 +140,26 @@ impl Keys {
         )
     }
 
-    /// The heartbeat key (value = heartbeating instance and heartbeat wall time;
-    /// liveness from its remaining TTL, see [`crate::backend`]).
-    pub fn heartbeat(&self, group: &[u8], member: &[u8]) -> String {
-        self.member_key(HEARTBEAT, group, member)
+    /// The live record (30-day TTL; liveness from its remaining TTL, see
+    /// [`crate::backend`]; value: [`crate::stored`]).
+    pub fn live(&self, group: &[u8], member: &[u8]) -> String {
+        self.member_key(LIVE, group, member)
     }
 
-    /// The record key (no TTL; value = holder, epoch, holder since, metadata). Its
-    /// presence is what makes a member exist.
-    pub fn record(&self, group: &[u8], member: &[u8]) -> String {
-        self.member_key(RECORD, group, member)
+    /// The durable record (no TTL; a copy of the live record, read where that one
+    /// is gone).
+    pub fn durable(&self, group: &[u8], member: &[u8]) -> String {
+        self.member_key(DURABLE, group, member)
     }
 
-    /// The forced-down key (no TTL; present = forced down).
-    pub fn forced(&self, group: &[u8], member: &[u8]) -> String {
-        self.member_key(FORCED, group, member)
+    /// The forced-down key of formats 1 and 2 (no TTL; present = forced down).
+    pub fn legacy_forced(&self, group: &[u8], member: &[u8]) -> String {
+        self.member_key(LEGACY_FORCED, group, member)
     }
 
     /// A builder of the member keys of `group`, with the group's segment
-    /// encoded once (for batches: [`GroupKeys::record`] and friends give the
-    /// same keys as [`Self::record`] and friends).
+    /// encoded once (for batches: [`GroupKeys::live`] and friends give the
+    /// same keys as [`Self::live`] and friends).
     pub fn group(&self, group: &[u8]) -> GroupKeys {
         GroupKeys {
             head: format!("{}:", self.prefix),
@@ -166,23 +172,15 @@ impl Keys {
         format!("{}:i:{}:{bucket:02x}", self.prefix, segment(group))
     }
 
-    /// The forced-down marker of a group on one server (no TTL; present = some
-    /// member of the group on that server may have a forced-down key). Set before
-    /// any forced-down key, so listings read the members' forced-down keys only
-    /// where it exists.
-    pub fn forced_marker(&self, group: &[u8]) -> String {
-        format!("{}:fi:{}", self.prefix, segment(group))
-    }
-
     /// The list of groups with members on one server (no TTL).
     pub fn groups(&self) -> String {
         format!("{}:groups", self.prefix)
     }
 
     /// The server's boot token (no TTL; value = 32 random hex digits written by
-    /// whichever driver finds it missing). It is gone after memcached restarted or
-    /// was flushed, which tells a driver that the CAS tokens it remembers belong to
-    /// an earlier life of the server (memcached's CAS counter restarts at 1).
+    /// whichever driver finds it missing). It is gone after memcached restarted, so
+    /// a new value tells a driver that the CAS tokens it remembers belong to an
+    /// earlier life of the server (memcached's CAS counter restarts at 1).
     pub fn boot(&self) -> String {
         format!("{}:boot", self.prefix)
     }
@@ -213,19 +211,42 @@ impl GroupKeys {
         segment(member)
     }
 
-    /// The record key of the member whose segment is `member` ([`Self::member`]).
-    pub fn record(&self, member: &str) -> String {
-        self.key(RECORD, member)
+    /// Appends the key of `kind` for the member `member` (raw id) to `out`.
+    fn write(&self, kind: &str, member: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(self.head.as_bytes());
+        out.extend_from_slice(kind.as_bytes());
+        out.extend_from_slice(self.tail.as_bytes());
+        if member.len() <= READABLE_MAX && member.iter().all(|&b| verbatim(b)) {
+            out.extend_from_slice(member);
+        } else {
+            out.extend_from_slice(segment(member).as_bytes());
+        }
     }
 
-    /// The heartbeat key of the member whose segment is `member`.
-    pub fn heartbeat(&self, member: &str) -> String {
-        self.key(HEARTBEAT, member)
+    /// Appends the live record's key of the member `member` (raw id, not a
+    /// segment) to `out`: the same bytes as [`Self::live`] of its segment.
+    pub fn live_into(&self, member: &[u8], out: &mut Vec<u8>) {
+        self.write(LIVE, member, out);
     }
 
-    /// The forced-down key of the member whose segment is `member`.
-    pub fn forced(&self, member: &str) -> String {
-        self.key(FORCED, member)
+    /// Appends the durable record's key of the member `member` (raw id) to `out`.
+    pub fn durable_into(&self, member: &[u8], out: &mut Vec<u8>) {
+        self.write(DURABLE, member, out);
+    }
+
+    /// The live record of the member whose segment is `member` ([`Self::member`]).
+    pub fn live(&self, member: &str) -> String {
+        self.key(LIVE, member)
+    }
+
+    /// The durable record of the member whose segment is `member`.
+    pub fn durable(&self, member: &str) -> String {
+        self.key(DURABLE, member)
+    }
+
+    /// The forced-down key of formats 1 and 2 of the member whose segment is `member`.
+    pub fn legacy_forced(&self, member: &str) -> String {
+        self.key(LEGACY_FORCED, member)
     }
 }
 
@@ -273,22 +294,18 @@ mod tests {
     fn short_ids_stay_readable() {
         let k = Keys::new("sg");
         assert_eq!(
-            k.heartbeat(b"compute", b"host-1.example.org"),
-            "sg:h2:compute:host-1.example.org"
+            k.live(b"compute", b"host-1.example.org"),
+            "sg:m3:compute:host-1.example.org"
         );
         assert_eq!(
-            k.record(b"a b", b"x\r\nflush_all"),
-            "sg:r2:a%20b:x%0D%0Aflush_all"
+            k.durable(b"a b", b"x\r\nflush_all"),
+            "sg:d3:a%20b:x%0D%0Aflush_all"
         );
-        assert_eq!(
-            k.heartbeat(b"g", "ü:#%".as_bytes()),
-            "sg:h2:g:%C3%BC%3A%23%25"
-        );
-        assert_eq!(k.forced(b"g", b"m"), "sg:f:g:m");
+        assert_eq!(k.live(b"g", "ü:#%".as_bytes()), "sg:m3:g:%C3%BC%3A%23%25");
+        assert_eq!(k.legacy_forced(b"g", b"m"), "sg:f:g:m");
         assert_eq!(k.boot(), "sg:boot");
         assert_eq!(k.bucket(b"compute", 7), "sg:i:compute:07");
         assert_eq!(k.groups(), "sg:groups");
-        assert_eq!(k.forced_marker(b"a b"), "sg:fi:a%20b");
     }
 
     #[test]
@@ -302,9 +319,14 @@ mod tests {
         ] {
             let gk = k.group(g);
             let seg = gk.member(m);
-            assert_eq!(gk.record(&seg), k.record(g, m));
-            assert_eq!(gk.heartbeat(&seg), k.heartbeat(g, m));
-            assert_eq!(gk.forced(&seg), k.forced(g, m));
+            assert_eq!(gk.live(&seg), k.live(g, m));
+            let (mut live, mut durable) = (Vec::new(), Vec::new());
+            gk.live_into(m, &mut live);
+            gk.durable_into(m, &mut durable);
+            assert_eq!(live, k.live(g, m).into_bytes());
+            assert_eq!(durable, k.durable(g, m).into_bytes());
+            assert_eq!(gk.durable(&seg), k.durable(g, m));
+            assert_eq!(gk.legacy_forced(&seg), k.legacy_forced(g, m));
         }
     }
 
@@ -312,12 +334,12 @@ mod tests {
     fn long_ids_are_hashed_and_fit() {
         let k = Keys::new(&"p".repeat(MAX_PREFIX_LEN));
         let long = "é".repeat(127) + "x";
-        let key = k.heartbeat(long.as_bytes(), long.as_bytes());
+        let key = k.live(long.as_bytes(), long.as_bytes());
         assert!(safe(&key), "{key} ({} bytes)", key.len());
         assert!(key.contains('#'));
         let a = "y".repeat(200) + "a";
         let b = "y".repeat(200) + "b";
-        assert_ne!(k.record(b"g", a.as_bytes()), k.record(b"g", b.as_bytes()));
+        assert_ne!(k.live(b"g", a.as_bytes()), k.live(b"g", b.as_bytes()));
         // The head is never cut inside an escape.
         let s = segment(&[0xffu8; 200]);
         let head = s.split('#').next().unwrap();

@@ -7,32 +7,38 @@
 //! What it fixes in Nova's memcached driver:
 //!
 //! - **Liveness on memcached's clock.** A member is fresh while memcached reports
-//!   its heartbeat key younger than `ceil(service_down_time) + 1` seconds (the key
-//!   is written with a 30-day TTL and judged by its remaining TTL, memcached's own
-//!   whole-second clock). So a member is never judged down before
-//!   `service_down_time` and always by `ceil(service_down_time) + 1` s (see
+//!   its live record younger than `ceil(service_down_time) + 1` seconds (the key
+//!   is written with a 30-day TTL by every heartbeat and judged by its remaining
+//!   TTL, memcached's own whole-second clock). So a member is never judged down
+//!   before `service_down_time` and always by `ceil(service_down_time) + 1` s (see
 //!   [`backend::heartbeat_ttl`]). No two hosts' wall clocks are compared; the
 //!   stored heartbeat and holder times are this host's clock and informational
 //!   (`get_updated_time`, `holder_since`).
+//! - **One read per member.** A member's holder, epoch, metadata, forced-down
+//!   flag and heartbeat time are one value, the *live record*, so a listing or
+//!   `get` reads one key per member ([`stored`]). A *durable record* without TTL
+//!   keeps a copy, read only where the live record is gone (a crashed member after
+//!   30 days, an eviction).
 //! - **Unreachable is not down.** A server that refuses, resets or does not answer
 //!   within `[mc] timeout` gives `Unavailable` or `Timeout`, never "absent".
-//! - **Who holds a member.** The record names the holding instance, the epoch,
-//!   since when, and the metadata. Registrations check their condition and write
-//!   with compare-and-set on the record's CAS token; heartbeats are fenced without
-//!   an extra round trip: the driver remembers the CAS tokens of the records it
-//!   holds and of its own heartbeat writes, reads the record's CAS and writes the
-//!   heartbeat key conditionally in the batch's one pipelined exchange, and looks
-//!   again only at the keys whose tokens moved (superseded, missing, or written by
-//!   another process of the same instance). A boot token per server tells it when
-//!   memcached restarted and its tokens are void ([`backend`]).
-//! - **It heals itself.** A member exists through a record key without TTL; the
-//!   forced-down flag has a key of its own; group listings come from index keys
-//!   without TTL. Every heartbeat batch checks, in the same pipelined round trip,
-//!   that each member's record, index bucket entry and group-list entry are still
-//!   there; a record memcached lost (restart, eviction, `flush_all`) is reported
-//!   missing and core registers the member again, and lost index entries of a
-//!   held member are written back by the driver, so every live member is listed
-//!   up again within one `report_interval`.
+//! - **Who holds a member.** The live record names the holding instance, the
+//!   epoch, since when, and the metadata, and every write of it is conditional on
+//!   its CAS token. Heartbeats are fenced without an extra round trip: the driver
+//!   remembers the CAS and value of its own last write of each record it holds,
+//!   and writes the record again on condition that the CAS is unchanged, one
+//!   operation per member in the batch's pipelined exchange; it looks again only
+//!   at the records that changed (superseded, missing, new metadata, or written by
+//!   another process of the same instance). Each work item reads the server's
+//!   boot token before it sends remembered tokens and checks it in every exchange,
+//!   so remembered tokens are not sent to a restarted memcached ([`backend`]).
+//! - **It heals itself.** Listings come from index keys without TTL. Every
+//!   heartbeat batch checks, in the same pipelined round trip, that each member's
+//!   record, index bucket entry and group-list entry are still there; a member
+//!   memcached lost entirely (restart, eviction, `flush_all`) is reported missing
+//!   and core registers it again, a live record lost alone is written again from
+//!   the durable one, and lost index entries or durable records of a held member
+//!   are written back by the driver, so every live member is listed up again
+//!   within one `report_interval`.
 //! - **Safe keys.** Ids are encoded injectively into printable ASCII and long ones
 //!   hashed ([`keys`]), so no id can inject a command, collide or exceed 250 bytes.
 //! - **Several servers, stable placement.** Members are placed by rendezvous
@@ -52,13 +58,14 @@
 //! this process, as Nova's driver did, and says so with a WARN: membership is
 //! then not shared between processes.
 //!
-//! Client: the meta-protocol client of the `memcache` crate (`memcache::exp`,
-//! pinned to 0.21.0), one per server: it pipelines a whole batch in one round
-//! trip, has connect and exchange timeouts, and drops a connection after a failed
-//! exchange. The crate's classic `Client` (and `r2d2-memcache`, which pools whole
-//! classic clients) cannot pipeline, keeps broken connections in its pool, and in
-//! ASCII mode loses the "not stored" answer of `add`/`replace`; see
-//! `docs/mc-driver.md`. memcached 1.6 or newer is required (meta protocol).
+//! Client: the `memcache` crate's meta-protocol client (`memcache::exp::MetaClient`,
+//! one per server, module `server`): every exchange is one pipelined batch on one
+//! connection, encoded, stamped with opaque tokens and checked by the crate, with
+//! connect and exchange timeouts. Work that sends remembered CAS tokens first reads
+//! the server's boot token and opens each exchange with it (module `server`), so
+//! tokens of one life of a server are never applied in another; see
+//! `docs/mc-driver.md`.
+//! memcached 1.6 or newer is required (meta protocol).
 //!
 //! Register the driver by naming the crate once in your binary
 //! (`use servicegroup_driver_mc as _;`) or through the `servicegroup` facade's
@@ -70,15 +77,18 @@ mod cache;
 mod config;
 mod index;
 pub mod keys;
+mod ops;
 pub mod placement;
 mod server;
 pub mod stored;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use servicegroup_core::{
     async_trait, Beats, Capabilities, Config, Driver, Error, GroupId, HeartbeatReport,
     HolderUpdate, InstanceId, MemberKey, MemberRecord, Metadata, Registered, Registration, Result,
+    State, Summary,
 };
 use servicegroup_driver_inproc::{InprocConfig, InprocDriver};
 
@@ -238,6 +248,27 @@ impl Driver for McDriver {
         match self {
             Self::Memcached(b) => b.list(group).await,
             Self::InProcess(d) => Driver::list(d, group).await,
+        }
+    }
+
+    async fn list_in(
+        &self,
+        group: &GroupId,
+        state: State,
+        service_down_time: Duration,
+    ) -> Result<Vec<MemberRecord>> {
+        match self {
+            // Freshness is memcached's verdict (present or absent), so the
+            // caller's service_down_time does not move it (as with the default).
+            Self::Memcached(b) => b.list_in(group, state).await,
+            Self::InProcess(d) => Driver::list_in(d, group, state, service_down_time).await,
+        }
+    }
+
+    async fn summary(&self, group: &GroupId, service_down_time: Duration) -> Result<Summary> {
+        match self {
+            Self::Memcached(b) => b.summary(group).await,
+            Self::InProcess(d) => Driver::summary(d, group, service_down_time).await,
         }
     }
 

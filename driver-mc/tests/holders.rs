@@ -50,7 +50,7 @@ impl Setup {
         MetaClient::connect(mc(&self.config).servers[server].as_str()).unwrap()
     }
 
-    /// (value, CAS) of the record and of the heartbeat key of `key`.
+    /// (value, CAS) of the live record and of the durable record of `key`.
     fn snapshot(&self, key: &MemberKey) -> [Option<(Vec<u8>, u64)>; 2] {
         let raw = self.raw(key);
         let (g, m) = (
@@ -58,11 +58,27 @@ impl Setup {
             key.member.as_str().as_bytes(),
         );
         let keys = self.keys();
-        [keys.record(g, m), keys.heartbeat(g, m)].map(|name| {
+        [keys.live(g, m), keys.durable(g, m)].map(|name| {
             let got = raw.get(&name).meta(Meta::NONE.cas()).send().unwrap();
             got.hit()
                 .then(|| (got.value.unwrap_or_default(), got.item.cas.unwrap()))
         })
+    }
+
+    /// The remaining TTL of the live record of `key` (memcached's clock).
+    fn remaining_ttl(&self, key: &MemberKey) -> Option<i64> {
+        let name = self.keys().live(
+            key.group.as_str().as_bytes(),
+            key.member.as_str().as_bytes(),
+        );
+        let got = self
+            .raw(key)
+            .get(&name)
+            .meta(Meta::NONE.ttl())
+            .without_value()
+            .send()
+            .unwrap();
+        got.hit().then(|| got.item.ttl.unwrap())
     }
 }
 
@@ -86,8 +102,8 @@ async fn register_as(
 }
 
 /// Takeover by another process bumps the epoch and moves `holder_since`; the old
-/// holder's next heartbeat is reported superseded and does not touch the
-/// heartbeat key (same value, same CAS); the new holder's heartbeats go on.
+/// holder's next heartbeat is reported superseded and writes nothing (both
+/// records keep value and CAS); the new holder's heartbeats go on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn takeover_bumps_epoch_and_fences_the_old_holder() {
     let s = Setup::new(&shared_servers()[..1], "takeover").await;
@@ -132,7 +148,7 @@ async fn takeover_bumps_epoch_and_fences_the_old_holder() {
     );
     let before = s.snapshot(&k);
 
-    // The old holder heartbeats: superseded, heartbeat key untouched.
+    // The old holder heartbeats: superseded, nothing written.
     tokio::time::sleep(Duration::from_millis(20)).await;
     let ops = heartbeat_exchanges(&mc(&s.config).prefix);
     let report = beat(&s.driver, a, std::slice::from_ref(&k)).await;
@@ -146,8 +162,9 @@ async fn takeover_bumps_epoch_and_fences_the_old_holder() {
         before,
         "the superseded heartbeat changed a key"
     );
-    // The second look costs one more exchange, for this key only.
-    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - ops, 2);
+    // The boot check, then the second look costs one more exchange, for this key
+    // only.
+    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - ops, 3);
     // And again (the old holder no longer remembers the member: one read, no write).
     let report = beat(&s.driver, a, std::slice::from_ref(&k)).await;
     assert_eq!(report.superseded.len(), 1, "{report:?}");
@@ -157,17 +174,20 @@ async fn takeover_bumps_epoch_and_fences_the_old_holder() {
         "the superseded heartbeat changed a key"
     );
 
-    // The new holder's heartbeats refresh it, in one exchange.
+    // The new holder's heartbeats refresh it: the boot check, then one exchange.
     let ops = heartbeat_exchanges(&mc(&s.config).prefix);
     let report = beat(&other, b, std::slice::from_ref(&k)).await;
     assert!(
         report.missing.is_empty() && report.superseded.is_empty(),
         "{report:?}"
     );
-    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - ops, 1);
+    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - ops, 2);
     let after = s.snapshot(&k);
-    assert_eq!(after[0], before[0], "a heartbeat rewrote the record");
-    assert_ne!(after[1], before[1], "the holder's heartbeat was not stored");
+    assert_ne!(after[0], before[0], "the holder's heartbeat was not stored");
+    assert_eq!(
+        after[1], before[1],
+        "a heartbeat rewrote the durable record"
+    );
 
     // Two handles of one process in one batch (one driver object): only the
     // holder's heartbeat counts.
@@ -214,19 +234,21 @@ async fn a_driver_that_remembers_nothing_checks_the_record() {
         report.missing.is_empty() && report.superseded.is_empty(),
         "{report:?}"
     );
-    // Three servers: a read exchange and a write exchange each, and a full read
-    // of the index buckets this driver object never saw.
-    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - before, 9);
-    // Now it remembers them: one exchange per server.
+    // Three servers: the boot token read by each session, a read exchange
+    // and a write exchange each, and a full read of the index buckets this driver
+    // object never saw.
+    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - before, 12);
+    // Now it remembers them: the boot check and one exchange per server.
     let before = heartbeat_exchanges(&mc(&s.config).prefix);
     let report = beat(&cold, a, &keys).await;
     assert!(
         report.missing.is_empty() && report.superseded.is_empty(),
         "{report:?}"
     );
-    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - before, 3);
-    // The driver that registered them finds its heartbeat tokens stale (the other
-    // wrote the heartbeat keys): one second look, then one exchange again.
+    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - before, 6);
+    // The driver that registered them finds its CAS tokens stale (the other
+    // wrote the live records): one second look, then the boot check and one
+    // exchange again.
     let report = beat(&s.driver, a, &keys).await;
     assert!(
         report.missing.is_empty() && report.superseded.is_empty(),
@@ -234,7 +256,7 @@ async fn a_driver_that_remembers_nothing_checks_the_record() {
     );
     let before = heartbeat_exchanges(&mc(&s.config).prefix);
     beat(&s.driver, a, &keys).await;
-    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - before, 3);
+    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - before, 6);
 
     let stranger = InstanceId::random();
     let report = beat(&cold, stranger, &keys).await;
@@ -246,7 +268,7 @@ async fn a_driver_that_remembers_nothing_checks_the_record() {
 }
 
 /// A registration whose condition fails is refused with what was found, and
-/// changes nothing: record and heartbeat key keep their values and CAS tokens.
+/// changes nothing: both records keep their values and CAS tokens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_registration_changes_nothing() {
     let s = Setup::new(&shared_servers()[..1], "refused").await;
@@ -418,9 +440,12 @@ async fn metadata_round_trips_exactly() {
         assert_eq!(r.holder, Holder::new(a, 1));
     }
 
-    // Replaced by the holder; a heartbeat afterwards needs no second look.
+    // Replaced by the holder, keeping the live record's TTL (its age); a
+    // heartbeat afterwards needs no second look.
     let k = &keys[0];
-    let before = s.snapshot(k);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let ttl_before = s.remaining_ttl(k).unwrap();
+    let before = s.driver.get(k).await.unwrap().unwrap();
     assert_eq!(
         s.driver.set_metadata(k, a, &many).await.unwrap(),
         HolderUpdate::Stored
@@ -428,10 +453,15 @@ async fn metadata_round_trips_exactly() {
     let record = s.driver.get(k).await.unwrap().unwrap();
     assert_eq!(record.metadata, many);
     assert_eq!(record.holder, Holder::new(a, 1));
-    let after = s.snapshot(k);
-    assert_eq!(
-        after[1], before[1],
-        "set_metadata touched the heartbeat key"
+    assert_eq!(record.last_heartbeat, before.last_heartbeat);
+    assert!(
+        s.remaining_ttl(k).unwrap() <= ttl_before,
+        "set_metadata refreshed the live record's TTL"
+    );
+    let durable = s.snapshot(k)[1].clone().unwrap().0;
+    assert!(
+        String::from_utf8_lossy(&durable).contains("key-31"),
+        "the durable record did not get the new metadata"
     );
     let ops = heartbeat_exchanges(&mc(&s.config).prefix);
     let report = beat(&s.driver, a, std::slice::from_ref(k)).await;
@@ -439,7 +469,7 @@ async fn metadata_round_trips_exactly() {
         report.missing.is_empty() && report.superseded.is_empty(),
         "{report:?}"
     );
-    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - ops, 1);
+    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - ops, 2);
     assert_eq!(s.driver.get(k).await.unwrap().unwrap().metadata, many);
 
     // Not by another instance, not on a missing member; emptied by the holder.
@@ -538,7 +568,7 @@ async fn forced_down_does_not_fence_and_survives_takeover() {
         report.missing.is_empty() && report.superseded.is_empty(),
         "{report:?}"
     );
-    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - ops, 1);
+    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - ops, 2);
     let r = s.driver.get(&k).await.unwrap().unwrap();
     assert!(r.forced_down && r.freshness == Freshness::Present);
     stored(register_as(&s.driver, &k, a, Condition::Always, Metadata::new()).await);
@@ -569,7 +599,7 @@ fn flush_all(address: &str) {
 
 /// `flush_all` (memcached emptied without a restart): the next heartbeat reports
 /// every member missing, none superseded; registered again (as core does, with
-/// `Absent`) they heartbeat in one exchange again and are listed completely.
+/// `Absent`) they heartbeat in one exchange again (after the boot check) and are listed completely.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flushed_memcached_reports_missing_not_superseded() {
     let server = Dedicated::start();
@@ -627,7 +657,7 @@ async fn flushed_memcached_reports_missing_not_superseded() {
         report.missing.is_empty() && report.superseded.is_empty(),
         "{report:?}"
     );
-    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - ops, 1);
+    assert_eq!(heartbeat_exchanges(&mc(&s.config).prefix) - ops, 2);
     let listed = s.driver.list(&"compute".parse().unwrap()).await.unwrap();
     assert_eq!(listed.len(), keys.len());
     assert!(listed
@@ -684,7 +714,7 @@ async fn undecodable_values_are_typed_errors() {
     let mut keys = vec![bad.clone(), good.clone()];
     keys.sort();
     register_all(&s.driver, &keys, a).await;
-    let record = s.keys().record(b"compute", b"bad");
+    let record = s.keys().live(b"compute", b"bad");
     s.raw(&bad)
         .set(&record, "1 not-an-instance 1 2 3\n")
         .send()

@@ -54,19 +54,19 @@ proptest! {
     fn keys_are_safe_and_injective(g1 in raw_id(), m1 in raw_id(), g2 in raw_id(), m2 in raw_id()) {
         let k = Keys::new("prefix-of-32-bytes-long-xxxxxxxx");
         for (g, m) in [(&g1, &m1), (&g2, &m2)] {
-            for key in [k.heartbeat(g, m), k.record(g, m), k.forced(g, m), k.bucket(g, 63)] {
+            for key in [k.live(g, m), k.durable(g, m), k.legacy_forced(g, m), k.bucket(g, 63)] {
                 prop_assert!(safe(&key), "unsafe key {key:?}");
             }
         }
         if (&g1, &m1) != (&g2, &m2) {
-            prop_assert_ne!(k.heartbeat(&g1, &m1), k.heartbeat(&g2, &m2));
-            prop_assert_ne!(k.record(&g1, &m1), k.record(&g2, &m2));
+            prop_assert_ne!(k.live(&g1, &m1), k.live(&g2, &m2));
+            prop_assert_ne!(k.durable(&g1, &m1), k.durable(&g2, &m2));
         }
         if g1 != g2 {
             prop_assert_ne!(k.bucket(&g1, 0), k.bucket(&g2, 0));
         }
         // Kinds never meet.
-        prop_assert_ne!(k.heartbeat(&g1, &m1), k.record(&g2, &m2));
+        prop_assert_ne!(k.live(&g1, &m1), k.durable(&g2, &m2));
     }
 }
 
@@ -86,15 +86,15 @@ fn named_troublemakers() {
     ];
     let mut seen = BTreeSet::new();
     for id in ids {
-        let key = k.record(b"compute", id);
+        let key = k.live(b"compute", id);
         assert!(safe(&key), "{key}");
         assert!(seen.insert(key.clone()), "collision on {key}");
     }
     assert_eq!(segment(b"a b"), "a%20b");
     assert_eq!(segment(b"a%20b"), "a%2520b");
     assert_eq!(
-        k.heartbeat(b"compute", b"x\r\nflush_all"),
-        "sg:h2:compute:x%0D%0Aflush_all"
+        k.live(b"compute", b"x\r\nflush_all"),
+        "sg:m3:compute:x%0D%0Aflush_all"
     );
 }
 

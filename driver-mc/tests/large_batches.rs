@@ -54,7 +54,7 @@ async fn large_heartbeat_reports_each_missing_member_once_and_listing_is_complet
     assert_eq!(listed_keys, expected);
     assert!(listed.iter().all(|r| !r.forced_down));
 
-    // A forced-down member is listed forced down (the group's marker now exists).
+    // A forced-down member is listed forced down (the flag is in its record).
     assert!(driver.set_forced_down(&joined[7_777], true).await.unwrap());
     let listed = driver.list(&"compute".parse().unwrap()).await.unwrap();
     let forced: Vec<&MemberKey> = listed

@@ -5,33 +5,37 @@
 //!
 //! | key | value | TTL | meaning |
 //! |---|---|---|---|
-//! | `P:r2:G:M` (record) | holder instance, epoch, holder since, registered at, metadata ([`crate::stored`]) | none | the member exists, and who holds it |
-//! | `P:h2:G:M` (heartbeat) | heartbeating instance; client flags: low 32 bits of the heartbeat wall time (unix ms) | 30 days | fresh while its remaining TTL is above 30 days − the liveness window |
-//! | `P:f:G:M` (forced down) | `1` | none | present = forced down |
-//! | `P:fi:G` (forced marker) | `1` | none | present = some member of G on this server may be forced down |
+//! | `P:m3:G:M` (live record) | holder, epoch, holder since, registered at, revision, forced down, live, heartbeat time, metadata ([`crate::stored`]) | 30 days | the member, and whether it is fresh: its remaining TTL is above 30 days − the liveness window |
+//! | `P:d3:G:M` (durable record) | a copy of the live record; flags: its revision | none | the member where the live record is gone (expired after 30 days without heartbeats, evicted) |
 //! | `P:i:G:BB` (index bucket) | member ids, one per line | none | listing |
 //! | `P:groups` | group ids, one per line | none | `groups()` |
-//! | `P:boot` | random token | none | this life of the server (gone after a restart or flush) |
+//! | `P:boot` | random token | none | this life of the server (a new one after a restart) |
 //!
-//! **Liveness.** The heartbeat key is written with a TTL of 30 days (memcached's
-//! largest relative TTL) and a member is fresh while memcached reports more than
-//! `30 days − T` seconds left (`mg … t`), `T` = [`heartbeat_ttl`]: exactly when an
-//! item written with TTL `T` would still exist, on memcached's own clock. The key
-//! outlives the liveness window so that a crashed member keeps its last heartbeat
-//! time (listed down with it) without heartbeats having to rewrite the record.
+//! **One read per member.** A listing (and `get`) reads the live record with its
+//! remaining TTL (`mg … v t`): holder, epoch, metadata, forced-down flag and
+//! heartbeat time come from its value, freshness from memcached's TTL bookkeeping.
+//! The durable record is read only for members whose live record is gone.
 //!
-//! **Fencing.** The record is written only when a member is registered (or its
-//! metadata replaced), so its CAS token changes exactly when the holder (or the
-//! metadata) does. The driver remembers, per member it holds, the record's CAS and
-//! the CAS of its own last heartbeat write (module `cache`). A heartbeat is two
-//! operations in the batch's one pipelined exchange: a value-less read of the
-//! record's CAS, and a CAS-conditional write of the heartbeat key. A record whose
-//! CAS moved, or a heartbeat key someone else wrote (`EX`), is looked at again, for
-//! those rare keys only: held by the heartbeating instance → written again;
-//! held by another → [`servicegroup_core::HeartbeatReport::superseded`], and the heartbeat key was not
-//! refreshed; a record that is gone → [`servicegroup_core::HeartbeatReport::missing`]. The forced-down
-//! flag is a key of its own that registrations and heartbeats never touch, so it
-//! plays no part in fencing and survives takeover and re-registration.
+//! **Liveness.** The live record is written with a TTL of 30 days (memcached's
+//! largest relative TTL) by every heartbeat and registration, and a member is fresh
+//! while memcached reports more than `30 days − T` seconds left, `T` =
+//! [`heartbeat_ttl`]: exactly when an item written with TTL `T` would still exist,
+//! on memcached's own clock. Other changes (metadata, forced down) are appended to
+//! the value (memcached's append keeps the TTL exactly), so they never make a
+//! member fresh. The key outlives the liveness window so that a crashed member
+//! keeps its record and last heartbeat time (listed down with it).
+//!
+//! **Fencing.** The live record is the one authority on who holds a member, and
+//! every write of it is conditional on its CAS token. The driver remembers, per
+//! member it holds, the CAS and value of its own last write (module `cache`), so a
+//! heartbeat is one operation in the batch's pipelined exchange: the value written
+//! again with a fresh TTL, on condition that the CAS is still the remembered one.
+//! One whose record changed since (`EX`: takeover, new metadata, forced down,
+//! another process of the same instance) is read and looked at again, for those
+//! rare keys only: held by the heartbeating instance → written again from what was
+//! read; held by another → [`servicegroup_core::HeartbeatReport::superseded`], and
+//! nothing was written; gone from both records →
+//! [`servicegroup_core::HeartbeatReport::missing`].
 //!
 //! Index buckets and the group list only say where to look; entries without a
 //! record are ignored, as are entries found on a server the member is not placed
@@ -42,43 +46,46 @@ mod heartbeat;
 mod pipeline;
 mod register;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, Utc};
-use memcache::exp::{Delete, Get, GetResult, Meta, MutationStatus, Op, OpResult, Set, Ttl};
+use servicegroup_core::liveness::is_fresh;
 use servicegroup_core::{
     Error, Freshness, GroupId, HolderUpdate, InstanceId, MemberId, MemberKey, MemberRecord,
-    Metadata, Result,
+    Metadata, Result, State, Summary,
 };
 use tokio::sync::Semaphore;
 
-use crate::cache::{slot_of, ServerCache};
+use crate::cache::{slot_of, Held, ServerCache};
 use crate::index::{self, BUCKETS};
 use crate::keys::{GroupKeys, Keys};
+use crate::ops::{Batch, Code, Got, Mode, Store, Want};
 use crate::placement::{bucket_of, Placement};
-use crate::server::{get_at, mutation_at, Server};
-use crate::stored::{beat_time, decode_beat, StoredRecord};
+use crate::server::{Server, Session, CHUNK};
+use crate::stored::StoredRecord;
 use crate::NAME;
 
 pub use heartbeat::heartbeat_exchanges;
+use pipeline::Pipeline;
 
 /// Members of one server whose heartbeats (or registrations) go out as one
 /// sequence of pipelined exchanges; a larger share of a batch is split into parts
 /// sent in parallel.
 const PARALLEL_PART: usize = 5_000;
 
-/// Work items (each one or a few pipelined exchanges in a row on one connection)
-/// running at once per server; more wait for a slot. Two cores serve the whole
-/// box here: more than a few in flight only add threads and connections, not
-/// throughput, while a bounded set lets queued work be cancelled by core's
-/// `call_timeout` before it starts.
+/// Heartbeats, joins and single-member calls running at once per server (each
+/// one or a few pipelined exchanges in a row on one connection); more wait for a
+/// slot. Two cores serve the whole box here: more than a few in flight only add
+/// threads and connections, not throughput, while a bounded set lets queued work
+/// be cancelled by core's `call_timeout` before it starts.
 pub const EXCHANGES_PER_SERVER: usize = 4;
 
-/// Of the [`EXCHANGES_PER_SERVER`] slots, how many listings and other bulk
-/// reads may hold at once: the rest stay free for heartbeats and joins.
+/// Listing parts (and other bulk reads) running at once per server, on slots of
+/// their own: a listing never takes a slot from heartbeats, and heartbeats (a
+/// back-to-back stream of them at a million members) never starve a listing.
 pub const BULK_PER_SERVER: usize = 2;
 
 /// memcached's largest relative TTL (30 days); larger values are absolute times.
@@ -87,32 +94,53 @@ pub const MAX_RELATIVE_TTL: u32 = 2_592_000;
 /// Which queue a work item waits in (see [`Backend::on_servers`]).
 #[derive(Debug, Clone, Copy)]
 enum Lane {
-    /// Heartbeats, joins, single-member calls: straight to the server's slots.
+    /// Heartbeats, joins, single-member calls: one of [`EXCHANGES_PER_SERVER`] slots.
     Main,
-    /// Listing parts: first one of [`BULK_PER_SERVER`] bulk permits, then a slot.
+    /// Listing parts: one of [`BULK_PER_SERVER`] slots of their own.
     Bulk,
 }
 
 /// Members per part of a listing; the parts of one server are read in parallel
-/// (up to [`EXCHANGES_PER_SERVER`] at once), two or three keys per member.
-const LIST_PART: usize = 5_000;
+/// (up to [`BULK_PER_SERVER`] at once), one key per member.
+const LIST_PART: usize = 10_000;
 
 /// Attempts of a read-modify-write before giving up (each one only fails when
 /// another process changed the key in between).
 const MAX_ATTEMPTS: usize = 64;
+
+/// A live record longer than this is written again compacted instead of getting
+/// one more patch line appended.
+const PATCH_LIMIT: usize = 8 * 1024;
+
+/// How often a holder's heartbeat checks that the durable record is there and at
+/// the live record's revision (one value-less read, spread over the members).
+const SYNC_SECS: u32 = 60;
 
 /// The liveness window in whole seconds for `service_down_time`: a member is
 /// fresh while its last heartbeat is younger than this on memcached's clock.
 ///
 /// memcached counts time in whole seconds on a clock that ticks once a second, so
 /// an item stored with TTL `T` disappears after more than `T - 1` and at most `T`
-/// seconds; the driver judges the heartbeat key's remaining TTL by the same rule.
+/// seconds; the driver judges the live record's remaining TTL by the same rule.
 /// With `T = ceil(service_down_time) + 1` a member is never judged down before
 /// `service_down_time` has passed since its last heartbeat, and always by
 /// `ceil(service_down_time) + 1` seconds (60 s → down between 60 and 61 s).
 pub fn heartbeat_ttl(service_down_time: Duration) -> u32 {
     let whole = service_down_time.as_secs() + u64::from(service_down_time.subsec_nanos() > 0);
     u32::try_from(whole.saturating_add(1)).unwrap_or(u32::MAX)
+}
+
+/// The `T` flag for a TTL of `secs` seconds: relative up to 30 days, an absolute
+/// unix time (this host's clock, memcached's rule) beyond.
+fn wire_ttl(secs: u32) -> u32 {
+    if secs <= MAX_RELATIVE_TTL {
+        return secs;
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    u32::try_from(now.saturating_add(u64::from(secs))).unwrap_or(u32::MAX)
 }
 
 /// The memcached backend of the `mc` driver.
@@ -123,9 +151,9 @@ pub struct Backend {
     keys: Keys,
     /// The liveness window `T` ([`heartbeat_ttl`]).
     ttl: u32,
-    /// TTL the heartbeat key is written with.
+    /// TTL the live record is written with.
     beat_key_ttl: u32,
-    /// Remaining TTL above which a heartbeat key is fresh (`beat_key_ttl - T`; 0
+    /// Remaining TTL above which a live record is fresh (`beat_key_ttl - T`; 0
     /// when the window is as long as memcached's relative TTLs go: presence).
     grace: u32,
     service_down_time: Duration,
@@ -136,8 +164,7 @@ pub struct Backend {
     exchanges: Arc<AtomicU64>,
     /// Blocking exchanges per server: [`EXCHANGES_PER_SERVER`] permits each.
     slots: Vec<Arc<Semaphore>>,
-    /// Bulk reads (listings) per server: [`BULK_PER_SERVER`] permits each,
-    /// taken before a slot.
+    /// Bulk reads (listings) per server: [`BULK_PER_SERVER`] slots each.
     bulk_slots: Vec<Arc<Semaphore>>,
 }
 
@@ -152,15 +179,23 @@ fn from_millis(ms: u64) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_millis(i64::try_from(ms).ok()?)
 }
 
-fn unexpected(what: &str, status: MutationStatus) -> Error {
+fn unexpected(what: &str, code: Code) -> Error {
     Error::backend(format!(
-        "memcached answered {status:?} to {what}, which this driver never expects"
+        "memcached answered {code:?} to {what}, which this driver never expects"
     ))
     .with_driver(NAME)
 }
 
 fn join_error(error: tokio::task::JoinError) -> Error {
     Error::backend(format!("memcached call did not complete: {error}")).with_driver(NAME)
+}
+
+/// A write that asked for the CAS came back without one.
+fn missing_cas(key: &str) -> Error {
+    Error::backend(format!(
+        "memcached answered a command on {key} without the CAS token it was asked for"
+    ))
+    .with_driver(NAME)
 }
 
 /// `items` of `server` split (moved, not cloned) into parts of at most `size`.
@@ -174,9 +209,9 @@ fn parts<T>(server: usize, items: Vec<T>, size: usize) -> impl Iterator<Item = (
 
 /// Keys of one member.
 struct MemberKeys {
-    heartbeat: String,
-    record: String,
-    forced: String,
+    live: String,
+    durable: String,
+    legacy_forced: String,
     bucket: String,
 }
 
@@ -200,6 +235,56 @@ impl KeyCache<'_> {
         let member = builder.member(key.member.as_str().as_bytes());
         (builder, member)
     }
+
+    /// The group's key builder only (for [`GroupKeys::live_into`] and friends).
+    fn group(&mut self, key: &MemberKey) -> &GroupKeys {
+        if matches!(&self.current, Some((group, _)) if *group != key.group) {
+            self.current = None;
+        }
+        let keys = self.keys;
+        &self
+            .current
+            .get_or_insert_with(|| (key.group.clone(), keys.group(key.group.as_str().as_bytes())))
+            .1
+    }
+}
+
+/// A durable record to bring to revision `rev` (see [`Backend::sync_durables`]).
+struct SyncItem<'a> {
+    key: &'a str,
+    value: &'a [u8],
+    rev: u32,
+    /// Its CAS as read before (`Some(None)`: it was missing), or `None` to read it
+    /// first.
+    known: Option<Option<u64>>,
+}
+
+/// What a listing returns (see [`Backend::records_on`]).
+#[derive(Debug, Clone, Copy)]
+enum Scan {
+    /// Every member's record.
+    All,
+    /// The records of the members in one state.
+    In(State),
+    /// Only how many members are in each state.
+    Count,
+}
+
+/// The records and counts of a listing.
+#[derive(Debug, Default)]
+struct Scanned {
+    records: Vec<MemberRecord>,
+    summary: Summary,
+}
+
+/// A change of a member's record that is not a registration (see
+/// [`Backend::change_on`]).
+#[derive(Debug, Clone)]
+enum Change {
+    /// `set_metadata` by the holding instance.
+    Metadata(InstanceId, Metadata),
+    /// `set_forced_down`.
+    Forced(bool),
 }
 
 impl Backend {
@@ -212,6 +297,7 @@ impl Backend {
     ) -> Self {
         let placement = Placement::new(&servers);
         let n = servers.len();
+        let keys = Keys::new(prefix);
         let ttl = heartbeat_ttl(service_down_time);
         let (beat_key_ttl, grace) = if ttl < MAX_RELATIVE_TTL {
             (MAX_RELATIVE_TTL, MAX_RELATIVE_TTL - ttl)
@@ -223,10 +309,10 @@ impl Backend {
         Self {
             servers: servers
                 .into_iter()
-                .map(|address| Arc::new(Server::new(address, timeout)))
+                .map(|address| Arc::new(Server::new(address, timeout, keys.boot())))
                 .collect(),
             placement,
-            keys: Keys::new(prefix),
+            keys,
             ttl,
             beat_key_ttl,
             grace,
@@ -280,9 +366,9 @@ impl Backend {
             key.member.as_str().as_bytes(),
         );
         MemberKeys {
-            heartbeat: self.keys.heartbeat(g, m),
-            record: self.keys.record(g, m),
-            forced: self.keys.forced(g, m),
+            live: self.keys.live(g, m),
+            durable: self.keys.durable(g, m),
+            legacy_forced: self.keys.legacy_forced(g, m),
             bucket: self.keys.bucket(g, bucket_of(key.member.as_str(), BUCKETS)),
         }
     }
@@ -309,20 +395,23 @@ impl Backend {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Seconds since this backend was built (the cache's clock).
+    /// Seconds since this backend was built (the cache's clock), at least 1 (0
+    /// means "never" in cache entries).
     fn now_secs(&self) -> u32 {
-        u32::try_from(self.started.elapsed().as_secs()).unwrap_or(u32::MAX)
+        u32::try_from(self.started.elapsed().as_secs())
+            .unwrap_or(u32::MAX)
+            .max(1)
     }
 
-    /// The TTL heartbeat keys are written with.
-    fn beat_ttl(&self) -> Ttl {
-        Ttl::secs(self.beat_key_ttl)
+    /// The `T` flag heartbeats and registrations write the live record with.
+    fn beat_ttl(&self) -> u32 {
+        wire_ttl(self.beat_key_ttl)
     }
 
-    /// Whether a heartbeat key read with its remaining TTL is fresh.
-    fn freshness(&self, beat: &GetResult) -> Freshness {
-        let fresh = beat.hit()
-            && (self.grace == 0 || beat.item.ttl.is_some_and(|t| t > i64::from(self.grace)));
+    /// Whether a live record read with `remaining` seconds of TTL is fresh.
+    fn freshness(&self, remaining: Option<i64>, live: bool) -> Freshness {
+        let fresh =
+            live && (self.grace == 0 || remaining.is_some_and(|t| t > i64::from(self.grace)));
         if fresh {
             Freshness::Present
         } else {
@@ -340,28 +429,24 @@ impl Backend {
     }
 
     /// The record in `got` (a read of `key` on `server`), `None` for a miss.
-    fn record_in(&self, server: usize, key: &str, got: &GetResult) -> Result<Option<StoredRecord>> {
+    fn record_in(&self, server: usize, key: &str, got: &Got<'_>) -> Result<Option<StoredRecord>> {
         if !got.hit() {
             return Ok(None);
         }
-        let value = got.value.as_deref().unwrap_or_default();
-        StoredRecord::decode(value)
+        StoredRecord::decode(got.value)
             .map(Some)
             .map_err(|why| self.undecodable(server, key, &why))
     }
 
-    fn run(&self, server: usize, ops: Vec<Op>) -> Result<Vec<OpResult>> {
-        self.servers[server].run_blocking(ops)
-    }
-
     /// Runs `work` on tokio's blocking pool, at most [`EXCHANGES_PER_SERVER`]
-    /// items per server at a time (the rest wait for a slot, in arrival order);
-    /// results come back in the order of `work`.
+    /// items of `lane` Main (or [`BULK_PER_SERVER`] of `lane` Bulk) per server at a
+    /// time (the rest wait for a slot, in arrival order); results come back in the
+    /// order of `work`.
     ///
     /// Items still waiting for a slot are dropped with the returned future (core's
     /// `call_timeout`), so an overloaded server makes work queue, not pile up:
-    /// no more than [`EXCHANGES_PER_SERVER`] blocking threads and connections per
-    /// server are ever busy for this backend.
+    /// no more than [`EXCHANGES_PER_SERVER`] + [`BULK_PER_SERVER`] blocking threads
+    /// and connections per server are ever busy for this backend.
     async fn on_servers<I, T, F>(
         self: &Arc<Self>,
         lane: Lane,
@@ -417,24 +502,16 @@ impl Backend {
         F: Fn(&Backend, usize, I) -> Result<T> + Copy + Send + 'static,
     {
         let closed = |_| Error::backend("memcached slots closed").with_driver(NAME);
-        // Bulk reads first queue among themselves, so a listing's many parts
-        // never stand in front of heartbeats in the server's queue.
-        let bulk = match lane {
-            Lane::Bulk => Some(
-                Arc::clone(&self.bulk_slots[server])
-                    .acquire_owned()
-                    .await
-                    .map_err(closed)?,
-            ),
-            Lane::Main => None,
+        // Each lane has slots of its own: a listing's many parts never stand in
+        // front of heartbeats, nor heartbeats in front of every listing part.
+        let slots = match lane {
+            Lane::Main => &self.slots[server],
+            Lane::Bulk => &self.bulk_slots[server],
         };
-        let slot = Arc::clone(&self.slots[server])
-            .acquire_owned()
-            .await
-            .map_err(closed)?;
+        let slot = Arc::clone(slots).acquire_owned().await.map_err(closed)?;
         let me = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
-            let _slots = (slot, bulk);
+            let _slot = slot;
             f(&me, server, input)
         })
         .await
@@ -463,25 +540,53 @@ impl Backend {
     /// Makes every id of `pending` appear in its index key: reads the keys,
     /// appends the missing lines (atomic on the server), creates keys that do not
     /// exist, and starts over for keys another process created meanwhile.
+    ///
+    /// `fresh`: the ids are of members that had no record, so their bucket lines
+    /// are appended without reading the buckets first (a bucket holds up to a
+    /// megabyte; reading all of a group's for every registration call made joining a
+    /// million members quadratic). A line left behind by a member memcached lost
+    /// becomes a duplicate, which readers ignore and a removal strips with it. The
+    /// group list is always read first (its entry is nearly always there).
     fn ensure_lines(
         &self,
         server: usize,
+        session: &mut Session<'_>,
         mut pending: BTreeMap<String, BTreeSet<Vec<u8>>>,
+        fresh: bool,
+        counted: bool,
     ) -> Result<()> {
-        for _ in 0..MAX_ATTEMPTS {
+        let groups = self.keys.groups();
+        for attempt in 0..MAX_ATTEMPTS {
             if pending.is_empty() {
                 return Ok(());
             }
-            let names: Vec<String> = pending.keys().cloned().collect();
-            let results = self.run(server, names.iter().map(|k| Get::new(k).into()).collect())?;
+            let blind = fresh && attempt == 0;
+            let names: Vec<String> = pending
+                .keys()
+                .filter(|k| !blind || **k == groups)
+                .cloned()
+                .collect();
+            let mut pipe = Pipeline::default();
+            let ats: Vec<_> = names.iter().map(|k| pipe.get(k, Want::VALUE)).collect();
+            let ran = self.run_pipeline(session, pipe, counted)?;
             let mut appends: Vec<(String, Vec<u8>)> = Vec::new();
-            for (i, name) in names.iter().enumerate() {
-                let got = get_at(&results, i)?;
-                let wanted: std::collections::HashSet<&[u8]> =
-                    pending[name].iter().map(Vec::as_slice).collect();
-                let present = match (&got.value, got.hit()) {
-                    (Some(value), true) => index::find(value, &wanted),
-                    _ => std::collections::HashSet::new(),
+            if blind {
+                for (name, ids) in &pending {
+                    if *name != groups {
+                        appends.push((
+                            name.clone(),
+                            ids.iter().flat_map(|id| index::line(id)).collect(),
+                        ));
+                    }
+                }
+            }
+            for (name, at) in names.iter().zip(ats) {
+                let got = ran.got(at, 0)?;
+                let wanted: HashSet<&[u8]> = pending[name].iter().map(Vec::as_slice).collect();
+                let present = if got.hit() {
+                    index::find(got.value, &wanted)
+                } else {
+                    HashSet::new()
                 };
                 let lines: Vec<u8> = pending[name]
                     .iter()
@@ -495,38 +600,43 @@ impl Backend {
                 }
             }
             if appends.is_empty() {
-                return Ok(());
+                if pending.is_empty() {
+                    return Ok(());
+                }
+                continue;
             }
-            let ops = appends
+            let mut pipe = Pipeline::default();
+            let ats: Vec<_> = appends
                 .iter()
-                .map(|(k, v)| Set::new(k, v).append().into())
+                .map(|(k, v)| pipe.store(k, v, Store::SET.mode(Mode::Append)))
                 .collect();
-            let results = self.run(server, ops)?;
+            let ran = self.run_pipeline(session, pipe, counted)?;
             let mut creates: Vec<&(String, Vec<u8>)> = Vec::new();
-            for (i, append) in appends.iter().enumerate() {
-                match mutation_at(&results, i)?.status {
-                    MutationStatus::Applied => {
+            for (append, at) in appends.iter().zip(ats) {
+                match ran.wrote(at, 0)?.code {
+                    Code::Done => {
                         pending.remove(&append.0);
                     }
-                    MutationStatus::NotFound => creates.push(append),
+                    Code::NotStored => creates.push(append),
                     other => return Err(unexpected("appending to an index key", other)),
                 }
             }
             if creates.is_empty() {
                 continue;
             }
-            let ops = creates
+            let mut pipe = Pipeline::default();
+            let ats: Vec<_> = creates
                 .iter()
-                .map(|(k, v)| Set::new(k, v).add().into())
+                .map(|(k, v)| pipe.store(k, v, Store::SET.mode(Mode::Add)))
                 .collect();
-            let results = self.run(server, ops)?;
-            for (i, (name, _)) in creates.iter().enumerate() {
-                match mutation_at(&results, i)?.status {
-                    MutationStatus::Applied => {
+            let ran = self.run_pipeline(session, pipe, counted)?;
+            for ((name, _), at) in creates.iter().zip(ats) {
+                match ran.wrote(at, 0)?.code {
+                    Code::Done => {
                         pending.remove(name);
                     }
                     // Created by another process meanwhile: read again.
-                    MutationStatus::AlreadyExists => {}
+                    Code::NotStored => {}
                     other => return Err(unexpected("creating an index key", other)),
                 }
             }
@@ -560,10 +670,67 @@ impl Backend {
         lines
     }
 
+    /// Writes the durable records of members whose live records were just
+    /// written, each unless it already has that revision or a later one; all of
+    /// them in one exchange per round. Returns, per item, whether its durable
+    /// record is now at its revision or later; `false` leaves it to the holder's
+    /// next check ([`SYNC_SECS`]).
+    fn sync_durables(
+        &self,
+        session: &mut Session<'_>,
+        mut items: Vec<SyncItem<'_>>,
+        counted: bool,
+    ) -> Result<Vec<bool>> {
+        let mut done = vec![false; items.len()];
+        for _ in 0..MAX_ATTEMPTS {
+            let pending: Vec<usize> = (0..items.len()).filter(|&i| !done[i]).collect();
+            if pending.is_empty() {
+                break;
+            }
+            let mut pipe = Pipeline::default();
+            let ats: Vec<_> = pending
+                .iter()
+                .map(|&i| {
+                    let item = &items[i];
+                    match item.known {
+                        Some(cas) => pipe.store(
+                            item.key,
+                            item.value,
+                            Store::SET.flags(item.rev).cas_or_add(cas),
+                        ),
+                        None => pipe.get(item.key, Want::NOTHING.cas().flags()),
+                    }
+                })
+                .collect();
+            let ran = self.run_pipeline(session, pipe, counted)?;
+            for (&i, at) in pending.iter().zip(ats) {
+                let item = &mut items[i];
+                match item.known.take() {
+                    Some(_) => match ran.wrote(at, 0)?.code {
+                        Code::Done => done[i] = true,
+                        // Changed since it was read: read it again.
+                        Code::Exists | Code::NotStored | Code::NotFound => {}
+                    },
+                    None => {
+                        let got = ran.got(at, 0)?;
+                        if got.hit() && got.flags.unwrap_or(0) >= item.rev {
+                            done[i] = true;
+                        } else if got.hit() {
+                            item.known = Some(Some(got.cas.ok_or_else(|| missing_cas(item.key))?));
+                        } else {
+                            item.known = Some(None);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(done)
+    }
+
     // ---- single members -------------------------------------------------
 
-    /// Deletes a member's record: any record when `holder` is `None`, only one
-    /// held by that instance otherwise. Returns whether a record was deleted.
+    /// Deletes a member's records: any when `holder` is `None`, only those held by
+    /// that instance otherwise. Returns whether a record was deleted.
     pub async fn remove(
         self: &Arc<Self>,
         key: &MemberKey,
@@ -581,100 +748,131 @@ impl Backend {
         (key, holder): (MemberKey, Option<InstanceId>),
     ) -> Result<bool> {
         let k = self.member_keys(&key);
-        let removed = match holder {
-            None => {
-                // Whether it existed comes from the read, so a repeated batch (see
-                // `Server::run_blocking`) cannot turn "deleted" into "not found".
-                let results = self.run(
-                    server,
-                    vec![
-                        Get::new(&k.record).without_value().into(),
-                        Delete::new(&k.record).into(),
-                        Delete::new(&k.heartbeat).into(),
-                        Delete::new(&k.forced).into(),
-                    ],
-                )?;
-                get_at(&results, 0)?.hit()
-            }
-            Some(instance) => {
-                if !self.remove_held(server, &k, instance)? {
-                    return Ok(false);
+        self.servers[server].session(|session| {
+            let removed = match holder {
+                None => self.remove_any(server, session, &k)?,
+                Some(instance) => {
+                    if !self.remove_held(server, session, &k, instance)? {
+                        return Ok(false);
+                    }
+                    true
                 }
-                true
-            }
-        };
-        self.cache(server).remove(slot_of(&key));
-        self.unindex(server, &key, &k.bucket)?;
-        Ok(removed)
+            };
+            self.cache(server).remove(slot_of(&key));
+            self.unindex(session, &key, &k.bucket)?;
+            Ok(removed)
+        })
     }
 
-    /// Deletes the record of `k` if `instance` holds it (compare-and-delete on the
-    /// CAS read), then its heartbeat key if `instance` wrote it last, then its
-    /// forced-down flag. Returns whether the record was deleted.
-    fn remove_held(&self, server: usize, k: &MemberKeys, instance: InstanceId) -> Result<bool> {
+    /// An operator's removal: deletes the durable record, then the live one, then
+    /// checks both stayed gone (a heartbeat in between may have written the durable
+    /// record back). Whether a record existed comes from the first read, so a
+    /// repeated exchange cannot turn "deleted" into "not found".
+    fn remove_any(&self, server: usize, session: &mut Session<'_>, k: &MemberKeys) -> Result<bool> {
+        let mut existed = None;
         for _ in 0..MAX_ATTEMPTS {
-            let results = self.run(
-                server,
-                vec![
-                    Get::new(&k.record).meta(Meta::NONE.cas()).into(),
-                    Get::new(&k.heartbeat).meta(Meta::NONE.cas()).into(),
-                ],
-            )?;
-            let got = get_at(&results, 0)?;
-            let Some(record) = self.record_in(server, &k.record, got)? else {
-                return Ok(false);
+            let mut pipe = Pipeline::default();
+            let (at, batch) = pipe.group(7);
+            batch.get(&k.live, Want::NOTHING);
+            batch.get(&k.durable, Want::NOTHING);
+            batch.delete(&k.durable, None);
+            batch.delete(&k.live, None);
+            batch.delete(&k.legacy_forced, None);
+            batch.get(&k.durable, Want::NOTHING);
+            batch.get(&k.live, Want::NOTHING);
+            let ran = self.run_pipeline(session, pipe, false)?;
+            let was = ran.got(at, 0)?.hit() || ran.got(at, 1)?.hit();
+            let existed = *existed.get_or_insert(was);
+            if !ran.got(at, 5)?.hit() && !ran.got(at, 6)?.hit() {
+                return Ok(existed);
+            }
+        }
+        Err(self.contention(server, "deleting a member"))
+    }
+
+    /// Deletes the records of `k` if `instance` holds the member (the live record
+    /// names it, or, without a live record, the durable one does): the durable
+    /// record first, then the live one, each compare-and-delete on the CAS read.
+    /// Returns whether the member was held (and is now gone).
+    fn remove_held(
+        &self,
+        server: usize,
+        session: &mut Session<'_>,
+        k: &MemberKeys,
+        instance: InstanceId,
+    ) -> Result<bool> {
+        for _ in 0..MAX_ATTEMPTS {
+            let mut pipe = Pipeline::default();
+            let (at, batch) = pipe.group(2);
+            batch.get(&k.live, Want::VALUE.cas());
+            batch.get(&k.durable, Want::VALUE.cas());
+            let ran = self.run_pipeline(session, pipe, false)?;
+            let (live, durable) = (ran.got(at, 0)?, ran.got(at, 1)?);
+            let holder = match self.record_in(server, &k.live, &live)? {
+                Some(record) => Some(record.holder),
+                None => self
+                    .record_in(server, &k.durable, &durable)?
+                    .map(|r| r.holder),
             };
-            if record.holder.instance != instance {
+            if holder.is_none_or(|h| h.instance != instance) {
                 return Ok(false);
             }
-            let Some(record_cas) = got.item.cas else {
-                return Err(missing_cas(&k.record));
-            };
-            let mut ops: Vec<Op> = vec![Delete::new(&k.record).compare_cas(record_cas).into()];
-            let beat = get_at(&results, 1)?;
-            let own_beat = beat.hit()
-                && beat
-                    .value
-                    .as_deref()
-                    .and_then(|v| decode_beat(v).ok())
-                    .is_some_and(|writer| writer == instance);
-            if let (true, Some(cas)) = (own_beat, beat.item.cas) {
-                // Only the heartbeat key this instance wrote: a new holder's stays.
-                ops.push(Delete::new(&k.heartbeat).compare_cas(cas).into());
+            let mut pipe = Pipeline::default();
+            let (at, batch) = pipe.group(3);
+            let mut n = 0;
+            if durable.hit() {
+                batch.delete(
+                    &k.durable,
+                    Some(durable.cas.ok_or_else(|| missing_cas(&k.durable))?),
+                );
+                n += 1;
             }
-            match mutation_at(&self.run(server, ops)?, 0)?.status {
-                MutationStatus::Applied => {
-                    self.run(server, vec![Delete::new(&k.forced).into()])?;
-                    return Ok(true);
+            if live.hit() {
+                batch.delete(&k.live, Some(live.cas.ok_or_else(|| missing_cas(&k.live))?));
+                n += 1;
+            }
+            batch.delete(&k.legacy_forced, None);
+            let ran = self.run_pipeline(session, pipe, false)?;
+            let mut all = true;
+            for i in 0..n {
+                match ran.wrote(at, i)?.code {
+                    Code::Done | Code::NotFound => {}
+                    // Changed since the read (a heartbeat of another process of the
+                    // same instance): read again.
+                    Code::Exists => all = false,
+                    other => return Err(unexpected("deleting a member record", other)),
                 }
-                MutationStatus::CasMismatch => continue,
-                MutationStatus::NotFound => return Ok(false),
-                other => return Err(unexpected("deleting a member record", other)),
+            }
+            if all {
+                return Ok(true);
             }
         }
         Err(self.contention(server, "deleting a member record"))
     }
 
     /// Drops `key` from its index bucket `bucket` (a compare-and-swap rewrite).
-    fn unindex(&self, server: usize, key: &MemberKey, bucket: &str) -> Result<()> {
+    fn unindex(&self, session: &mut Session<'_>, key: &MemberKey, bucket: &str) -> Result<()> {
         let id = key.member.as_str().as_bytes();
         for _ in 0..MAX_ATTEMPTS {
-            let results = self.run(server, vec![Get::new(bucket).meta(Meta::NONE.cas()).into()])?;
-            let got = get_at(&results, 0)?;
-            let (Some(value), Some(cas), true) = (&got.value, got.item.cas, got.hit()) else {
+            let mut pipe = Pipeline::default();
+            let at = pipe.get(bucket, Want::VALUE.cas());
+            let ran = self.run_pipeline(session, pipe, false)?;
+            let got = ran.got(at, 0)?;
+            let (true, Some(cas)) = (got.hit(), got.cas) else {
                 return Ok(());
             };
-            let Some(rest) = index::without(value, id) else {
+            let Some(rest) = index::without(got.value, id) else {
                 return Ok(());
             };
-            let op: Op = if rest.is_empty() {
-                Delete::new(bucket).compare_cas(cas).into()
+            let mut pipe = Pipeline::default();
+            let at = if rest.is_empty() {
+                pipe.delete(bucket, Some(cas))
             } else {
-                Set::new(bucket, rest).compare_cas(cas).into()
+                pipe.store(bucket, &rest, Store::SET.cas(cas))
             };
-            match mutation_at(&self.run(server, vec![op])?, 0)?.status {
-                MutationStatus::Applied => return Ok(()),
-                MutationStatus::CasMismatch | MutationStatus::NotFound => continue,
+            match self.run_pipeline(session, pipe, false)?.wrote(at, 0)?.code {
+                Code::Done => return Ok(()),
+                Code::Exists | Code::NotFound => continue,
                 other => return Err(unexpected("rewriting an index bucket", other)),
             }
         }
@@ -696,74 +894,19 @@ impl Backend {
         .with_driver(NAME)
     }
 
-    /// Replaces the metadata of a record `instance` holds (compare-and-set on the
-    /// record's CAS), leaving holder, epoch and times as they are.
+    /// Replaces the metadata of a member `instance` holds, leaving holder, epoch,
+    /// times and freshness as they are.
     pub async fn set_metadata(
         self: &Arc<Self>,
         key: &MemberKey,
         instance: InstanceId,
         metadata: &Metadata,
     ) -> Result<HolderUpdate> {
-        let work = vec![(
-            self.server_of(key),
-            (key.clone(), instance, metadata.clone()),
-        )];
-        self.on_all(Lane::Main, work, Backend::set_metadata_on)
+        let change = Change::Metadata(instance, metadata.clone());
+        let work = vec![(self.server_of(key), (key.clone(), change))];
+        self.on_all(Lane::Main, work, Backend::change_on)
             .await
             .map(|mut v| v.remove(0))
-    }
-
-    fn set_metadata_on(
-        &self,
-        server: usize,
-        (key, instance, metadata): (MemberKey, InstanceId, Metadata),
-    ) -> Result<HolderUpdate> {
-        let k = self.member_keys(&key);
-        let slot = slot_of(&key);
-        for _ in 0..MAX_ATTEMPTS {
-            let mut pipe = self.pipeline();
-            let at = pipe.push([Get::new(&k.record).meta(Meta::NONE.cas()).into()]);
-            let ran = self.run_pipeline(server, pipe, false)?;
-            let got = ran.get(at, 0)?;
-            let Some(record) = self.record_in(server, &k.record, got)? else {
-                return Ok(HolderUpdate::Missing);
-            };
-            if record.holder.instance != instance {
-                return Ok(HolderUpdate::NotHeld(record.holder));
-            }
-            let Some(cas) = got.item.cas else {
-                return Err(missing_cas(&k.record));
-            };
-            let value = StoredRecord {
-                metadata: metadata.clone(),
-                ..record
-            }
-            .encode();
-            let results = self.run(
-                server,
-                vec![Set::new(&k.record, value)
-                    .compare_cas(cas)
-                    .return_cas()
-                    .into()],
-            )?;
-            let written = mutation_at(&results, 0)?;
-            match written.status {
-                MutationStatus::Applied => {
-                    // Keep the heartbeat's record check in step with the new CAS.
-                    let new_cas = written.cas.unwrap_or_default();
-                    self.cache(server).set_record_cas(
-                        ran.boot(at).token(),
-                        slot,
-                        instance,
-                        new_cas,
-                    );
-                    return Ok(HolderUpdate::Stored);
-                }
-                MutationStatus::CasMismatch | MutationStatus::NotFound => continue,
-                other => return Err(unexpected("replacing member metadata", other)),
-            }
-        }
-        Err(self.contention(server, "replacing member metadata"))
     }
 
     /// Sets or clears the forced-down flag of an existing member.
@@ -772,168 +915,384 @@ impl Backend {
         key: &MemberKey,
         forced_down: bool,
     ) -> Result<bool> {
-        let work = vec![(self.server_of(key), (key.clone(), forced_down))];
-        self.on_all(Lane::Main, work, Backend::set_forced_down_on)
+        let work = vec![(
+            self.server_of(key),
+            (key.clone(), Change::Forced(forced_down)),
+        )];
+        self.on_all(Lane::Main, work, Backend::change_on)
             .await
-            .map(|v| v[0])
+            .map(|v| !matches!(v[0], HolderUpdate::Missing))
     }
 
-    fn set_forced_down_on(&self, server: usize, (key, forced): (MemberKey, bool)) -> Result<bool> {
+    /// Applies `change` to the member's record, keeping its freshness:
+    ///
+    /// - a live record: a patch line appended on condition of its CAS (memcached's
+    ///   append keeps the item's TTL, so the member's age is exactly as it was);
+    ///   one that grew past [`PATCH_LIMIT`] is written compacted with its
+    ///   remaining TTL instead;
+    /// - no live record but a durable one: the live record is created from it
+    ///   (add) with the change, marked not live (not fresh);
+    /// - neither: `Missing`.
+    ///
+    /// Then the durable record gets the new revision. `set_metadata` by another
+    /// instance than the holder changes nothing (`NotHeld`). Returns `Stored` for
+    /// a `Forced` change that found the member.
+    fn change_on(&self, server: usize, (key, change): (MemberKey, Change)) -> Result<HolderUpdate> {
         let k = self.member_keys(&key);
-        let mut ops: Vec<Op> = vec![Get::new(&k.record).without_value().into()];
-        if forced {
-            // The group's marker first (same connection, so memcached stores it
-            // before the flag): a listing that finds no marker skips the flags.
-            let marker = self.keys.forced_marker(key.group.as_str().as_bytes());
-            ops.push(Set::new(marker, b"1").into());
-            ops.push(Set::new(&k.forced, b"1").into());
-        } else {
-            ops.push(Delete::new(&k.forced).into());
-        }
-        let results = self.run(server, ops)?;
-        if get_at(&results, 0)?.hit() {
-            return Ok(true);
-        }
-        // No such member: take back a flag just set (a concurrent `remove` deletes it too).
-        if forced {
-            self.run(server, vec![Delete::new(&k.forced).into()])?;
-        }
-        Ok(false)
+        let slot = slot_of(&key);
+        self.servers[server].session(|session| {
+            let (life, _) = self.life(server, session, false)?;
+            for _ in 0..MAX_ATTEMPTS {
+                let mut pipe = Pipeline::default();
+                let (at, batch) = pipe.group(3);
+                batch.get(&k.live, Want::VALUE.cas().ttl());
+                batch.get(&k.durable, Want::VALUE.cas().flags());
+                if matches!(change, Change::Forced(_)) {
+                    // The flag lives in the record now (see `keys`).
+                    batch.delete(&k.legacy_forced, None);
+                }
+                let ran = self.run_pipeline(session, pipe, false)?;
+                let (live, durable) = (ran.got(at, 0)?, ran.got(at, 1)?);
+                let live_record = self.record_in(server, &k.live, &live)?;
+                let base = match &live_record {
+                    Some(record) => record.clone(),
+                    None => match self.record_in(server, &k.durable, &durable)? {
+                        Some(record) => record,
+                        None => return Ok(HolderUpdate::Missing),
+                    },
+                };
+                let mut next = base.clone();
+                match &change {
+                    Change::Metadata(instance, metadata) => {
+                        if base.holder.instance != *instance {
+                            return Ok(HolderUpdate::NotHeld(base.holder));
+                        }
+                        next.metadata = metadata.clone();
+                    }
+                    Change::Forced(forced) => {
+                        if base.forced == *forced {
+                            return Ok(HolderUpdate::Stored);
+                        }
+                        next.forced = *forced;
+                    }
+                }
+                next.rev = base.rev.wrapping_add(1).max(1);
+                let known_durable = if durable.hit() {
+                    Some(Some(durable.cas.ok_or_else(|| missing_cas(&k.durable))?))
+                } else {
+                    Some(None)
+                };
+                let mut pipe = Pipeline::default();
+                let at = match &live_record {
+                    Some(_) => {
+                        let cas = live.cas.ok_or_else(|| missing_cas(&k.live))?;
+                        let patch = StoredRecord::patch(next.rev, next.forced, &next.metadata);
+                        if live.value.len() + patch.len() <= PATCH_LIMIT {
+                            pipe.store(
+                                &k.live,
+                                &patch,
+                                Store::SET.mode(Mode::Append).cas(cas).return_cas(),
+                            )
+                        } else {
+                            let remaining = live.ttl.unwrap_or(0).clamp(1, i64::from(u32::MAX));
+                            pipe.store(
+                                &k.live,
+                                &next.encode(),
+                                Store::SET
+                                    .ttl(wire_ttl(remaining as u32))
+                                    .cas(cas)
+                                    .return_cas(),
+                            )
+                        }
+                    }
+                    None => {
+                        next.live = false;
+                        pipe.store(
+                            &k.live,
+                            &next.encode(),
+                            Store::SET.ttl(self.beat_ttl()).mode(Mode::Add).return_cas(),
+                        )
+                    }
+                };
+                let ran = self.run_pipeline(session, pipe, false)?;
+                let written = ran.wrote(at, 0)?;
+                match written.code {
+                    Code::Done => {}
+                    Code::Exists | Code::NotFound | Code::NotStored => continue,
+                }
+                let value = next.encode();
+                let synced = self.sync_durables(
+                    session,
+                    vec![SyncItem {
+                        key: &k.durable,
+                        value: &value,
+                        rev: next.rev,
+                        known: known_durable,
+                    }],
+                    false,
+                )?[0];
+                // Keep the holder's heartbeat in step: its next write needs no
+                // second look.
+                let mut cache = self.cache(server);
+                let remembered = cache.entry(slot).is_some_and(|held| {
+                    Some(held.cas) == live.cas && held.instance() == next.holder.instance
+                });
+                if remembered {
+                    let now = self.now_secs();
+                    let held = written.cas.and_then(|cas| {
+                        Held::new(
+                            next.holder.instance,
+                            cas,
+                            value,
+                            next.rev,
+                            now,
+                            if synced { now } else { 0 },
+                        )
+                    });
+                    match held {
+                        Some(held) => {
+                            cache.insert(Some(life), slot, held);
+                        }
+                        None => cache.remove(slot),
+                    }
+                } else {
+                    cache.remove(slot);
+                }
+                return Ok(HolderUpdate::Stored);
+            }
+            Err(self.contention(server, "changing a member record"))
+        })
     }
 
     /// One member's record.
     pub async fn get(self: &Arc<Self>, key: &MemberKey) -> Result<Option<MemberRecord>> {
-        let work = vec![(self.server_of(key), (vec![key.clone()], true))];
+        let work = vec![(self.server_of(key), (vec![key.clone()], Scan::All))];
         let mut found = self.on_all(Lane::Main, work, Backend::records_on).await?;
-        Ok(found.pop().and_then(|mut v| v.pop()))
+        Ok(found.pop().and_then(|mut v| v.records.pop()))
     }
 
-    /// Records of `keys`, all placed on `server`; members without a record are
-    /// left out. Their forced-down keys are read only when `forced_possible` (the
-    /// group's forced marker exists on `server`); otherwise none is forced down.
-    fn records_on(
+    /// The record of `key` with `freshness` (from the live record's remaining TTL,
+    /// or `Absent` when read from the durable record).
+    fn member_record(
         &self,
-        server: usize,
-        (keys, forced_possible): (Vec<MemberKey>, bool),
-    ) -> Result<Vec<MemberRecord>> {
-        let per = if forced_possible { 3 } else { 2 };
-        let mut ops: Vec<Op> = Vec::with_capacity(keys.len() * per);
-        let mut member_keys = self.group_keys();
-        for key in &keys {
-            let (gk, m) = member_keys.of(key);
-            ops.push(Get::new(gk.record(&m)).into());
-            // No value: the heartbeat time comes back in the client flags.
-            ops.push(
-                Get::new(gk.heartbeat(&m))
-                    .without_value()
-                    .meta(Meta::NONE.ttl())
-                    .into(),
-            );
-            if forced_possible {
-                ops.push(Get::new(gk.forced(&m)).without_value().into());
+        key: MemberKey,
+        record: StoredRecord,
+        freshness: Freshness,
+    ) -> MemberRecord {
+        MemberRecord {
+            key,
+            last_heartbeat: from_millis(record.beat_ms),
+            freshness,
+            forced_down: record.forced,
+            holder: record.holder,
+            holder_since: from_millis(record.holder_since_ms),
+            metadata: record.metadata,
+        }
+    }
+
+    /// What [`Self::records_on`] returns of the members it reads.
+    fn keep(
+        &self,
+        scan: Scan,
+        record: &StoredRecord,
+        freshness: Freshness,
+        out: &mut Scanned,
+    ) -> bool {
+        let up = !record.forced && is_fresh(freshness, self.service_down_time);
+        match scan {
+            Scan::All => true,
+            Scan::In(State::Up) => up,
+            Scan::In(State::Down) => !up,
+            Scan::Count => {
+                if record.forced {
+                    out.summary.forced_down += 1;
+                } else if up {
+                    out.summary.up += 1;
+                } else {
+                    out.summary.down += 1;
+                }
+                false
             }
         }
-        let results = self.run(server, ops)?;
-        let now_ms = now_millis();
-        let mut records = Vec::with_capacity(keys.len());
-        for (i, key) in keys.into_iter().enumerate() {
-            let got = get_at(&results, per * i)?;
-            if !got.hit() {
-                continue;
+    }
+
+    /// Records of `keys`, all placed on `server` (those read from their durable
+    /// record last), as `scan` asks: all of them, those in one state, or only
+    /// their count per state; members without a record are left out. One read per
+    /// member (the live record, with its remaining TTL); the durable record only of
+    /// members whose live record is gone. Every value is decoded (an undecodable
+    /// one is an error whatever `scan` asks), but records are built only for the
+    /// members returned.
+    fn records_on(&self, server: usize, (keys, scan): (Vec<MemberKey>, Scan)) -> Result<Scanned> {
+        self.servers[server].session(|session| {
+            let mut names = self.group_keys();
+            let mut out = Scanned {
+                records: Vec::with_capacity(if matches!(scan, Scan::All) {
+                    keys.len()
+                } else {
+                    0
+                }),
+                summary: Summary::default(),
+            };
+            let mut gone: Vec<usize> = Vec::new();
+            // One exchange at a time, each answer used before the next is built:
+            // the crate makes a few objects per command, and freeing each
+            // exchange's before the next reuses the same memory.
+            for (c, chunk) in keys.chunks(CHUNK).enumerate() {
+                let mut batch = Batch::new();
+                for key in chunk {
+                    let gk = names.group(key);
+                    let member = key.member.as_str().as_bytes();
+                    batch.get_with(|out| gk.live_into(member, out), Want::VALUE.ttl());
+                }
+                let reply = self.run_batch(session, batch, false)?;
+                for (j, key) in chunk.iter().enumerate() {
+                    let got = reply.got(j).ok_or_else(|| {
+                        Error::backend("memcached answered a read with another kind of answer")
+                            .with_driver(NAME)
+                    })?;
+                    if !got.hit() {
+                        gone.push(c * CHUNK + j);
+                        continue;
+                    }
+                    let record = StoredRecord::decode(got.value).map_err(|why| {
+                        let (g, m) = (
+                            key.group.as_str().as_bytes(),
+                            key.member.as_str().as_bytes(),
+                        );
+                        self.undecodable(server, &self.keys.live(g, m), &why)
+                    })?;
+                    let freshness = self.freshness(got.ttl, record.live);
+                    if self.keep(scan, &record, freshness, &mut out) {
+                        out.records
+                            .push(self.member_record(key.clone(), record, freshness));
+                    }
+                }
             }
-            let record_key = || {
-                self.keys.record(
-                    key.group.as_str().as_bytes(),
-                    key.member.as_str().as_bytes(),
-                )
-            };
-            let record = StoredRecord::decode(got.value.as_deref().unwrap_or_default())
-                .map_err(|why| self.undecodable(server, &record_key(), &why))?;
-            let beat = get_at(&results, per * i + 1)?;
-            let last_beat = match (beat.client_flags, beat.hit()) {
-                (Some(flags), true) => beat_time(flags, beat.item.ttl, self.beat_key_ttl, now_ms),
-                // The heartbeat key is gone (after 30 days without heartbeats, or
-                // lost): the record's registration is the last heartbeat known.
-                _ => record.registered_ms,
-            };
-            let forced_down = forced_possible && get_at(&results, per * i + 2)?.hit();
-            records.push(MemberRecord {
-                key,
-                last_heartbeat: from_millis(last_beat),
-                freshness: self.freshness(beat),
-                forced_down,
-                holder: record.holder,
-                holder_since: from_millis(record.holder_since_ms),
-                metadata: record.metadata,
-            });
-        }
-        Ok(records)
+            if !gone.is_empty() {
+                let mut pipe = Pipeline::default();
+                let names: Vec<String> = gone
+                    .iter()
+                    .map(|&i| self.member_keys(&keys[i]).durable)
+                    .collect();
+                let ats: Vec<_> = names.iter().map(|n| pipe.get(n, Want::VALUE)).collect();
+                let ran = self.run_pipeline(session, pipe, false)?;
+                for ((&i, name), at) in gone.iter().zip(&names).zip(ats) {
+                    let got = ran.got(at, 0)?;
+                    if let Some(record) = self.record_in(server, name, &got)? {
+                        if self.keep(scan, &record, Freshness::Absent, &mut out) {
+                            out.records.push(self.member_record(
+                                keys[i].clone(),
+                                record,
+                                Freshness::Absent,
+                            ));
+                        }
+                    }
+                }
+            }
+            Ok(out)
+        })
     }
 
     // ---- listings -------------------------------------------------------
 
     /// Every member of `group` on every server.
     ///
-    /// First the index buckets of every server (one exchange each), then the
-    /// members' keys in parts of `LIST_PART` (5 000) members, several parts of a
-    /// server in flight at once (each a few pipelined exchanges of
-    /// `CHUNK` (2 000) operations).
+    /// First the index buckets of every server (one exchange each, all servers at
+    /// once), then the members' live records in parts of `LIST_PART` members,
+    /// the parts of every server in flight at once (each a few pipelined exchanges
+    /// of `CHUNK` (2 000) reads).
     pub async fn list(self: &Arc<Self>, group: &GroupId) -> Result<Vec<MemberRecord>> {
+        Ok(self.scan(group, Scan::All).await?.records)
+    }
+
+    /// The members of `group` in `state`, judged as [`servicegroup_core::Driver::list_in`]
+    /// says: the same reads as [`Self::list`], records built only for the members in
+    /// `state` (`service_down_time` is this driver's own: its liveness window is
+    /// memcached's TTL, set from it).
+    pub async fn list_in(
+        self: &Arc<Self>,
+        group: &GroupId,
+        state: State,
+    ) -> Result<Vec<MemberRecord>> {
+        Ok(self.scan(group, Scan::In(state)).await?.records)
+    }
+
+    /// How many members of `group` are up, down and forced down: the same reads as
+    /// [`Self::list`], no records built.
+    pub async fn summary(self: &Arc<Self>, group: &GroupId) -> Result<Summary> {
+        Ok(self.scan(group, Scan::Count).await?.summary)
+    }
+
+    async fn scan(self: &Arc<Self>, group: &GroupId, scan: Scan) -> Result<Scanned> {
         let work = (0..self.servers.len())
             .map(|s| (s, group.clone()))
             .collect();
         let members = self.on_all(Lane::Bulk, work, Backend::list_ids_on).await?;
-        let parts: Vec<(usize, (Vec<MemberKey>, bool))> = members
+        let parts: Vec<(usize, (Vec<MemberKey>, Scan))> = members
             .into_iter()
             .enumerate()
-            .flat_map(|(server, (keys, forced_possible))| {
-                parts(server, keys, LIST_PART)
-                    .map(move |(server, part)| (server, (part, forced_possible)))
-            })
+            .flat_map(|(server, keys)| parts(server, keys, LIST_PART))
+            .map(|(server, keys)| (server, (keys, scan)))
             .collect();
-        let records = self.on_all(Lane::Bulk, parts, Backend::records_on).await?;
-        Ok(records.into_iter().flatten().collect())
+        let parts = self.on_all(Lane::Bulk, parts, Backend::records_on).await?;
+        let mut all = Scanned {
+            records: Vec::with_capacity(parts.iter().map(|p| p.records.len()).sum()),
+            summary: Summary::default(),
+        };
+        for part in parts {
+            all.records.extend(part.records);
+            all.summary.up += part.summary.up;
+            all.summary.down += part.summary.down;
+            all.summary.forced_down += part.summary.forced_down;
+        }
+        Ok(all)
     }
 
     /// The members of `group` in the index buckets of `server` that belong there,
-    /// sorted, and whether the group's forced-down marker exists there.
-    fn list_ids_on(&self, server: usize, group: GroupId) -> Result<(Vec<MemberKey>, bool)> {
+    /// sorted.
+    fn list_ids_on(&self, server: usize, group: GroupId) -> Result<Vec<MemberKey>> {
         let g = group.as_str().as_bytes();
-        let mut ops: Vec<Op> = (0..BUCKETS)
-            .map(|b| Get::new(self.keys.bucket(g, b)).into())
-            .collect();
-        ops.push(Get::new(self.keys.forced_marker(g)).without_value().into());
-        let results = self.run(server, ops)?;
-        let forced_possible = get_at(&results, BUCKETS as usize)?.hit();
-        let mut members: BTreeSet<MemberId> = BTreeSet::new();
-        for b in 0..BUCKETS {
-            let got = get_at(&results, b as usize)?;
-            let (Some(value), true) = (&got.value, got.hit()) else {
-                continue;
-            };
-            let (ids, malformed) = index::parse(value);
-            if malformed > 0 {
-                tracing::warn!(driver = NAME, group = %group, malformed, "skipped malformed lines in an index bucket of group {group}");
-            }
-            for id in ids {
-                let Ok(member) = MemberId::from_bytes(&id) else {
-                    tracing::warn!(driver = NAME, group = %group, "skipped an invalid member id in an index bucket of group {group}");
+        let names: Vec<String> = (0..BUCKETS).map(|b| self.keys.bucket(g, b)).collect();
+        let many = self.servers.len() > 1;
+        self.servers[server].session(|session| {
+            let mut pipe = Pipeline::default();
+            let ats: Vec<_> = names.iter().map(|n| pipe.get(n, Want::VALUE)).collect();
+            let ran = self.run_pipeline(session, pipe, false)?;
+            let mut members: Vec<MemberId> = Vec::new();
+            let (mut malformed, mut invalid) = (0, 0);
+            for (b, at) in (0..BUCKETS).zip(&ats) {
+                let got = ran.got(*at, 0)?;
+                if !got.hit() {
                     continue;
-                };
-                // Only entries in the bucket and on the server the member belongs to.
-                if bucket_of(member.as_str(), BUCKETS) == b
-                    && (self.servers.len() == 1
-                        || self.placement.server_of(group.as_str(), member.as_str()) == server)
-                {
-                    members.insert(member);
                 }
+                malformed += index::for_each(got.value, |id| {
+                    let Ok(member) = MemberId::from_bytes(id) else {
+                        invalid += 1;
+                        return;
+                    };
+                    // Only entries in the bucket and on the server the member belongs to.
+                    if bucket_of(member.as_str(), BUCKETS) == b
+                        && (!many
+                            || self.placement.server_of(group.as_str(), member.as_str()) == server)
+                    {
+                        members.push(member);
+                    }
+                });
             }
-        }
-        let keys = members
-            .into_iter()
-            .map(|m| MemberKey::new(group.clone(), m))
-            .collect();
-        Ok((keys, forced_possible))
+            if malformed > 0 {
+                tracing::warn!(driver = NAME, group = %group, malformed, "skipped malformed lines in the index buckets of group {group}");
+            }
+            if invalid > 0 {
+                tracing::warn!(driver = NAME, group = %group, invalid, "skipped invalid member ids in the index buckets of group {group}");
+            }
+            members.sort_unstable();
+            members.dedup();
+            Ok(members
+                .into_iter()
+                .map(|m| MemberKey::new(group.clone(), m))
+                .collect())
+        })
     }
 
     /// Every group with at least one index entry on some server.
@@ -945,48 +1304,47 @@ impl Backend {
     }
 
     fn groups_on(&self, server: usize, (): ()) -> Result<Vec<GroupId>> {
-        let results = self.run(server, vec![Get::new(self.keys.groups()).into()])?;
-        let got = get_at(&results, 0)?;
-        let (Some(value), true) = (&got.value, got.hit()) else {
-            return Ok(Vec::new());
-        };
-        let groups: Vec<GroupId> = index::parse(value)
-            .0
-            .into_iter()
-            .filter_map(|id| GroupId::from_bytes(&id).ok())
-            .collect();
-        let mut ops: Vec<Op> = Vec::with_capacity(groups.len() * BUCKETS as usize);
-        for group in &groups {
-            for b in 0..BUCKETS {
-                ops.push(
-                    Get::new(self.keys.bucket(group.as_str().as_bytes(), b))
-                        .without_value()
-                        .into(),
-                );
+        self.servers[server].session(|session| {
+            let mut pipe = Pipeline::default();
+            let at = pipe.get(&self.keys.groups(), Want::VALUE);
+            let ran = self.run_pipeline(session, pipe, false)?;
+            let got = ran.got(at, 0)?;
+            if !got.hit() {
+                return Ok(Vec::new());
             }
-        }
-        let results = self.run(server, ops)?;
-        let mut out = Vec::new();
-        for (n, group) in groups.into_iter().enumerate() {
-            let base = n * BUCKETS as usize;
-            let mut any = false;
-            for b in 0..BUCKETS as usize {
-                any |= get_at(&results, base + b)?.hit();
+            let groups: Vec<GroupId> = index::parse(got.value)
+                .0
+                .into_iter()
+                .filter_map(|id| GroupId::from_bytes(&id).ok())
+                .collect();
+            let mut pipe = Pipeline::default();
+            let ats: Vec<Vec<_>> = groups
+                .iter()
+                .map(|group| {
+                    (0..BUCKETS)
+                        .map(|b| {
+                            pipe.get(
+                                &self.keys.bucket(group.as_str().as_bytes(), b),
+                                Want::NOTHING,
+                            )
+                        })
+                        .collect()
+                })
+                .collect();
+            let ran = self.run_pipeline(session, pipe, false)?;
+            let mut out = Vec::new();
+            for (group, ats) in groups.into_iter().zip(ats) {
+                let mut any = false;
+                for at in ats {
+                    any |= ran.got(at, 0)?.hit();
+                }
+                if any {
+                    out.push(group);
+                }
             }
-            if any {
-                out.push(group);
-            }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
-}
-
-/// A read that asked for the CAS came back without one.
-fn missing_cas(key: &str) -> Error {
-    Error::backend(format!(
-        "memcached answered a read of {key} without the CAS token it was asked for"
-    ))
-    .with_driver(NAME)
 }
 
 /// Index keys the batch depends on, each with the batch members it must hold:
@@ -1018,6 +1376,18 @@ mod tests {
             (b.ttl, b.beat_key_ttl, b.grace),
             (61, MAX_RELATIVE_TTL, MAX_RELATIVE_TTL - 61)
         );
+        assert_eq!(
+            b.freshness(Some(i64::from(b.grace) + 1), true),
+            Freshness::Present
+        );
+        assert_eq!(
+            b.freshness(Some(i64::from(b.grace)), true),
+            Freshness::Absent
+        );
+        assert_eq!(
+            b.freshness(Some(i64::from(MAX_RELATIVE_TTL)), false),
+            Freshness::Absent
+        );
         let long = Backend::new(
             vec!["127.0.0.1:1".into()],
             Duration::from_millis(100),
@@ -1025,5 +1395,7 @@ mod tests {
             Duration::from_secs(u64::from(MAX_RELATIVE_TTL)),
         );
         assert_eq!(long.grace, 0);
+        assert!(long.beat_ttl() > MAX_RELATIVE_TTL);
+        assert_eq!(wire_ttl(60), 60);
     }
 }
