@@ -19,8 +19,8 @@
 //! It has no backend dependency; drivers live in their own crates.
 #![deny(missing_docs)]
 
-pub mod coalesce;
 pub mod claim;
+pub mod coalesce;
 pub mod config;
 pub mod driver;
 mod engine;

@@ -66,15 +66,15 @@ pub use servicegroup_driver_mc as mc;
 #[cfg(feature = "mc")]
 pub use servicegroup_driver_mc::McConfig;
 
-/// The `relay` driver crate (feature `relay`): `servicegroup relay` servers over HTTP.
-#[cfg(feature = "relay")]
-pub use servicegroup_driver_relay as relay;
-/// `[relay]`: the relay driver's options (feature `relay`).
-#[cfg(feature = "relay")]
-pub use servicegroup_driver_relay::RelayConfig;
 /// The `etcd` driver crate (feature `etcd`): an etcd cluster, shared leases, native watch.
 #[cfg(feature = "etcd")]
 pub use servicegroup_driver_etcd as etcd;
 /// `[etcd]`: the etcd driver's options (feature `etcd`).
 #[cfg(feature = "etcd")]
 pub use servicegroup_driver_etcd::EtcdConfig;
+/// The `relay` driver crate (feature `relay`): `servicegroup relay` servers over HTTP.
+#[cfg(feature = "relay")]
+pub use servicegroup_driver_relay as relay;
+/// `[relay]`: the relay driver's options (feature `relay`).
+#[cfg(feature = "relay")]
+pub use servicegroup_driver_relay::RelayConfig;
