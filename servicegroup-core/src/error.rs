@@ -73,6 +73,22 @@ impl ErrorKind {
         }
     }
 
+    /// The kind named by its [`ErrorKind::code`], `None` for any other text.
+    pub fn from_code(code: &str) -> Option<ErrorKind> {
+        Some(match code {
+            "invalid_id" => ErrorKind::InvalidId,
+            "config" => ErrorKind::Config,
+            "unavailable" => ErrorKind::Unavailable,
+            "timeout" => ErrorKind::Timeout,
+            "not_found" => ErrorKind::NotFound,
+            "already_joined" => ErrorKind::AlreadyJoined,
+            "backend" => ErrorKind::Backend,
+            "conflict" => ErrorKind::Conflict,
+            "invalid_metadata" => ErrorKind::InvalidMetadata,
+            _ => return None,
+        })
+    }
+
     /// True for the kinds that mean "the backend could not give an answer"
     /// ([`ErrorKind::Unavailable`], [`ErrorKind::Timeout`]).
     pub fn is_unreachable(self) -> bool {

@@ -310,38 +310,15 @@ pub struct ErrorDetail {
     pub found: Option<Option<HolderBody>>,
 }
 
-/// The wire name of an error kind.
+/// The wire name of an error kind: its [`crate::ErrorKind::code`].
 pub fn kind_name(kind: crate::ErrorKind) -> &'static str {
-    use crate::ErrorKind as K;
-    match kind {
-        K::InvalidId => "invalid_id",
-        K::Config => "config",
-        K::Unavailable => "unavailable",
-        K::Timeout => "timeout",
-        K::NotFound => "not_found",
-        K::AlreadyJoined => "already_joined",
-        K::Backend => "backend",
-        K::Conflict => "conflict",
-        K::InvalidMetadata => "invalid_metadata",
-    }
+    kind.code()
 }
 
-/// The error kind of a wire name ([`kind_name`]'s inverse), `None` for the relay's
-/// own refusals.
+/// The error kind of a wire name ([`kind_name`]'s inverse,
+/// [`crate::ErrorKind::from_code`]), `None` for the relay's own refusals.
 pub fn kind_of(name: &str) -> Option<crate::ErrorKind> {
-    use crate::ErrorKind as K;
-    Some(match name {
-        "invalid_id" => K::InvalidId,
-        "config" => K::Config,
-        "unavailable" => K::Unavailable,
-        "timeout" => K::Timeout,
-        "not_found" => K::NotFound,
-        "already_joined" => K::AlreadyJoined,
-        "backend" => K::Backend,
-        "conflict" => K::Conflict,
-        "invalid_metadata" => K::InvalidMetadata,
-        _ => return None,
-    })
+    crate::ErrorKind::from_code(name)
 }
 
 /// The body of `GET /healthz`: `{"status": "ok" | "unavailable", "driver": NAME,

@@ -19,20 +19,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A stable snake_case name per error kind, used as the report's `errors` keys.
+/// A stable snake_case name per error kind, used as the report's `errors` keys
+/// ([`ErrorKind::code`]).
 pub fn kind_key(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::InvalidId => "invalid_id",
-        ErrorKind::Config => "config",
-        ErrorKind::Unavailable => "unavailable",
-        ErrorKind::Timeout => "timeout",
-        ErrorKind::NotFound => "not_found",
-        ErrorKind::AlreadyJoined => "already_joined",
-        ErrorKind::Backend => "backend",
-        ErrorKind::Conflict => "conflict",
-        ErrorKind::InvalidMetadata => "invalid_metadata",
-        _ => "other",
-    }
+    kind.code()
 }
 
 /// Error counts by kind.
