@@ -94,17 +94,7 @@ impl EtcdConfig {
     /// The configured endpoints: entries split at commas, trimmed, empty ones dropped,
     /// duplicates removed (first kept), trailing `/` removed.
     pub fn endpoint_list(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        for entry in &self.endpoints {
-            for part in entry.split(',') {
-                let part = part.trim().trim_end_matches('/');
-                if part.is_empty() || out.iter().any(|s| s == part) {
-                    continue;
-                }
-                out.push(part.to_owned());
-            }
-        }
-        out
+        servicegroup_core::config::list::entries(&self.endpoints, |p| Some(p.trim_end_matches('/')))
     }
 }
 

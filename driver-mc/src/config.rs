@@ -49,20 +49,9 @@ impl McConfig {
     /// The configured servers: entries split at commas, trimmed, empty ones and
     /// `<None>` dropped, duplicates removed (first kept). Empty: in-process.
     pub fn server_list(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        for entry in &self.servers {
-            for part in entry.split(',') {
-                let part = part.trim();
-                if part.is_empty()
-                    || part.eq_ignore_ascii_case("<None>")
-                    || out.iter().any(|s| s == part)
-                {
-                    continue;
-                }
-                out.push(part.to_owned());
-            }
-        }
-        out
+        servicegroup_core::config::list::entries(&self.servers, |p| {
+            (!p.eq_ignore_ascii_case("<None>")).then_some(p)
+        })
     }
 }
 

@@ -52,17 +52,7 @@ impl RelayConfig {
     /// The configured URLs: entries split at commas, trimmed, empty ones dropped,
     /// trailing slashes removed, duplicates removed (first kept).
     pub fn url_list(&self) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        for entry in &self.urls {
-            for part in entry.split(',') {
-                let part = part.trim().trim_end_matches('/');
-                if part.is_empty() || out.iter().any(|s| s == part) {
-                    continue;
-                }
-                out.push(part.to_owned());
-            }
-        }
-        out
+        servicegroup_core::config::list::entries(&self.urls, |p| Some(p.trim_end_matches('/')))
     }
 }
 

@@ -15,6 +15,7 @@
 
 pub mod declaration;
 pub mod duration;
+pub mod list;
 pub mod load;
 mod origin;
 pub mod redact;
