@@ -14,6 +14,12 @@ fn registry_lists_exactly_the_enabled_drivers() {
     if cfg!(feature = "mc") {
         expected.push("mc");
     }
+    if cfg!(feature = "etcd") {
+        expected.push("etcd");
+    }
+    if cfg!(feature = "relay") {
+        expected.push("relay");
+    }
     expected.sort();
     assert_eq!(Registry::names(), expected);
 }
