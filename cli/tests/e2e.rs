@@ -509,10 +509,10 @@ fn simulate_small_fleet(env: Env) {
     );
     let r = out.json();
     assert_simulation_ok(&r, 300, 30, sdt, ri);
-    let driver = if env.backend == "memcached" {
-        "mc"
-    } else {
-        "db"
+    let driver = match env.backend {
+        "memcached" => "mc",
+        "relay" => "relay",
+        _ => "db",
     };
     assert_eq!(r["driver"], driver);
 }

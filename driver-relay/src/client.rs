@@ -61,6 +61,27 @@ fn pools() -> &'static Mutex<HashMap<TargetKey, Weak<Target>>> {
     POOLS.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
+fn heartbeat_counters() -> &'static Mutex<HashMap<String, Arc<std::sync::atomic::AtomicU64>>> {
+    static COUNTERS: std::sync::OnceLock<
+        Mutex<HashMap<String, Arc<std::sync::atomic::AtomicU64>>>,
+    > = std::sync::OnceLock::new();
+    COUNTERS.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// The heartbeat request counter of relay URL `url`.
+pub(crate) fn heartbeat_counter(url: &str) -> Arc<std::sync::atomic::AtomicU64> {
+    let mut counters = heartbeat_counters()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    counters.entry(url.to_owned()).or_default().clone()
+}
+
+/// How many heartbeat requests the relay drivers of this process have sent to relay
+/// URL `url` so far (one per handle's tick: tests check that heartbeats are batched).
+pub fn heartbeat_requests(url: &str) -> u64 {
+    heartbeat_counter(url.trim_end_matches('/')).load(Ordering::Relaxed)
+}
+
 /// How many distinct targets (pools) this process holds now.
 pub fn live_pools() -> usize {
     let pools = pools().lock().unwrap_or_else(|e| e.into_inner());
@@ -294,6 +315,9 @@ impl Relays {
         body: Option<Bytes>,
         what: &str,
     ) -> Result<Answer> {
+        if path == "/v1/heartbeat" {
+            heartbeat_counter(&target.url).fetch_add(1, Ordering::Relaxed);
+        }
         let uri = format!("{}{path}", target.url);
         let mut request = Request::builder().method(method.clone()).uri(&uri);
         if let Some(auth) = &self.authorization {
