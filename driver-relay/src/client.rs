@@ -394,3 +394,45 @@ fn chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drivers_share_pools_and_never_show_the_token() {
+        let urls = vec!["http://127.0.0.1:9".to_owned()];
+        let token = Secret::new("tok-very-secret");
+        let a = Relays::new(&urls, Some(&token), Duration::from_secs(1), None, 4).unwrap();
+        let b = Relays::new(&urls, Some(&token), Duration::from_secs(1), None, 4).unwrap();
+        assert!(
+            Arc::ptr_eq(&a.targets[0], &b.targets[0]),
+            "one pool per target"
+        );
+        let c = Relays::new(&urls, None, Duration::from_secs(1), None, 8).unwrap();
+        assert!(
+            !Arc::ptr_eq(&a.targets[0], &c.targets[0]),
+            "another bound, another pool"
+        );
+        assert!(!format!("{a:?}").contains("tok-very-secret"), "{a:?}");
+        assert!(Relays::new(&[], None, Duration::from_secs(1), None, 4).is_err());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_relay_is_unavailable_never_an_answer() {
+        let urls = vec![
+            "http://127.0.0.1:1".to_owned(),
+            "http://127.0.0.1:2".to_owned(),
+        ];
+        let relays = Relays::new(&urls, None, Duration::from_secs(2), None, 4).unwrap();
+        let e = relays
+            .send(Method::GET, "/v1/groups", None, "groups")
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        assert!(
+            e.to_string().contains("127.0.0.1:2"),
+            "the last relay tried is named: {e}"
+        );
+    }
+}
