@@ -398,12 +398,16 @@ fn slow_clients_are_timed_out_and_do_not_hold_the_relay() {
             .as_bytes(),
         )
         .unwrap();
+    // A kept-alive connection left idle after its request.
+    let mut idle = TcpStream::connect(&addr).unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let started = Instant::now();
     // Meanwhile others are served.
     assert_eq!(http(&addr, "GET", "/healthz", None, None).0, 200);
     assert_eq!(authed(&addr, "GET", "/v1/groups", None).0, 200);
 
-    for stream in [&slow_headers, &slow_body] {
+    for stream in [&slow_headers, &slow_body, &idle] {
         stream
             .set_read_timeout(Some(Duration::from_secs(15)))
             .unwrap();
@@ -413,6 +417,12 @@ fn slow_clients_are_timed_out_and_do_not_hold_the_relay() {
     assert!(
         closed.is_ok(),
         "the relay did not close a connection whose headers never came: {closed:?}"
+    );
+    let mut answer = Vec::new();
+    let closed = idle.read_to_end(&mut answer);
+    assert!(
+        closed.is_ok() && String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"),
+        "an idle kept-alive connection was not answered and closed: {closed:?}"
     );
     let mut answer = String::new();
     let _ = slow_body.read_to_string(&mut answer);

@@ -61,6 +61,27 @@ fn pools() -> &'static Mutex<HashMap<TargetKey, Weak<Target>>> {
     POOLS.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
+fn heartbeat_counters() -> &'static Mutex<HashMap<String, Arc<std::sync::atomic::AtomicU64>>> {
+    static COUNTERS: std::sync::OnceLock<
+        Mutex<HashMap<String, Arc<std::sync::atomic::AtomicU64>>>,
+    > = std::sync::OnceLock::new();
+    COUNTERS.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// The heartbeat request counter of relay URL `url`.
+pub(crate) fn heartbeat_counter(url: &str) -> Arc<std::sync::atomic::AtomicU64> {
+    let mut counters = heartbeat_counters()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    counters.entry(url.to_owned()).or_default().clone()
+}
+
+/// How many heartbeat requests the relay drivers of this process have sent to relay
+/// URL `url` so far (one per handle's tick: tests check that heartbeats are batched).
+pub fn heartbeat_requests(url: &str) -> u64 {
+    heartbeat_counter(url.trim_end_matches('/')).load(Ordering::Relaxed)
+}
+
 /// How many distinct targets (pools) this process holds now.
 pub fn live_pools() -> usize {
     let pools = pools().lock().unwrap_or_else(|e| e.into_inner());
@@ -294,6 +315,9 @@ impl Relays {
         body: Option<Bytes>,
         what: &str,
     ) -> Result<Answer> {
+        if path == "/v1/heartbeat" {
+            heartbeat_counter(&target.url).fetch_add(1, Ordering::Relaxed);
+        }
         let uri = format!("{}{path}", target.url);
         let mut request = Request::builder().method(method.clone()).uri(&uri);
         if let Some(auth) = &self.authorization {
@@ -369,4 +393,46 @@ fn chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drivers_share_pools_and_never_show_the_token() {
+        let urls = vec!["http://127.0.0.1:9".to_owned()];
+        let token = Secret::new("tok-very-secret");
+        let a = Relays::new(&urls, Some(&token), Duration::from_secs(1), None, 4).unwrap();
+        let b = Relays::new(&urls, Some(&token), Duration::from_secs(1), None, 4).unwrap();
+        assert!(
+            Arc::ptr_eq(&a.targets[0], &b.targets[0]),
+            "one pool per target"
+        );
+        let c = Relays::new(&urls, None, Duration::from_secs(1), None, 8).unwrap();
+        assert!(
+            !Arc::ptr_eq(&a.targets[0], &c.targets[0]),
+            "another bound, another pool"
+        );
+        assert!(!format!("{a:?}").contains("tok-very-secret"), "{a:?}");
+        assert!(Relays::new(&[], None, Duration::from_secs(1), None, 4).is_err());
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_relay_is_unavailable_never_an_answer() {
+        let urls = vec![
+            "http://127.0.0.1:1".to_owned(),
+            "http://127.0.0.1:2".to_owned(),
+        ];
+        let relays = Relays::new(&urls, None, Duration::from_secs(2), None, 4).unwrap();
+        let e = relays
+            .send(Method::GET, "/v1/groups", None, "groups")
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+        assert!(
+            e.to_string().contains("127.0.0.1:2"),
+            "the last relay tried is named: {e}"
+        );
+    }
 }

@@ -21,6 +21,7 @@ pub mod config;
 mod driver;
 mod record;
 
+pub use client::heartbeat_requests;
 pub use config::RelayConfig;
 pub use driver::RelayDriver;
 
