@@ -22,6 +22,8 @@ const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 const SERVICE_DOWN_TIME: Duration = Duration::from_secs(5);
 /// Scheduling and round-trip allowance on top of a deadline (never excuses a wrong verdict).
 const SLACK: Duration = Duration::from_secs(1);
+/// How long one call may take before it fails with `Timeout`.
+const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 const HANDLES: usize = 3;
 const PER_HANDLE: usize = 20;
 const GROUP: &str = "compute";
@@ -30,7 +32,7 @@ fn config(cluster: &Cluster) -> Config {
     let mut c = common::config(&cluster.endpoints, "fault");
     c.report_interval = REPORT_INTERVAL;
     c.service_down_time = SERVICE_DOWN_TIME;
-    c.call_timeout = Duration::from_secs(2);
+    c.call_timeout = CALL_TIMEOUT;
     c
 }
 
@@ -162,7 +164,7 @@ async fn stopping_the_leader_makes_no_false_downs() {
     all_beat_after(
         &fleet.observer,
         Utc::now(),
-        Instant::now() + REPORT_INTERVAL + SLACK,
+        Instant::now() + CALL_TIMEOUT + REPORT_INTERVAL + SLACK,
     )
     .await;
     let observer = Observer::start(fleet.observer.clone());
@@ -189,10 +191,12 @@ async fn stopping_the_leader_makes_no_false_downs() {
     let elected = Utc::now();
     let elected_at = Instant::now();
     assert_ne!(new_leader, leader);
+    // A keep-alive in flight to the stopped leader may take up to call_timeout to
+    // fail; the next tick then comes within one interval.
     let caught_up = all_beat_after(
         &fleet.observer,
         elected,
-        elected_at + REPORT_INTERVAL + SLACK,
+        elected_at + CALL_TIMEOUT + REPORT_INTERVAL + SLACK,
     )
     .await;
     // Keep watching past a whole service_down_time after the stop.
@@ -218,7 +222,7 @@ async fn losing_the_quorum_is_unavailable_never_down_and_recovers() {
     all_beat_after(
         &fleet.observer,
         Utc::now(),
-        Instant::now() + REPORT_INTERVAL + SLACK,
+        Instant::now() + CALL_TIMEOUT + REPORT_INTERVAL + SLACK,
     )
     .await;
     let observer = Observer::start(fleet.observer.clone());
@@ -289,7 +293,7 @@ async fn members_whose_lease_was_lost_are_registered_again_within_one_interval()
     all_beat_after(
         &fleet.observer,
         Utc::now(),
-        Instant::now() + REPORT_INTERVAL + SLACK,
+        Instant::now() + CALL_TIMEOUT + REPORT_INTERVAL + SLACK,
     )
     .await;
 
