@@ -74,26 +74,33 @@ const MIGRATION_LOCK: i64 = 0x7367_6d69_6772;
 /// the update takes. Sorting the ids alone is not enough: a sequential scan visits
 /// rows in physical order, which every HOT update changes
 /// (`concurrent_overlapping_batches_never_deadlock` failed with a plain `UPDATE …
-/// WHERE id = ANY($1)`). The outer `t.id = ANY($1)` repeats the filter so the planner
-/// reads `t` by index too: without it, a bound 10,000-id array made it hash-join
-/// against a sequential scan of the whole table (seen with `perf` at 1,000,000
-/// members: 155 ms of the batch's 294 ms scanning 1,000,000 rows, ~13 µs of server
-/// CPU per updated row instead of ~3). `t.holder = $2` is the fencing: a row another
-/// instance holds is locked but not refreshed (a filter on the index scan; the plan
-/// is otherwise the same, `EXPLAIN ANALYZE` at 1,000,000 rows). Plans are custom
-/// (`sql_query` statements are not prepared by name), so the array's size is known.
-const TOUCH_ONE: &str = "UPDATE servicegroup_members AS t SET last_seen = now() \
-     FROM (SELECT id FROM servicegroup_members WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE) AS s \
-     WHERE t.id = s.id AND t.id = ANY($1) AND t.holder = $2";
+/// WHERE id = ANY($1)`).
+///
+/// The locking step is a `MATERIALIZED` CTE that also applies the fencing
+/// (`holder = $2`: a row another instance holds is neither locked nor refreshed; a
+/// takeover committed while we wait for the lock is re-checked on the row's new
+/// version), and the update finds each locked row by its primary key. Run once, so the
+/// statement is linear in the batch whatever the planner estimates. The form before
+/// it joined the update's target to a locking sub-select, and a planner that
+/// estimated one matching row (the holder filter) rescanned the sub-select, locks
+/// and all, for every row: quadratic. `EXPLAIN ANALYZE` on 1,000,000 rows
+/// (2026-12-02): 50 ids 0.7 ms (was 3.2), 1,000 ids 18 ms (25), 10,000 ids 156 ms (233).
+/// Plans are custom (`sql_query` statements are not prepared by name), so the
+/// array's size is known.
+const TOUCH_ONE: &str = "WITH s AS MATERIALIZED (SELECT id FROM servicegroup_members \
+     WHERE id = ANY($1) AND holder = $2 ORDER BY id FOR NO KEY UPDATE) \
+     UPDATE servicegroup_members AS t SET last_seen = now() FROM s WHERE t.id = s.id";
 
 /// [`TOUCH_ONE`] for a batch of several instances (a relay merging many clients, two
 /// handles of a process): `$1` the distinct ids as before, `$2`/`$3` the `(id,
-/// instance)` pairs, matched by a hash semi-join (+15 % against [`TOUCH_ONE`] at
-/// 10,000 rows).
-const TOUCH_MANY: &str = "UPDATE servicegroup_members AS t SET last_seen = now() \
-     FROM (SELECT id FROM servicegroup_members WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE) AS s \
-     WHERE t.id = s.id AND t.id = ANY($1) \
-     AND (t.id, t.holder) IN (SELECT * FROM unnest($2::bigint[], $3::bytea[]))";
+/// instance)` pairs, matched in the locking step. This is the relay's statement, and
+/// the one the quadratic plan hit hardest: a batch of 1,000 beats of many instances
+/// took 8.9 s (now 23 ms; 10,000: 204 ms, was 304), so a relay under 10,000 requests
+/// a second fell behind for good.
+const TOUCH_MANY: &str = "WITH s AS MATERIALIZED (SELECT id FROM servicegroup_members \
+     WHERE id = ANY($1) AND (id, holder) IN (SELECT * FROM unnest($2::bigint[], $3::bytea[])) \
+     ORDER BY id FOR NO KEY UPDATE) \
+     UPDATE servicegroup_members AS t SET last_seen = now() FROM s WHERE t.id = s.id";
 
 /// The second look after a batch refreshed fewer rows than it beat (rare: a member
 /// removed or taken over): only the beats whose row is gone or held by another
@@ -958,5 +965,107 @@ mod tests {
             rendered,
             "postgresql://u:pw@h:5/db?connect_timeout=2&options=-c%20search_path%3Dx%20-c%20statement_timeout%3D1500&application_name=servicegroup"
         );
+    }
+
+    /// The server of `scripts/test` (`SERVICEGROUP_TEST_POSTGRES_URL`); `None` (the
+    /// test is skipped) only outside CI.
+    fn test_server() -> Option<String> {
+        match std::env::var("SERVICEGROUP_TEST_POSTGRES_URL") {
+            Ok(url) if !url.is_empty() => Some(url),
+            _ if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!("SERVICEGROUP_TEST_POSTGRES_URL is not set under CI=true (scripts/test sets it)")
+            }
+            _ => None,
+        }
+    }
+
+    #[derive(QueryableByName)]
+    struct PlanLine {
+        #[diesel(sql_type = Text, column_name = "QUERY PLAN")]
+        line: String,
+    }
+
+    /// `loops=` of every `LockRows` node of an `EXPLAIN ANALYZE` plan.
+    fn lock_loops(plan: &[PlanLine]) -> Vec<u64> {
+        plan.iter()
+            .filter(|l| l.line.contains("LockRows"))
+            .filter_map(|l| {
+                let loops = l.line.rsplit("loops=").next()?;
+                loops.trim_end_matches(')').trim().parse().ok()
+            })
+            .collect()
+    }
+
+    /// Both heartbeat statements lock each row once, so they stay linear in the batch
+    /// whatever the planner estimates: the earlier form joined the target to its
+    /// locking sub-select, and with the holder filter estimated at one row the
+    /// planner rescanned the sub-select (locks and all) for every row: 8.9 s for a
+    /// relay's batch of 1,000 beats. The rows live in a temporary table of the same
+    /// name (it shadows the real one in this session), analyzed as the real one is.
+    #[tokio::test]
+    async fn heartbeat_statements_lock_each_row_once() {
+        let Some(url) = test_server() else {
+            eprintln!("skipped: SERVICEGROUP_TEST_POSTGRES_URL is not set");
+            return;
+        };
+        let mut conn = AsyncPgConnection::establish(&url).await.unwrap();
+        // Every row its own holder, as in a fleet of one member per process: with
+        // 200,000 such rows the old form's plan rescanned its lock step 1,000 times.
+        for statement in [
+            "CREATE TEMP TABLE servicegroup_members \
+             (id bigint PRIMARY KEY, holder bytea NOT NULL, last_seen timestamptz NOT NULL)",
+            "INSERT INTO servicegroup_members SELECT g, \
+             decode(lpad(to_hex(g), 32, '0'), 'hex'), now() FROM generate_series(1, 200000) g",
+            "ANALYZE servicegroup_members",
+        ] {
+            diesel::sql_query(statement)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        let ids: Vec<i64> = (1..=1_000).map(|i| i * 7).collect();
+        let holder_of = |id: i64| {
+            let mut h = [0u8; 16];
+            h[8..].copy_from_slice(&id.to_be_bytes());
+            h
+        };
+        let holders: Vec<[u8; 16]> = ids.iter().map(|&id| holder_of(id)).collect();
+        let holders: Vec<&[u8]> = holders.iter().map(|h| &h[..]).collect();
+        let explain = |sql: &str| format!("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {sql}");
+        // A relay's batch: many instances, each beating its own member.
+        let many: Vec<PlanLine> = diesel::sql_query(explain(TOUCH_MANY))
+            .bind::<Array<BigInt>, _>(&ids)
+            .bind::<Array<BigInt>, _>(&ids)
+            .bind::<Array<Binary>, _>(&holders)
+            .load(&mut conn)
+            .await
+            .unwrap();
+        // A handle's batch: one instance holding every member it beats.
+        let mine = [0xffu8; 16];
+        diesel::sql_query("UPDATE servicegroup_members SET holder = $2 WHERE id = ANY($1)")
+            .bind::<Array<BigInt>, _>(&ids)
+            .bind::<Binary, _>(&mine[..])
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        diesel::sql_query("ANALYZE servicegroup_members")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let one: Vec<PlanLine> = diesel::sql_query(explain(TOUCH_ONE))
+            .bind::<Array<BigInt>, _>(&ids)
+            .bind::<Binary, _>(&mine[..])
+            .load(&mut conn)
+            .await
+            .unwrap();
+        for (name, plan) in [("TOUCH_MANY", &many), ("TOUCH_ONE", &one)] {
+            let text: Vec<&str> = plan.iter().map(|l| l.line.as_str()).collect();
+            let loops = lock_loops(plan);
+            assert!(
+                !loops.is_empty() && loops.iter().all(|&n| n == 1),
+                "{name} must lock its rows in one pass (LockRows loops {loops:?}):\n{}",
+                text.join("\n")
+            );
+        }
     }
 }
