@@ -144,5 +144,9 @@ fn a_huge_invalid_utf8_id_gets_a_short_message() {
     let e = MemberId::from_bytes(&bytes).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidId);
     assert!(e.message().contains("UTF-8"), "{}", e.message());
-    assert!(e.message().len() <= MAX_MESSAGE, "{} bytes", e.message().len());
+    assert!(
+        e.message().len() <= MAX_MESSAGE,
+        "{} bytes",
+        e.message().len()
+    );
 }
