@@ -33,6 +33,30 @@ fn in_range(d: Duration, found: &dyn fmt::Display) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// Most characters of a refused value shown in a message.
+const SHOWN: usize = 64;
+
+/// `text` quoted and escaped, its first [`SHOWN`] characters (then `…`): a refused
+/// value may be a megabyte-long line.
+fn shown(text: &str) -> String {
+    if text.chars().count() > SHOWN {
+        let head: String = text.chars().take(SHOWN).collect();
+        format!("{head:?}…")
+    } else {
+        format!("{text:?}")
+    }
+}
+
+/// A parser's message (which may quote the value) cut to twice [`SHOWN`] characters.
+fn shortened(message: &str) -> String {
+    if message.chars().count() > 2 * SHOWN {
+        let head: String = message.chars().take(2 * SHOWN).collect();
+        format!("{head}…")
+    } else {
+        message.to_owned()
+    }
+}
+
 /// Parses a duration from text: plain seconds (`10`, `0.2`) or humantime (`200ms`).
 pub fn parse(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -43,9 +67,11 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         return from_secs_f64(secs);
     }
     match humantime::parse_duration(text) {
-        Ok(d) => in_range(d, &format_args!("{text:?}")),
+        Ok(d) => in_range(d, &shown(text)),
         Err(e) => Err(format!(
-            "expected a duration such as `10`, `0.5`, `200ms` or `1m`, found {text:?} ({e})"
+            "expected a duration such as `10`, `0.5`, `200ms` or `1m`, found {} ({})",
+            shown(text),
+            shortened(&e.to_string())
         )),
     }
 }
