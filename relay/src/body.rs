@@ -57,9 +57,18 @@ pub(crate) fn parse<T: WireBody>(bytes: &[u8]) -> Result<T, ApiError> {
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            return ApiError::bad_request(format!("malformed JSON body: {inner}"));
+        // serde_json reports a sequence too long for a tuple (`["g", "m", "x"]` for a
+        // `[group, member]` pair) as a syntax error, "trailing characters": the body
+        // is well-formed JSON of the wrong shape, so it names the field like any other.
+        let well_formed = || serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok();
+        if (inner.is_syntax() || inner.is_eof()) && !well_formed() {
+            return ApiError::bad_request(format!("malformed JSON body: {}", shortened(&inner)));
         }
+        let inner = if inner.is_syntax() {
+            shortened(&inner).replacen("trailing characters", "too many elements", 1)
+        } else {
+            shortened(&inner)
+        };
         let first = path.split(['.', '[']).next().unwrap_or_default();
         let kind = if T::IS_METADATA || first == "metadata" {
             "invalid_metadata"
@@ -78,6 +87,25 @@ pub(crate) fn parse<T: WireBody>(bytes: &[u8]) -> Result<T, ApiError> {
     de.end()
         .map_err(|e| ApiError::bad_request(format!("malformed JSON body: {e}")))?;
     Ok(value)
+}
+
+/// Most characters of serde_json's message shown in an answer.
+const SHOWN: usize = 200;
+
+/// serde_json's message, which quotes the refused value (a string may be as long as
+/// the body limit), cut to [`SHOWN`] characters, with the position kept.
+fn shortened(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let (what, position) = match text.rfind(" at line ") {
+        Some(at) => text.split_at(at),
+        None => (text.as_str(), ""),
+    };
+    if what.chars().count() > SHOWN {
+        let head: String = what.chars().take(SHOWN).collect();
+        format!("{head}…{position}")
+    } else {
+        text
+    }
 }
 
 fn path_error(e: impl std::fmt::Display) -> ApiError {
@@ -189,6 +217,14 @@ mod tests {
         assert_eq!(kind, "invalid_metadata");
         let (_, msg) = kind_and_message::<JoinBody>("{}");
         assert!(msg.contains("missing field `instance`"), "{msg}");
+        let (kind, msg) = kind_and_message::<HeartbeatBody>(&format!(
+            "{{\"instance\":\"{hex}\",\"members\":[[\"g\",\"m\",\"x\"]]}}"
+        ));
+        assert_eq!(kind, "bad_request");
+        assert!(
+            msg.contains("`members[0]`") && msg.contains("too many elements"),
+            "{msg}"
+        );
         let (_, msg) = kind_and_message::<ForcedDownBody>("{\"forced_down\":true} x");
         assert!(
             msg.contains("malformed") || msg.contains("trailing"),

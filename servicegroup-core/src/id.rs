@@ -143,10 +143,12 @@ macro_rules! id_type {
             pub fn from_bytes(id: &[u8]) -> Result<Self> {
                 match std::str::from_utf8(id) {
                     Ok(s) => Self::from_text(s),
+                    // Shown shortened, as every other bad id is: the bytes may be
+                    // as long as a request body.
                     Err(e) => Err(Error::invalid_id(format!(
-                        "invalid {} {:?}: it is not valid UTF-8 ({e})",
+                        "invalid {} {}: it is not valid UTF-8 ({e})",
                         $kind,
-                        String::from_utf8_lossy(id)
+                        escaped(&String::from_utf8_lossy(id))
                     ))),
                 }
             }

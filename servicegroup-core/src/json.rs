@@ -148,8 +148,10 @@ impl EventRow {
     }
 }
 
-/// A record's holder on the wire: `{"instance": HEX, "epoch": N}`.
+/// A record's holder on the wire: `{"instance": HEX, "epoch": N}`. Unknown fields are
+/// refused, as in every request body (the `if_held_by` of a join or registration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HolderBody {
     /// The holding instance, 32 hex digits.
     pub instance: InstanceId,

@@ -47,6 +47,23 @@ fn shown(text: &str) -> String {
     }
 }
 
+/// Most characters of a parser's message shown in an error.
+const SHOWN_ERROR: usize = 200;
+
+/// `text` cut to `max` characters (then `…`), without serde_json's ` at line L column C`.
+fn shortened(text: &str, max: usize) -> String {
+    let text = match text.rfind(" at line ") {
+        Some(at) => &text[..at],
+        None => text,
+    };
+    if text.chars().count() > max {
+        let head: String = text.chars().take(max).collect();
+        format!("{head}…")
+    } else {
+        text.to_owned()
+    }
+}
+
 /// Checks one key against the key rule.
 pub fn check_key(key: &str) -> Result<()> {
     if key.is_empty() {
@@ -144,8 +161,13 @@ impl Metadata {
             return Ok(Self::new());
         }
         let map: BTreeMap<String, String> = serde_json::from_str(text).map_err(|e| {
+            // serde_json's message quotes the offending value (a stored string may be
+            // megabytes long): shown shortened, with the position.
             invalid(format!(
-                "stored metadata is not a JSON object of strings: {e}"
+                "stored metadata is not a JSON object of strings: {} at line {} column {}",
+                shortened(&e.to_string(), SHOWN_ERROR),
+                e.line(),
+                e.column()
             ))
         })?;
         Self::try_from(map)

@@ -1,7 +1,8 @@
 //! Durations in configuration: seconds (integer or fractional, as a number or a
 //! string) or humantime strings (`200ms`, `1m`, `1h 30m`).
 //!
-//! Zero, negative, non-finite and non-numeric values are rejected with a message
+//! Zero, negative, non-finite and non-numeric values, values that would round to
+//! zero (below a nanosecond) and values above [`MAX`] are rejected with a message
 //! that the loader decorates with the key and the source it came from.
 
 use std::fmt;
@@ -9,6 +10,52 @@ use std::time::Duration;
 
 use serde::de::{self, Visitor};
 use serde::{Deserializer, Serializer};
+
+/// The longest duration accepted: 100 years (of 365.25 days, as humantime counts
+/// them). Far above any sensible interval or timeout, and low enough that what is
+/// computed from one (Nova's 2.5x rule, a deadline from now, a doubled timeout) cannot
+/// overflow.
+pub const MAX: Duration = Duration::from_secs(100 * 31_557_600);
+
+/// `d` itself, or why it is out of range (zero, above [`MAX`]); `found` is the value
+/// as given, for the message.
+fn in_range(d: Duration, found: &dyn fmt::Display) -> Result<Duration, String> {
+    if d.is_zero() {
+        return Err(format!("duration must be greater than zero, found {found}"));
+    }
+    if d > MAX {
+        return Err(format!(
+            "duration must be at most {} ({} s), found {found}",
+            render(MAX),
+            MAX.as_secs()
+        ));
+    }
+    Ok(d)
+}
+
+/// Most characters of a refused value shown in a message.
+const SHOWN: usize = 64;
+
+/// `text` quoted and escaped, its first [`SHOWN`] characters (then `…`): a refused
+/// value may be a megabyte-long line.
+fn shown(text: &str) -> String {
+    if text.chars().count() > SHOWN {
+        let head: String = text.chars().take(SHOWN).collect();
+        format!("{head:?}…")
+    } else {
+        format!("{text:?}")
+    }
+}
+
+/// A parser's message (which may quote the value) cut to twice [`SHOWN`] characters.
+fn shortened(message: &str) -> String {
+    if message.chars().count() > 2 * SHOWN {
+        let head: String = message.chars().take(2 * SHOWN).collect();
+        format!("{head}…")
+    } else {
+        message.to_owned()
+    }
+}
 
 /// Parses a duration from text: plain seconds (`10`, `0.2`) or humantime (`200ms`).
 pub fn parse(text: &str) -> Result<Duration, String> {
@@ -20,28 +67,38 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         return from_secs_f64(secs);
     }
     match humantime::parse_duration(text) {
-        Ok(d) if d.is_zero() => Err(format!(
-            "duration must be greater than zero, found {text:?}"
-        )),
-        Ok(d) => Ok(d),
+        Ok(d) => in_range(d, &shown(text)),
         Err(e) => Err(format!(
-            "expected a duration such as `10`, `0.5`, `200ms` or `1m`, found {text:?} ({e})"
+            "expected a duration such as `10`, `0.5`, `200ms` or `1m`, found {} ({})",
+            shown(text),
+            shortened(&e.to_string())
         )),
     }
 }
 
 /// Converts seconds to a duration, rejecting zero, negative and non-finite values.
 pub fn from_secs_f64(secs: f64) -> Result<Duration, String> {
+    // Very large and very small numbers in scientific notation (`1e254`, not 255 digits).
+    let shown = if secs != 0.0 && !(1e-6..1e16).contains(&secs.abs()) {
+        format!("{secs:e}")
+    } else {
+        secs.to_string()
+    };
     if !secs.is_finite() {
         return Err(format!(
-            "duration must be a finite number of seconds, found {secs}"
+            "duration must be a finite number of seconds, found {shown}"
         ));
     }
     if secs <= 0.0 {
-        return Err(format!("duration must be greater than zero, found {secs}"));
+        return Err(format!("duration must be greater than zero, found {shown}"));
     }
-    Duration::try_from_secs_f64(secs)
-        .map_err(|e| format!("duration {secs} s is out of range ({e})"))
+    match Duration::try_from_secs_f64(secs) {
+        Ok(d) if d.is_zero() => Err(format!(
+            "duration must be greater than zero, found {shown} (less than 1ns)"
+        )),
+        Ok(d) => in_range(d, &shown),
+        Err(_) => in_range(Duration::MAX, &shown),
+    }
 }
 
 /// Renders a duration the way [`parse`] reads it back (`10s`, `200ms`).
@@ -59,10 +116,7 @@ impl Visitor<'_> for DurationVisitor {
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
-        if v == 0 {
-            return Err(E::custom("duration must be greater than zero, found 0"));
-        }
-        Ok(Duration::from_secs(v))
+        in_range(Duration::from_secs(v), &v).map_err(E::custom)
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
@@ -147,8 +201,12 @@ mod tests {
 
     #[test]
     fn rejects_bad_values() {
-        for bad in ["0", "-1", "abc", "", "NaN", "inf", "0ms", "-5s"] {
+        for bad in [
+            "0", "-1", "abc", "", "NaN", "inf", "0ms", "-5s", "1e-10", "1e19", "101y",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?} accepted");
         }
+        assert_eq!(parse("100y").unwrap(), MAX);
+        assert_eq!(parse(&render(MAX)).unwrap(), MAX);
     }
 }

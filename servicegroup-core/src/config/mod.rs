@@ -274,7 +274,9 @@ impl Config {
     /// `report_interval * 2.5` when it is not larger than `report_interval` (Nova's rule).
     pub fn effective_service_down_time(&self) -> Duration {
         if self.service_down_time <= self.report_interval {
-            self.report_interval.mul_f64(DOWN_TIME_FACTOR)
+            // `mul_f64` would panic past `Duration::MAX` (a report_interval set in code).
+            Duration::try_from_secs_f64(self.report_interval.as_secs_f64() * DOWN_TIME_FACTOR)
+                .unwrap_or(Duration::MAX)
         } else {
             self.service_down_time
         }
@@ -287,7 +289,7 @@ impl Config {
     }
 
     /// Checks the rules a configuration built in code must also follow (no zero
-    /// durations, a driver name, the selected driver's own rules), and returns it with
+    /// durations and none above [`duration::MAX`], a driver name, the selected driver's own rules), and returns it with
     /// `service_down_time` replaced by [`Self::effective_service_down_time`], logging a
     /// WARN when the override applies.
     pub fn validated(mut self) -> Result<Self> {
@@ -300,13 +302,18 @@ impl Config {
             ("call_timeout", self.call_timeout),
             ("coalesce_window", self.coalesce_window),
         ];
-        for (key, value) in durations {
+        let watch = self.watch_interval.map(|d| ("watch_interval", d));
+        for (key, value) in durations.into_iter().chain(watch) {
             if value.is_zero() {
                 return Err(Error::config(format!("`{key}` must be greater than zero")));
             }
-        }
-        if self.watch_interval.is_some_and(|d| d.is_zero()) {
-            return Err(Error::config("`watch_interval` must be greater than zero"));
+            if value > duration::MAX {
+                return Err(Error::config(format!(
+                    "`{key}` must be at most {} ({} s), found {value:?}",
+                    duration::render(duration::MAX),
+                    duration::MAX.as_secs()
+                )));
+            }
         }
         if let Some(table) = Schema::get().table_of_driver(&self.driver) {
             view::check_table(&self, table)?;

@@ -430,6 +430,13 @@ impl Schema {
 }
 
 fn unknown(key: &str, known: &str, origin: &Origin) -> Error {
+    // A key may be a megabyte-long line: shown shortened.
+    const SHOWN: usize = 64;
+    let key = if key.chars().count() > SHOWN {
+        format!("{}…", key.chars().take(SHOWN).collect::<String>())
+    } else {
+        key.to_owned()
+    };
     Error::config(format!(
         "unknown key `{key}` in {} (known keys: {known})",
         origin.describe()
