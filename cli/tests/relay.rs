@@ -375,6 +375,130 @@ fn bad_requests_get_json_errors_naming_what_was_wrong() {
     assert_eq!(http(&addr, "GET", "/healthz", None, None).0, 200);
 }
 
+/// `?state=` ships only the members in that state and `/summary` counts them, both
+/// judged with the caller's `?down_after=` on the backend's clock; bad values are
+/// 400s naming the parameter.
+#[test]
+fn listing_by_state_and_summary_judge_with_the_callers_down_time() {
+    let backend = Env::sqlite();
+    let relay = RelayProcess::start(&backend, &[]);
+    let addr = relay.addr();
+    let g = group("state");
+    for (member, instance) in [("host-a", HEX_A), ("host-b", HEX_B)] {
+        let (status, body) = authed(
+            &addr,
+            "PUT",
+            &format!("/v1/groups/{g}/members/{member}"),
+            Some(&format!(r#"{{"instance":"{instance}"}}"#)),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = authed(
+        &addr,
+        "PUT",
+        &format!("/v1/groups/{g}/members/host-b/forced_down"),
+        Some(r#"{"forced_down": true}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap_or_else(|| panic!("not an array: {v}"))
+            .iter()
+            .map(|m| m["member"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // Fresh heartbeats: host-a up, host-b forced down.
+    let (status, body) = authed(
+        &addr,
+        "GET",
+        &format!("/v1/groups/{g}/members?state=down"),
+        None,
+    );
+    assert_eq!(
+        (status, names(&body)),
+        (200, vec!["host-b".to_owned()]),
+        "{body}"
+    );
+    let (status, body) = authed(
+        &addr,
+        "GET",
+        &format!("/v1/groups/{g}/members?state=up"),
+        None,
+    );
+    assert_eq!(
+        (status, names(&body)),
+        (200, vec!["host-a".to_owned()]),
+        "{body}"
+    );
+    let (status, body) = authed(&addr, "GET", &format!("/v1/groups/{g}/summary"), None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        json!({"group": g, "up": 1, "down": 0, "forced_down": 1, "total": 2})
+    );
+
+    // A caller whose down time has passed since the joins sees host-a down too
+    // (nothing heartbeats it), while the relay's own default still says up.
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, body) = authed(
+        &addr,
+        "GET",
+        &format!("/v1/groups/{g}/members?state=down&down_after=0.2"),
+        None,
+    );
+    assert_eq!(
+        (status, names(&body)),
+        (200, vec!["host-a".to_owned(), "host-b".to_owned()]),
+        "{body}"
+    );
+    let (status, body) = authed(
+        &addr,
+        "GET",
+        &format!("/v1/groups/{g}/summary?down_after=0.2"),
+        None,
+    );
+    assert_eq!(
+        (status, body.clone()),
+        (
+            200,
+            json!({"group": g, "up": 0, "down": 1, "forced_down": 1, "total": 2})
+        ),
+        "{body}"
+    );
+
+    // Bad parameters name themselves.
+    for (query, name) in [
+        ("state=sideways", "`state`"),
+        ("state=down&down_after=0", "`down_after`"),
+        ("state=down&down_after=-1", "`down_after`"),
+        ("state=down&down_after=NaN", "`down_after`"),
+        ("state=down&down_after=1e300", "`down_after`"),
+        ("state=down&colour=red", "colour"),
+    ] {
+        let (status, body) = authed(
+            &addr,
+            "GET",
+            &format!("/v1/groups/{g}/members?{query}"),
+            None,
+        );
+        assert_eq!(
+            (status, error_kind(&body)),
+            (400, "bad_request"),
+            "{query}: {body}"
+        );
+        assert!(error_message(&body).contains(name), "{query}: {body}");
+    }
+    let (status, body) = authed(
+        &addr,
+        "GET",
+        &format!("/v1/groups/{g}/summary?state=up"),
+        None,
+    );
+    assert_eq!((status, error_kind(&body)), (400, "bad_request"), "{body}");
+    assert!(error_message(&body).contains("`state`"), "{body}");
+}
+
 #[test]
 fn slow_clients_are_timed_out_and_do_not_hold_the_relay() {
     let backend = Env::sqlite();

@@ -25,7 +25,7 @@ use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use servicegroup_core::config::Secret;
-use servicegroup_core::json::{kind_of, ErrorBody, ErrorDetail};
+use servicegroup_core::json::{kind_of, ErrorBody, ErrorDetail, LIVENESS_EXPIRY, LIVENESS_HEADER};
 use servicegroup_core::{Error, ErrorKind, Result};
 use tokio::sync::Semaphore;
 
@@ -162,6 +162,8 @@ impl Target {
 pub(crate) struct Answer {
     pub(crate) status: StatusCode,
     pub(crate) body: Bytes,
+    /// The records' liveness is the backend's own expiry ([`LIVENESS_HEADER`]).
+    pub(crate) expiry: bool,
 }
 
 impl Answer {
@@ -344,6 +346,10 @@ impl Relays {
                 ))
             })?;
             let status = response.status();
+            let expiry = response
+                .headers()
+                .get(LIVENESS_HEADER)
+                .is_some_and(|v| v.as_bytes() == LIVENESS_EXPIRY.as_bytes());
             let body = response
                 .into_body()
                 .collect()
@@ -355,7 +361,11 @@ impl Relays {
                     ))
                 })?
                 .to_bytes();
-            Ok(Answer { status, body })
+            Ok(Answer {
+                status,
+                body,
+                expiry,
+            })
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(result) => result.map_err(|e: Error| e.with_driver(NAME)),

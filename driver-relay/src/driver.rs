@@ -6,12 +6,12 @@ use http::{Method, StatusCode};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use servicegroup_core::json::{
     ForcedDownBody, HeartbeatAnswer, HeartbeatBody, HolderBody, MemberRow, RegisterAnswer,
-    RegisterBody, RegistrationBody,
+    RegisterBody, RegistrationBody, SummaryRow,
 };
 use servicegroup_core::{
     async_trait, Beats, Capabilities, Condition, Driver, Error, GroupId, HeartbeatReport,
     HolderUpdate, InstanceId, MemberKey, MemberRecord, Metadata, Registered, Registration, Result,
-    Superseded,
+    State, Summary, Superseded,
 };
 
 use crate::client::{Answer, Relays};
@@ -259,7 +259,10 @@ impl Driver for RelayDriver {
             .call(Method::GET, &member_path(key), None, "get")
             .await?;
         match answer.status {
-            StatusCode::OK => Ok(Some(from_row(answer.json::<MemberRow>("get")?)?)),
+            StatusCode::OK => Ok(Some(from_row(
+                answer.json::<MemberRow>("get")?,
+                answer.expiry,
+            )?)),
             StatusCode::NOT_FOUND => Ok(None),
             _ => Err(answer.error("get")),
         }
@@ -274,8 +277,64 @@ impl Driver for RelayDriver {
         answer
             .json::<Vec<MemberRow>>("list")?
             .into_iter()
-            .map(from_row)
+            .map(|row| from_row(row, answer.expiry))
             .collect()
+    }
+
+    /// Asks the relay for only the members in `state` (`?state=`), judged with this
+    /// caller's `service_down_time` (`?down_after=`), so a down-set check ships the
+    /// down members, not the group.
+    async fn list_in(
+        &self,
+        group: &GroupId,
+        state: State,
+        service_down_time: Duration,
+    ) -> Result<Vec<MemberRecord>> {
+        let path = format!(
+            "/v1/groups/{}/members?state={}&down_after={}",
+            seg(group.as_str()),
+            match state {
+                State::Up => "up",
+                State::Down => "down",
+            },
+            service_down_time.as_secs_f64()
+        );
+        let answer = self.call(Method::GET, &path, None, "list_in").await?;
+        if answer.status != StatusCode::OK {
+            return Err(answer.error("list_in"));
+        }
+        answer
+            .json::<Vec<MemberRow>>("list_in")?
+            .into_iter()
+            .map(|row| from_row(row, answer.expiry))
+            .collect()
+    }
+
+    /// The relay's counts (`/summary`), judged with this caller's `service_down_time`.
+    async fn summary(&self, group: &GroupId, service_down_time: Duration) -> Result<Summary> {
+        let path = format!(
+            "/v1/groups/{}/summary?down_after={}",
+            seg(group.as_str()),
+            service_down_time.as_secs_f64()
+        );
+        let answer = self.call(Method::GET, &path, None, "summary").await?;
+        if answer.status != StatusCode::OK {
+            return Err(answer.error("summary"));
+        }
+        let row = answer.json::<SummaryRow>("summary")?;
+        if row.group != group.as_str() || row.total != row.up + row.down + row.forced_down {
+            return Err(Error::backend(format!(
+                "the relay's summary of group {group} is not what it should be (group {:?}, \
+                 total {} for {} up, {} down, {} forced down)",
+                row.group, row.total, row.up, row.down, row.forced_down
+            ))
+            .with_driver(NAME));
+        }
+        Ok(Summary {
+            up: row.up,
+            down: row.down,
+            forced_down: row.forced_down,
+        })
     }
 
     async fn groups(&self) -> Result<Vec<GroupId>> {

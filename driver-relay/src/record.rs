@@ -1,7 +1,10 @@
 //! The relay's JSON records back into [`MemberRecord`]s: the backend's facts as
 //! the relay passed them (the age of the last heartbeat as the backend measured it,
-//! holder, epoch, metadata). A record without an age (no heartbeat time known) is
-//! fresh exactly when the relay judged it up.
+//! holder, epoch, metadata). A record without an age (no heartbeat time known), and
+//! every record of a backend that judges by its own expiry (the relay says so in
+//! [`servicegroup_core::json::LIVENESS_HEADER`]: memcached's TTLs), is fresh exactly
+//! when the relay judged it up; the age it sent is then only the relay host's
+//! estimate and never the verdict.
 
 use std::time::Duration;
 
@@ -25,14 +28,16 @@ fn time(field: &str, text: Option<&str>) -> Result<Option<DateTime<Utc>>> {
 }
 
 /// A record from the relay's object.
-pub(crate) fn from_row(row: MemberRow) -> Result<MemberRecord> {
+pub(crate) fn from_row(row: MemberRow, expiry: bool) -> Result<MemberRecord> {
     let bad = |e: Error| Error::backend(format!("the relay sent a record with {}", e.message()));
     let key = MemberKey::new(
         GroupId::new(row.group).map_err(bad)?,
         MemberId::new(row.member).map_err(bad)?,
     );
     let freshness = match row.age_seconds {
-        Some(age) if age.is_finite() && age >= 0.0 => Freshness::Age(Duration::from_secs_f64(age)),
+        Some(age) if !expiry && age.is_finite() && age >= 0.0 => {
+            Freshness::Age(Duration::from_secs_f64(age))
+        }
         _ if row.state == State::Up && !row.forced_down => Freshness::Present,
         _ => Freshness::Absent,
     };

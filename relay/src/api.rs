@@ -20,16 +20,18 @@ use futures_util::stream::Stream;
 use servicegroup_core::claim::{claim_exclusively, timed};
 use servicegroup_core::json::{
     kind_name, ErrorDetail, ForcedDownBody, HealthBody, HeartbeatAnswer, HeartbeatBody, JoinBody,
-    MemberRow, OutcomeBody, RegisterAnswer, RegisterBody, SupersededBody,
+    MemberRow, OutcomeBody, RegisterAnswer, RegisterBody, SummaryRow, SupersededBody,
+    LIVENESS_EXPIRY, LIVENESS_HEADER,
 };
 use servicegroup_core::{
-    Beats, Condition, Driver, Error, GroupId, HolderUpdate, InstanceId, MemberId, MemberKey,
-    Metadata, Registered, Registration, ServiceGroup,
+    Beats, Condition, Driver, Error, Freshness, GroupId, GroupSummary, HolderUpdate, InstanceId,
+    MemberId, MemberKey, MemberRecord, MemberStatus, Metadata, Registered, Registration,
+    ServiceGroup, Summary,
 };
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::auth::{require_token, TokenCheck};
-use crate::body::{GroupPath, InstanceQuery, JsonBody, KeyPath};
+use crate::body::{GroupPath, InstanceQuery, JsonBody, KeyPath, ListQuery};
 use crate::error::ApiError;
 use crate::watch::Hub;
 
@@ -55,6 +57,16 @@ impl Shared {
         Ok(timed(self.driver.name(), self.sg.config().call_timeout, what, fut).await?)
     }
 
+    /// The caller's `service_down_time` (`?down_after=`, default the relay's own),
+    /// and whether it is the relay's own, the one its driver was built with.
+    fn down_after(&self, asked: Option<Duration>) -> (Duration, bool) {
+        let own = self.sg.config().service_down_time;
+        match asked {
+            Some(d) if d != own => (d, false),
+            _ => (own, true),
+        }
+    }
+
     async fn row(&self, key: &MemberKey) -> Result<Json<MemberRow>, ApiError> {
         let status = self.sg.member(&key.group, &key.member).await?;
         Ok(Json(MemberRow::from(&status)))
@@ -72,6 +84,7 @@ pub(crate) fn router(
     let v1 = Router::new()
         .route("/groups", get(groups))
         .route("/groups/{group}/members", get(members))
+        .route("/groups/{group}/summary", get(summary))
         .route(
             "/groups/{group}/members/{member}",
             get(member).put(join).delete(leave),
@@ -170,19 +183,115 @@ async fn groups(State(s): State<AppState>) -> Result<Json<Vec<String>>, ApiError
     Ok(Json(groups.iter().map(|g| g.to_string()).collect()))
 }
 
+/// The group's records; with `?state=` only those in that state, judged with
+/// `?down_after=` (the caller's `service_down_time`) by the driver, which ships only
+/// the matching rows where it can (a database judges in the query). Sorted by member.
 async fn members(
     State(s): State<AppState>,
     GroupPath(group): GroupPath,
-) -> Result<Json<Vec<MemberRow>>, ApiError> {
-    let members = s.sg.members(&group).await?;
-    Ok(Json(members.iter().map(MemberRow::from).collect()))
+    query: ListQuery,
+) -> Result<Response, ApiError> {
+    let (down_after, own_rule) = s.down_after(query.down_after);
+    let records = match query.state {
+        // A driver may judge with its own rule whatever it is given (memcached: a
+        // liveness key that expires after the relay's service_down_time), so a
+        // caller with another down time gets the listing filtered by its own rule,
+        // exactly what its own core would compute from the records.
+        Some(state) if own_rule => {
+            s.call("list_in", s.driver.list_in(&group, state, down_after))
+                .await?
+        }
+        _ => s.call("list", s.driver.list(&group)).await?,
+    };
+    let verdict = Verdict::of(&records);
+    let mut rows: Vec<MemberRow> = records
+        .into_iter()
+        .map(|r| MemberStatus::from_record(r, down_after))
+        .filter(|m| query.state.is_none_or(|state| m.state == state))
+        .map(|m| MemberRow::from(&m))
+        .collect();
+    rows.sort_unstable_by(|a, b| a.member.cmp(&b.member));
+    Ok(verdict.answer(Json(rows)))
 }
 
-async fn member(
+/// The group's counts by state (`summary --json`'s object), judged with
+/// `?down_after=` (default: the relay's `service_down_time`); `?state=` is refused.
+async fn summary(
     State(s): State<AppState>,
-    KeyPath(key): KeyPath,
-) -> Result<Json<MemberRow>, ApiError> {
-    s.row(&key).await
+    GroupPath(group): GroupPath,
+    query: ListQuery,
+) -> Result<Json<SummaryRow>, ApiError> {
+    if query.state.is_some() {
+        return Err(ApiError::bad_request(
+            "`state` does not apply to a summary (it counts every state)",
+        ));
+    }
+    let (down_after, own_rule) = s.down_after(query.down_after);
+    let counts = if own_rule {
+        s.call("summary", s.driver.summary(&group, down_after))
+            .await?
+    } else {
+        // As for `members`: the caller's rule applied to the records.
+        let mut counts = Summary::default();
+        for record in s.call("list", s.driver.list(&group)).await? {
+            counts.add(&record, down_after);
+        }
+        counts
+    };
+    Ok(Json(SummaryRow::from(&GroupSummary {
+        group,
+        up: counts.up,
+        down: counts.down,
+        forced_down: counts.forced_down,
+    })))
+}
+
+async fn member(State(s): State<AppState>, KeyPath(key): KeyPath) -> Result<Response, ApiError> {
+    let Some(record) = s.call("get", s.driver.get(&key)).await? else {
+        return Err(
+            Error::not_found(format!("no member {} in group {}", key.member, key.group)).into(),
+        );
+    };
+    let verdict = Verdict::of(std::slice::from_ref(&record));
+    let status = MemberStatus::from_record(record, s.sg.config().service_down_time);
+    Ok(verdict.answer(Json(MemberRow::from(&status))))
+}
+
+/// How the records of an answer were judged, told to the relay driver in the
+/// [`LIVENESS_HEADER`] so it judges them the same way: by the age the backend
+/// measured (a database: the driver applies its caller's `service_down_time`), or by
+/// the backend's own expiry (memcached's TTLs: the `state` the relay sent is the
+/// verdict, and `age_seconds` only this host's estimate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Every record carries the backend's age of its heartbeat.
+    Age,
+    /// Some record's freshness is the backend's own expiry.
+    Expiry,
+}
+
+impl Verdict {
+    fn of(records: &[MemberRecord]) -> Self {
+        if records
+            .iter()
+            .any(|r| !matches!(r.freshness, Freshness::Age(_)))
+        {
+            Verdict::Expiry
+        } else {
+            Verdict::Age
+        }
+    }
+
+    fn answer(self, body: impl IntoResponse) -> Response {
+        let mut response = body.into_response();
+        if self == Verdict::Expiry {
+            response.headers_mut().insert(
+                LIVENESS_HEADER,
+                axum::http::HeaderValue::from_static(LIVENESS_EXPIRY),
+            );
+        }
+        response
+    }
 }
 
 fn check_instance(instance: InstanceId) -> Result<InstanceId, ApiError> {

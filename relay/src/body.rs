@@ -1,7 +1,10 @@
 //! Extractors that answer bad input with the relay's JSON errors instead of axum's
 //! plain-text 4xx: bodies ([`JsonBody`]: malformed JSON is 400 naming the field, too
 //! large is 413), ids in paths ([`GroupPath`], [`KeyPath`]: validated by core's id
-//! rules) and the `instance` query parameter ([`InstanceQuery`]).
+//! rules), the `instance` query parameter ([`InstanceQuery`]) and a listing's
+//! `state` / `down_after` parameters ([`ListQuery`]).
+
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
@@ -9,8 +12,9 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
+use servicegroup_core::config::duration;
 use servicegroup_core::json::{ForcedDownBody, HeartbeatBody, JoinBody, RegisterBody};
-use servicegroup_core::{GroupId, InstanceId, MemberId, MemberKey, Metadata};
+use servicegroup_core::{GroupId, InstanceId, MemberId, MemberKey, Metadata, State};
 
 use crate::error::ApiError;
 
@@ -173,6 +177,70 @@ impl<S: Send + Sync> FromRequestParts<S> for InstanceQuery {
                 .transpose()?,
         ))
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListParam {
+    state: Option<String>,
+    down_after: Option<String>,
+}
+
+/// A listing's or summary's parameters: `?state=up|down` (only the members in that
+/// state; absent: every member) and `?down_after=SECONDS` (the caller's
+/// `service_down_time`, so the verdict is the caller's rule on the backend's clock;
+/// absent: the relay's own).
+#[derive(Debug)]
+pub(crate) struct ListQuery {
+    /// The state asked for, if any.
+    pub state: Option<State>,
+    /// The caller's `service_down_time`, if given.
+    pub down_after: Option<Duration>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ListQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Query(param) = Query::<ListParam>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))?;
+        let state = match param.state.as_deref() {
+            None => None,
+            Some("up") => Some(State::Up),
+            Some("down") => Some(State::Down),
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "`state` must be `up` or `down`, not {:?}",
+                    shorten(other)
+                )))
+            }
+        };
+        let down_after = param
+            .down_after
+            .as_deref()
+            .map(|text| {
+                text.parse::<f64>()
+                    .ok()
+                    .filter(|secs| secs.is_finite() && *secs > 0.0)
+                    .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+                    .filter(|d| !d.is_zero() && *d <= duration::MAX)
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "`down_after` must be a number of seconds above zero and at most \
+                             100 years, not {:?}",
+                            shorten(text)
+                        ))
+                    })
+            })
+            .transpose()?;
+        Ok(Self { state, down_after })
+    }
+}
+
+/// At most 64 characters of a refused query value (never echo a huge one).
+fn shorten(text: &str) -> String {
+    text.chars().take(64).collect()
 }
 
 #[cfg(test)]

@@ -71,6 +71,16 @@ impl From<&MemberStatus> for MemberRow {
     }
 }
 
+/// Response header of the relay's record answers (`GET …/members`, `GET
+/// …/members/{member}`) saying how the records' liveness was judged: absent, by the
+/// backend's age of the last heartbeat (`age_seconds`, which the client judges with
+/// its own `service_down_time`); [`LIVENESS_EXPIRY`], by the backend's own expiry
+/// (memcached TTLs), so `state` is the verdict and `age_seconds` only an estimate.
+pub const LIVENESS_HEADER: &str = "servicegroup-liveness";
+
+/// [`LIVENESS_HEADER`]'s value for records judged by the backend's own expiry.
+pub const LIVENESS_EXPIRY: &str = "expiry";
+
 /// One group's counts as `summary --json` prints them. The keys are a contract
 /// relied on by scripts: exactly these, in this order, every count an integer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
