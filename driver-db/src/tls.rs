@@ -155,6 +155,7 @@ impl MysqlSslMode {
     }
 
     /// Whether the server's certificate chain is checked (against `ca` if given).
+    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
     pub(crate) fn checks_chain(self, has_ca: bool) -> bool {
         match self {
             MysqlSslMode::VerifyCa | MysqlSslMode::VerifyIdentity => true,
@@ -262,6 +263,7 @@ pub(crate) const PG_NAMES: OptionNames = OptionNames {
 
 /// MySQL/MariaDB's option names (the MySQL client's in the URL; with `_` as keys,
 /// so they have an environment variable: `SERVICEGROUP_DB__SSL_MODE`).
+#[cfg_attr(not(feature = "mysql"), allow(dead_code))]
 pub(crate) const MYSQL_NAMES: OptionNames = OptionNames {
     url_mode: "ssl-mode",
     url_ca: "ssl-ca",

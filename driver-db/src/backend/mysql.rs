@@ -77,8 +77,7 @@ use super::{
 };
 use crate::error::{DbError, Redactor};
 use crate::tls::rustls_config::{
-    find_rustls_error, install_default_provider, is_name_mismatch, presented_names, roots,
-    tls_failure,
+    find_rustls_error, install_default_provider, presented_name, roots, tls_failure,
 };
 use crate::tls::{source_chain, MysqlSslMode, Tls};
 use crate::url::MysqlUrl;
@@ -585,10 +584,7 @@ impl Connector {
                 self.open(None).await.map_err(|e| self.failure(&e))?
             }
             Err(e) if self.chain_only() => {
-                let name = find_rustls_error(&e)
-                    .filter(|r| is_name_mismatch(r))
-                    .and_then(presented_names)
-                    .and_then(|names| names.first().cloned());
+                let name = find_rustls_error(&e).and_then(presented_name);
                 let Some(name) = name else {
                     return Err(self.failure(&e));
                 };

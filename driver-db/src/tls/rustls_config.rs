@@ -16,7 +16,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 /// The crypto provider of every TLS connection the driver makes: ring.
 pub(crate) fn provider() -> Arc<CryptoProvider> {
@@ -263,32 +263,37 @@ pub(crate) fn tls_failure(options: &str, error: &rustls::Error) -> String {
     }
 }
 
-/// The names a certificate is valid for, when it was refused for the name only.
+/// A name the refused certificate is valid for, usable as a server name, when it
+/// was refused for its name only. rustls reports the presented names as webpki
+/// writes them (`DnsName("db.example")`, `IpAddress(10.0.0.1)`); a wildcard name
+/// gives a name it covers.
 #[cfg(feature = "mysql")]
-pub(crate) fn presented_names(error: &rustls::Error) -> Option<&[String]> {
-    match error {
-        rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext {
-            presented,
-            ..
-        }) => Some(presented),
-        _ => None,
-    }
-}
-
-/// Whether the certificate was refused for its name only (its chain was good:
-/// rustls checks the name last).
-pub(crate) fn is_name_mismatch(error: &rustls::Error) -> bool {
-    matches!(
-        error,
-        rustls::Error::InvalidCertificate(
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }
-        )
-    )
+pub(crate) fn presented_name(error: &rustls::Error) -> Option<String> {
+    let rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForNameContext {
+        presented,
+        ..
+    }) = error
+    else {
+        return None;
+    };
+    presented.iter().find_map(|p| {
+        let name = if let Some(dns) = p
+            .strip_prefix("DnsName(\"")
+            .and_then(|r| r.strip_suffix("\")"))
+        {
+            dns.replacen("*.", "any.", 1)
+        } else {
+            p.strip_prefix("IpAddress(")?.strip_suffix(')')?.to_owned()
+        };
+        let valid = ServerName::try_from(name.as_str()).is_ok();
+        valid.then_some(name)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rustls::CertificateError;
 
     #[test]
     fn a_missing_or_empty_ca_file_is_named() {
@@ -318,9 +323,35 @@ mod tests {
             tls_failure("sslmode=verify-full, sslrootcert=/ca.pem", &inner),
             "TLS verification failed (sslmode=verify-full, sslrootcert=/ca.pem): invalid peer certificate: UnknownIssuer"
         );
-        assert!(!is_name_mismatch(&inner));
-        assert!(is_name_mismatch(&rustls::Error::InvalidCertificate(
-            CertificateError::NotValidForName
-        )));
+    }
+
+    #[cfg(feature = "mysql")]
+    #[test]
+    fn a_name_the_certificate_carries_is_read_from_the_refusal() {
+        let refusal = |presented: &[&str]| {
+            rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext {
+                expected: ServerName::try_from("127.0.0.1").unwrap(),
+                presented: presented.iter().map(|p| (*p).to_owned()).collect(),
+            })
+        };
+        assert_eq!(
+            presented_name(&refusal(&["DnsName(\"localhost\")"])).as_deref(),
+            Some("localhost")
+        );
+        assert_eq!(
+            presented_name(&refusal(&["Unsupported(0x01)", "IpAddress(10.0.0.1)"])).as_deref(),
+            Some("10.0.0.1")
+        );
+        assert_eq!(
+            presented_name(&refusal(&["DnsName(\"*.db.example\")"])).as_deref(),
+            Some("any.db.example")
+        );
+        assert_eq!(presented_name(&refusal(&[])), None);
+        assert_eq!(
+            presented_name(&rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer
+            )),
+            None
+        );
     }
 }
