@@ -3,8 +3,8 @@
 //! key), and how a failure names them.
 //!
 //! The rustls side (ring chosen explicitly, the verifiers `sslmode` needs that
-//! rustls does not ship) is in [`rustls_config`]; each backend applies the
-//! [`Tls`] it is given (PostgreSQL: a `tokio-postgres-rustls` connector; MySQL:
+//! rustls does not ship) is in `tls::rustls_config`; each backend applies the
+//! `Tls` it is given (PostgreSQL: a `tokio-postgres-rustls` connector; MySQL:
 //! mysql_async's `SslOpts`).
 
 use std::fmt;
