@@ -120,9 +120,12 @@ impl DbDriver {
     /// Like [`connect`](Self::connect), from the driver's options themselves.
     pub async fn open(db: &DbConfig) -> Result<Self> {
         let (target, is_default) = resolve(db.url.as_ref())?;
+        tls_keys_fit(&target, db)?;
         let redactor = match &target {
-            Target::Postgres(pg) => Redactor::new(pg.secrets()),
-            Target::Mysql(my) => Redactor::new(my.secrets()),
+            #[cfg(feature = "postgres")]
+            Target::Postgres(pg) => Redactor::new(pg.secrets().to_vec()),
+            #[cfg(feature = "mysql")]
+            Target::Mysql(my) => Redactor::new(my.secrets().to_vec()),
             _ => Redactor::default(),
         };
         if let Target::Sqlite(SqliteLocation::File(path)) = &target {
@@ -142,7 +145,7 @@ impl DbDriver {
             heartbeat_pool_size: db.heartbeat_pool_size as usize,
             statements: vec![statements.clone(), shared_counter(&location)],
         };
-        let store = open(&target, &settings)
+        let store = open(&target, db, &redactor, &settings)
             .await
             .map_err(|e| redactor.error(&location, "connecting and migrating", &e))?;
         tracing::debug!(
@@ -400,9 +403,49 @@ pub fn statements_sent(url: Option<&DatabaseUrl>) -> Result<u64> {
     Ok(shared_counter(&target.redacted()).load(Ordering::Relaxed))
 }
 
-/// Opens the backend the target names.
+/// The TLS keys of `[db]` must be the backend's: PostgreSQL's `sslmode` /
+/// `sslrootcert`, MySQL's `ssl_mode` / `ssl_ca`, none for SQLite. A key of another
+/// backend is a `Config` error saying which key to use.
+fn tls_keys_fit(target: &Target, db: &DbConfig) -> Result<()> {
+    let pg = [
+        ("sslmode", db.sslmode.is_some(), "ssl_mode"),
+        ("sslrootcert", db.sslrootcert.is_some(), "ssl_ca"),
+    ];
+    let my = [
+        ("ssl_mode", db.ssl_mode.is_some(), "sslmode"),
+        ("ssl_ca", db.ssl_ca.is_some(), "sslrootcert"),
+    ];
+    let (foreign, owner): (&[(&str, bool, &str)], &str) = match target.kind() {
+        BackendKind::Postgres => (&my, "MySQL/MariaDB"),
+        BackendKind::Mysql => (&pg, "PostgreSQL"),
+        _ => {
+            if let Some((key, ..)) = pg.iter().chain(&my).find(|(_, set, _)| *set) {
+                return Err(Error::config(format!(
+                    "`db.{key}` is set, but `{}` names a SQLite database, which has no TLS: \
+                     remove `db.{key}`",
+                    url::URL_KEY
+                ))
+                .with_driver(crate::NAME));
+            }
+            return Ok(());
+        }
+    };
+    if let Some((key, _, instead)) = foreign.iter().find(|(_, set, _)| *set) {
+        return Err(Error::config(format!(
+            "`db.{key}` is a {owner} option, but `{}` names a {} database: use `db.{instead}`",
+            url::URL_KEY,
+            target.kind()
+        ))
+        .with_driver(crate::NAME));
+    }
+    Ok(())
+}
+
+/// Opens the backend the target names, with the TLS options of the URL and `[db]`.
 async fn open(
     target: &Target,
+    db: &DbConfig,
+    redactor: &Redactor,
     settings: &Settings,
 ) -> std::result::Result<Box<dyn Store>, DbError> {
     match target {
@@ -411,16 +454,32 @@ async fn open(
             crate::backend::sqlite::connect(location, settings).await?,
         )),
         #[cfg(feature = "postgres")]
-        Target::Postgres(url) => Ok(Box::new(
-            crate::backend::postgres::connect(url, settings).await?,
-        )),
+        Target::Postgres(url) => {
+            use crate::tls::{resolve, PgSslMode, TlsParams, PG_NAMES};
+            let keys = TlsParams {
+                mode: db.sslmode,
+                ca: db.sslrootcert.clone(),
+            };
+            let tls = resolve(&PG_NAMES, url.tls(), &keys, PgSslMode::Prefer);
+            Ok(Box::new(
+                crate::backend::postgres::connect(url, &tls, redactor, settings).await?,
+            ))
+        }
         #[cfg(feature = "mysql")]
-        Target::Mysql(url) => Ok(Box::new(
-            crate::backend::mysql::connect(url, settings).await?,
-        )),
+        Target::Mysql(url) => {
+            use crate::tls::{resolve, MysqlSslMode, TlsParams, MYSQL_NAMES};
+            let keys = TlsParams {
+                mode: db.ssl_mode,
+                ca: db.ssl_ca.clone(),
+            };
+            let tls = resolve(&MYSQL_NAMES, url.tls(), &keys, MysqlSslMode::VerifyIdentity);
+            Ok(Box::new(
+                crate::backend::mysql::connect(url, &tls, redactor, settings).await?,
+            ))
+        }
         #[allow(unreachable_patterns)]
         other => {
-            let _ = settings;
+            let _ = (settings, db, redactor);
             Err(DbError::Other(format!(
                 "the {} backend is not compiled in (cargo feature `{}`)",
                 other.kind(),

@@ -5,6 +5,10 @@
 //! - a statement cancelled by `statement_timeout` (MariaDB `max_statement_time`,
 //!   MySQL `max_execution_time`, InnoDB lock wait timeout), SQLite busy past its busy
 //!   timeout, or a call exceeding `[db] timeout`: [`ErrorKind::Timeout`];
+//! - TLS that cannot be set up (a CA file that cannot be read) or a server
+//!   certificate that is refused, when connecting first: [`ErrorKind::Config`] (the
+//!   message names the TLS options); later, from the pool, the database is
+//!   [`ErrorKind::Unavailable`] with the same message;
 //! - anything else the database answered: [`ErrorKind::Backend`].
 //!
 //! Every message goes through a [`Redactor`], so a password that a client library
@@ -29,6 +33,11 @@ pub(crate) enum DbError {
     /// The pool could not hand out a connection.
     #[error("{0}")]
     Pool(#[from] PoolError),
+    /// TLS could not be set up or the server's certificate was refused; the message
+    /// names the TLS options in force (`sslmode=verify-full, sslrootcert=…`). A
+    /// configuration error: retrying does not help.
+    #[error("{0}")]
+    Tls(String),
     /// The call did not finish within `[db] timeout`.
     #[error("no answer within {0:?} (`db.timeout`)")]
     TimedOut(Duration),
@@ -56,6 +65,7 @@ impl DbError {
                 PoolError::NoRuntimeSpecified => ErrorKind::Backend,
             },
             DbError::TimedOut(_) => ErrorKind::Timeout,
+            DbError::Tls(_) => ErrorKind::Config,
             DbError::Other(_) => ErrorKind::Backend,
         }
     }

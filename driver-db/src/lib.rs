@@ -13,6 +13,9 @@
 //!   `mariadb://…`, and Nova's SQLAlchemy forms (`postgresql+psycopg2://…`,
 //!   `mysql+pymysql://…`, `sqlite:////abs/path`). Unset: a SQLite file
 //!   at [`default_sqlite_path`]. Passwords never appear in errors, logs or `Debug`.
+//! - **TLS** (rustls on ring, no OpenSSL): PostgreSQL's `sslmode` (`disable` …
+//!   `verify-full`) and `sslrootcert`, MySQL/MariaDB's `ssl-mode` (`DISABLED` …
+//!   `VERIFY_IDENTITY`) and `ssl-ca`, in the URL or as `[db]` keys ([`tls`]).
 //! - **Schema**: one row per (group, member) with a unique key, the last heartbeat,
 //!   the forced-down flag, the creation time, the holder (the 16-byte instance id of
 //!   the handle holding it, and an epoch), when that holder registered, and the
@@ -69,6 +72,7 @@ mod config;
 mod driver;
 mod error;
 pub mod schema;
+pub mod tls;
 pub mod url;
 
 use std::sync::Arc;
@@ -77,6 +81,7 @@ use servicegroup_core::{Config, Driver};
 
 pub use config::{DbConfig, CONFIG};
 pub use driver::{default_sqlite_path, statements_sent, DbDriver, Statistics, LIVENESS_RESOLUTION};
+pub use tls::{MysqlSslMode, PgSslMode};
 pub use url::{BackendKind, SqliteLocation, Target};
 
 /// The name this driver registers under, and the name of its table (`[db]`).

@@ -6,6 +6,11 @@
 #
 # Sourced by scripts/test: defines start_mariadb / stop_mariadb; start_mariadb
 # exports SERVICEGROUP_TEST_MARIADB_URL=mysql://root@127.0.0.1:PORT/servicegroup.
+# With SG_TLS_DIR set (scripts/lib/tls.sh's start_tls) the shared server also has TLS
+# on (its certificate is valid for `localhost` only) and a user `sg_tls` with a
+# password that must use TLS (`REQUIRE SSL`); then
+# SERVICEGROUP_TEST_MARIADB_TLS_URL=mysql://sg_tls:PASSWORD@localhost:PORT/servicegroup
+# is exported too. root keeps plain TCP.
 #
 # Run standalone, so a test can own a server it may stop and start (the outage test):
 #   scripts/lib/mariadb.sh start DIR   # install into DIR (if empty) and start; prints the URL
@@ -59,9 +64,11 @@ _mdb_running() {
   [ -f "$dir/mysqld.pid" ] && kill -0 "$(cat "$dir/mysqld.pid")" 2>/dev/null
 }
 
-# _mdb_start DIR: install into DIR/data on first use, start the server, print its URL.
+# _mdb_start DIR [TLS_DIR]: install into DIR/data on first use, start the server,
+# print its URL. With TLS_DIR (scripts/lib/tls.sh's files): TLS on, the `sg_tls`
+# user, and DIR/tls-url holding its URL.
 _mdb_start() {
-  local dir=$1
+  local dir=$1 tls=${2:-}
   _mdb_ensure_installed || return 1
   mkdir -p "$dir" || return 1
   dir=$(cd "$dir" && pwd)
@@ -75,6 +82,10 @@ _mdb_start() {
   fi
   local port
   port=$(sticky_port "$dir") || return 1
+  local ssl_opts=()
+  if [ -n "$tls" ]; then
+    ssl_opts=(--ssl-ca="$tls/ca.crt" --ssl-cert="$tls/server.crt" --ssl-key="$tls/server.key")
+  fi
   if ! _mdb_running "$dir"; then
     # Durability is not wanted here (like fsync=off for PostgreSQL): a throwaway server.
     setsid "$(_mdb_find mariadbd mysqld)" --no-defaults --datadir="$dir/data" "${user_opt[@]}" \
@@ -83,7 +94,7 @@ _mdb_start() {
       --skip-log-bin --innodb-buffer-pool-size="${SG_MARIADB_BUFFER_POOL:-128M}" --innodb-log-file-size=16M \
       --innodb-flush-log-at-trx-commit=0 --innodb-doublewrite=0 --sync-binlog=0 \
       --max-connections=500 --character-set-server=utf8mb4 --collation-server=utf8mb4_bin \
-      </dev/null >"$dir/mariadbd.out" 2>&1 &
+      "${ssl_opts[@]}" </dev/null >"$dir/mariadbd.out" 2>&1 &
     if ! SG_WAIT=60 wait_until _mdb_admin "$dir" --connect-timeout=2 ping; then
       echo "error: MariaDB in $dir did not come up:" >&2
       cat "$dir/error.log" "$dir/mariadbd.out" >&2 2>/dev/null
@@ -95,7 +106,26 @@ _mdb_start() {
     GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
     CREATE DATABASE IF NOT EXISTS servicegroup;" \
     || { echo "error: cannot set up access to MariaDB in $dir" >&2; return 1; }
+  if [ -n "$tls" ]; then
+    local password host sql=""
+    password=$(cat "$tls/password") || return 1
+    # TCP clients are matched by address (--skip-name-resolve); `localhost` resolves
+    # to 127.0.0.1 (or ::1).
+    for host in 127.0.0.1 ::1 localhost; do
+      sql+="CREATE USER IF NOT EXISTS 'sg_tls'@'$host' IDENTIFIED BY '$password' REQUIRE SSL;
+        ALTER USER 'sg_tls'@'$host' IDENTIFIED BY '$password' REQUIRE SSL;
+        GRANT ALL PRIVILEGES ON *.* TO 'sg_tls'@'$host';"
+    done
+    _mdb_sql "$dir" "$sql" \
+      || { echo "error: cannot create the TLS user in MariaDB in $dir" >&2; return 1; }
+    echo "mysql://sg_tls:$password@localhost:$port/servicegroup" >"$dir/tls-url"
+  fi
   echo "mysql://root@127.0.0.1:$port/servicegroup"
+}
+
+# The shared server: with TLS when scripts/lib/tls.sh made its files.
+_mdb_start_shared() {
+  _mdb_start "$1" "${SG_TLS_DIR:-}"
 }
 
 # _mdb_stop DIR: clean shutdown (clients are disconnected), data kept.
@@ -114,7 +144,13 @@ _mdb_stop() {
 }
 
 start_mariadb() {
-  start_shared_server MariaDB SG_SKIP_MARIADB SG_MDB_DIR mariadb SERVICEGROUP_TEST_MARIADB_URL _mdb_start
+  start_shared_server MariaDB SG_SKIP_MARIADB SG_MDB_DIR mariadb SERVICEGROUP_TEST_MARIADB_URL _mdb_start_shared \
+    || return 1
+  if [ -n "${SG_MDB_DIR:-}" ] && [ -n "${SG_TLS_DIR:-}" ]; then
+    SERVICEGROUP_TEST_MARIADB_TLS_URL=$(cat "$SG_MDB_DIR/tls-url") || return 1
+    export SERVICEGROUP_TEST_MARIADB_TLS_URL
+    echo "== MariaDB TLS-only user sg_tls on localhost (certificate for localhost only)" >&2
+  fi
 }
 
 stop_mariadb() {

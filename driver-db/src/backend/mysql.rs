@@ -1,5 +1,5 @@
 //! MySQL / MariaDB through diesel-async's pure-Rust connection (mysql_async, no
-//! libmysqlclient, no TLS) and a deadpool pool.
+//! libmysqlclient; TLS with rustls on ring) and a deadpool pool.
 //!
 //! - The clock: `last_seen = NOW(6)` (microseconds) and ages
 //!   `TIMESTAMPDIFF(MICROSECOND, last_seen, NOW(6))`, both on the server; every
@@ -38,7 +38,19 @@
 //!   (`[db] pool_size`: everything else).
 //! - Migrations run under `GET_LOCK('servicegroup_migrations', …)`, so processes
 //!   starting together apply them once.
+//! - TLS: every connection is opened by a [`Connector`], which gives mysql_async the
+//!   `SslOpts` of the `ssl-mode` in force and hands the connection to diesel-async
+//!   (`AsyncMysqlConnection::try_from`, with the options diesel-async's `establish`
+//!   sets: no statement cache, `CLIENT_FOUND_ROWS`). `PREFERRED` falls back to plain
+//!   TCP when the server offers no TLS. `VERIFY_CA` (and `PREFERRED`/`REQUIRED` with
+//!   a CA file): mysql_async's "skip the name" switch does not work with rustls
+//!   0.23.46 (it looks for `NotValidForName` in the error's text, which now reads
+//!   "certificate not valid for name …"), so a certificate refused *only* for its
+//!   name (rustls checks the chain first) is tried again with the name check made
+//!   against a name the certificate carries: the chain is still verified, the host
+//!   name is not, which is `VERIFY_CA`.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -63,7 +75,11 @@ use super::{
     Row, RowId, Settings, StatementCounter, Store, StoredHolder, StoredInstance, StoredMetadata,
     Unrefreshed, Which, SUMMARY_FROM, SUMMARY_GROUPING,
 };
-use crate::error::DbError;
+use crate::error::{DbError, Redactor};
+use crate::tls::rustls_config::{
+    find_rustls_error, install_default_provider, presented_name, roots, tls_failure,
+};
+use crate::tls::{source_chain, MysqlSslMode, Tls};
 use crate::url::MysqlUrl;
 
 use self::schema::servicegroup_members as t;
@@ -474,13 +490,144 @@ impl std::fmt::Debug for MysqlStore {
     }
 }
 
-/// The URL handed to mysql_async: the configured one, staying on TCP unless it asks
-/// for the socket.
-fn client_url(url: &MysqlUrl) -> String {
-    if url.param("prefer_socket").is_some() {
-        url.render(&[])
-    } else {
-        url.render(&[("prefer_socket", "false".to_owned())])
+/// Opens connections to the server with the `ssl-mode` in force. A failure's
+/// message carries the source chain, names the TLS options, and holds no password.
+#[derive(Clone)]
+pub(crate) struct Connector {
+    /// The URL's options, plus what diesel-async's `establish` sets and
+    /// `prefer_socket=false` unless the URL says otherwise (a TCP URL stays on TCP
+    /// instead of switching to the server's Unix socket).
+    opts: mysql_async::Opts,
+    tls: Tls<MysqlSslMode>,
+    /// `VERIFY_CA`: the name the server's certificate was found valid for.
+    learned_name: Arc<Mutex<Option<String>>>,
+    redactor: Redactor,
+}
+
+impl Connector {
+    /// A connector for `url` with the TLS options `tls` (a CA file that cannot be
+    /// read is a `Tls` error naming its option).
+    pub(crate) fn new(
+        url: &MysqlUrl,
+        tls: &Tls<MysqlSslMode>,
+        redactor: Redactor,
+    ) -> Result<Self, DbError> {
+        install_default_provider();
+        if let Some(ca) = &tls.ca {
+            roots(Some(ca), &tls.ca_option).map_err(|e| DbError::Tls(e.to_string()))?;
+        }
+        let mut builder = mysql_async::OptsBuilder::from_opts(url.opts().clone())
+            .stmt_cache_size(0)
+            .client_found_rows(true)
+            .ssl_opts(None::<mysql_async::SslOpts>);
+        if !url.prefer_socket_set() {
+            builder = builder.prefer_socket(false);
+        }
+        Ok(Self {
+            opts: builder.into(),
+            tls: tls.clone(),
+            learned_name: Arc::new(Mutex::new(None)),
+            redactor,
+        })
+    }
+
+    /// The `SslOpts` of the mode (`None`: plain TCP), the name check made against
+    /// `name` when given.
+    fn ssl_opts(&self, name: Option<String>) -> Option<mysql_async::SslOpts> {
+        if self.tls.mode == MysqlSslMode::Disabled {
+            return None;
+        }
+        let mut ssl = mysql_async::SslOpts::default();
+        if let Some(ca) = &self.tls.ca {
+            ssl = ssl
+                .with_root_certs(vec![ca.clone().into()])
+                .with_disable_built_in_roots(true);
+        }
+        if !self.tls.mode.checks_chain(self.tls.ca.is_some()) {
+            ssl = ssl.with_danger_accept_invalid_certs(true);
+        }
+        if let Some(name) = name {
+            ssl = ssl.with_danger_tls_hostname_override(Some(name));
+        }
+        Some(ssl)
+    }
+
+    /// Whether the chain is checked but not the name.
+    fn chain_only(&self) -> bool {
+        self.tls.mode != MysqlSslMode::VerifyIdentity
+            && self.tls.mode.checks_chain(self.tls.ca.is_some())
+    }
+
+    async fn open(
+        &self,
+        ssl: Option<mysql_async::SslOpts>,
+    ) -> Result<mysql_async::Conn, mysql_async::Error> {
+        mysql_async::Conn::new(mysql_async::OptsBuilder::from_opts(self.opts.clone()).ssl_opts(ssl))
+            .await
+    }
+
+    /// Opens one connection.
+    pub(crate) async fn connect(&self) -> Result<Conn, DbError> {
+        let learned = if self.chain_only() {
+            self.learned_name
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        } else {
+            None
+        };
+        let conn = match self.open(self.ssl_opts(learned)).await {
+            Ok(conn) => conn,
+            Err(mysql_async::Error::Driver(
+                mysql_async::DriverError::NoClientSslFlagFromServer,
+            )) if self.tls.mode == MysqlSslMode::Preferred => {
+                self.open(None).await.map_err(|e| self.failure(&e))?
+            }
+            Err(e) if self.chain_only() => {
+                let name = find_rustls_error(&e).and_then(presented_name);
+                let Some(name) = name else {
+                    return Err(self.failure(&e));
+                };
+                let conn = self
+                    .open(self.ssl_opts(Some(name.clone())))
+                    .await
+                    .map_err(|e| self.failure(&e))?;
+                *self.learned_name.lock().unwrap_or_else(|e| e.into_inner()) = Some(name);
+                conn
+            }
+            Err(e) => return Err(self.failure(&e)),
+        };
+        Ok(Conn::try_from(conn).await?)
+    }
+
+    /// A failed connect as a [`DbError`]: `Tls` when rustls refused (naming the TLS
+    /// options), else `Connect` with the source chain and the TLS options.
+    fn failure(&self, e: &mysql_async::Error) -> DbError {
+        if let Some(refused) = find_rustls_error(e) {
+            let message = self
+                .redactor
+                .clean(&tls_failure(&self.tls.described, refused));
+            tracing::warn!(
+                driver = crate::NAME,
+                backend = "mysql",
+                tls = %self.tls.described,
+                error = %message,
+                "TLS to MySQL/MariaDB failed"
+            );
+            return DbError::Tls(message);
+        }
+        let chain = self.redactor.clean(&source_chain(e));
+        tracing::debug!(
+            driver = crate::NAME,
+            backend = "mysql",
+            tls = %self.tls.described,
+            error = %chain,
+            "connecting to MySQL/MariaDB failed"
+        );
+        DbError::Connect(diesel::ConnectionError::BadConnection(format!(
+            "{chain} ({})",
+            self.tls.described
+        )))
     }
 }
 
@@ -513,21 +660,30 @@ async fn apply_session(conn: &mut Conn, session: &[String; 2]) -> QueryResult<()
 }
 
 /// Applies the migrations and builds the pool.
-pub(crate) async fn connect(url: &MysqlUrl, settings: &Settings) -> Result<MysqlStore, DbError> {
-    let client_url = client_url(url);
-    migrate(&client_url, settings.timeout).await?;
+pub(crate) async fn connect(
+    url: &MysqlUrl,
+    tls: &Tls<MysqlSslMode>,
+    redactor: &Redactor,
+    settings: &Settings,
+) -> Result<MysqlStore, DbError> {
+    let connector = Connector::new(url, tls, redactor.clone())?;
+    migrate(&connector, settings.timeout).await?;
     let session = session_sql(settings.timeout);
     let manager = || {
         let counter = settings.statements.clone();
         let session = session.clone();
         let mut config = ManagerConfig::<Conn>::default();
         config.recycling_method = RecyclingMethod::Fast;
-        config.custom_setup = Box::new(move |target: &str| {
-            let target = target.to_owned();
+        let connector = connector.clone();
+        config.custom_setup = Box::new(move |_location: &str| {
             let counter = counter.clone();
             let session = session.clone();
+            let connector = connector.clone();
             Box::pin(async move {
-                let mut conn = Conn::establish(&target).await?;
+                let mut conn = connector
+                    .connect()
+                    .await
+                    .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
                 apply_session(&mut conn, &session)
                     .await
                     .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
@@ -535,7 +691,8 @@ pub(crate) async fn connect(url: &MysqlUrl, settings: &Settings) -> Result<Mysql
                 Ok(conn)
             })
         });
-        AsyncDieselConnectionManager::<Conn>::new_with_config(client_url.clone(), config)
+        // The manager's URL is only handed to `custom_setup`, which does not read it.
+        AsyncDieselConnectionManager::<Conn>::new_with_config(url.redacted().to_owned(), config)
     };
     let pool = super::pool(manager(), settings.pool_size, settings.timeout)?;
     let lane = match settings.heartbeat_pool_size {
@@ -554,7 +711,7 @@ pub(crate) async fn connect(url: &MysqlUrl, settings: &Settings) -> Result<Mysql
 /// (the later ones find nothing pending). The connection and the lock are taken
 /// here, under `[db] timeout`; diesel_migrations (synchronous) then runs in a
 /// blocking task, which works on any tokio runtime flavour.
-async fn migrate(client_url: &str, timeout: Duration) -> Result<(), DbError> {
+async fn migrate(connector: &Connector, timeout: Duration) -> Result<(), DbError> {
     #[derive(QueryableByName)]
     struct Locked {
         #[diesel(sql_type = Nullable<BigInt>)]
@@ -562,7 +719,7 @@ async fn migrate(client_url: &str, timeout: Duration) -> Result<(), DbError> {
     }
     let wait = timeout * 2;
     let wait_secs = wait.as_secs_f64().ceil().max(1.0) as i64;
-    let mut conn = bounded(timeout, async { Ok(Conn::establish(client_url).await?) }).await?;
+    let mut conn = bounded(timeout, connector.connect()).await?;
     let locked = bounded(wait + timeout, async {
         Ok(diesel::sql_query("SELECT GET_LOCK(?, ?) AS locked")
             .bind::<Text, _>(MIGRATION_LOCK)
@@ -918,27 +1075,42 @@ mod tests {
     use servicegroup_core::DatabaseUrl;
 
     #[test]
-    fn client_url_stays_on_tcp() {
-        let Target::Mysql(url) = parse(&DatabaseUrl::new(
-            "mysql+pymysql://nova:pw@h:3306/nova?charset=utf8",
-        ))
-        .unwrap() else {
-            panic!()
+    fn connections_stay_on_tcp_and_take_the_tls_mode() {
+        use crate::tls::{resolve, TlsParams, MYSQL_NAMES};
+        let connector = |raw: &str| {
+            let Target::Mysql(url) = parse(&DatabaseUrl::new(raw)).unwrap() else {
+                panic!()
+            };
+            let tls = resolve(
+                &MYSQL_NAMES,
+                url.tls(),
+                &TlsParams::default(),
+                MysqlSslMode::VerifyIdentity,
+            );
+            Connector::new(&url, &tls, Redactor::default()).unwrap()
         };
-        assert_eq!(
-            client_url(&url),
-            "mysql://nova:pw@h:3306/nova?prefer_socket=false"
+        let c = connector("mysql+pymysql://nova:pw@h:3306/nova?charset=utf8");
+        assert!(!c.opts.prefer_socket());
+        assert_eq!(c.opts.stmt_cache_size(), 0);
+        assert!(c.opts.client_found_rows());
+        assert_eq!(c.tls.mode, MysqlSslMode::Preferred);
+        let ssl = c.ssl_opts(None).unwrap();
+        assert!(
+            ssl.accept_invalid_certs(),
+            "PREFERRED without a CA: encryption only"
         );
-        let Target::Mysql(url) = parse(&DatabaseUrl::new(
-            "mysql://nova:pw@h/nova?prefer_socket=true",
-        ))
-        .unwrap() else {
-            panic!()
-        };
-        assert_eq!(
-            client_url(&url),
-            "mysql://nova:pw@h/nova?prefer_socket=true"
-        );
+        assert!(connector("mysql://nova:pw@h/nova?prefer_socket=true")
+            .opts
+            .prefer_socket());
+        assert!(connector("mysql://nova:pw@h/nova?ssl-mode=disabled")
+            .ssl_opts(None)
+            .is_none());
+        let c = connector("mysql://nova:pw@h/nova?ssl-mode=VERIFY_IDENTITY");
+        let ssl = c.ssl_opts(None).unwrap();
+        assert!(!ssl.accept_invalid_certs() && !c.chain_only());
+        let c = connector("mysql://nova:pw@h/nova?ssl-mode=VERIFY_CA");
+        assert!(c.chain_only());
+        assert!(!c.ssl_opts(None).unwrap().accept_invalid_certs());
     }
 
     #[test]

@@ -26,6 +26,10 @@
 //!   dropped by the pool before reuse.
 //! - Migrations run under `pg_advisory_lock`, so processes starting together apply
 //!   them once.
+//! - TLS: every connection is opened by a [`Connector`]: tokio-postgres with
+//!   tokio-postgres-rustls and the rustls configuration of the `sslmode` in force
+//!   (`crate::tls`), handed to diesel-async with `try_from_client_and_connection`
+//!   (diesel-async's own `establish` knows no TLS).
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -50,8 +54,10 @@ use super::{
     StoredHolder, StoredInstance, StoredMetadata, Unrefreshed, Which, SUMMARY_FROM,
     SUMMARY_GROUPING,
 };
-use crate::error::DbError;
+use crate::error::{DbError, Redactor};
 use crate::schema::pg::servicegroup_members as t;
+use crate::tls::rustls_config::{find_rustls_error, pg_client_config, tls_failure};
+use crate::tls::{source_chain, PgSslMode, Tls};
 use crate::url::PostgresUrl;
 
 /// The embedded PostgreSQL migrations.
@@ -455,9 +461,8 @@ pub(crate) struct PostgresStore {
     lane: Pool<AsyncPgConnection>,
     timeout: Duration,
     stats: StatsRefresh,
-    /// The URL the pool connects with (secret: never logged or shown), for the
-    /// statistics refresh's own connection.
-    client_url: String,
+    /// Opens the statistics refresh's own connections.
+    connector: Connector,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -468,50 +473,133 @@ impl std::fmt::Debug for PostgresStore {
     }
 }
 
-/// The URL handed to tokio-postgres: the configured one plus `connect_timeout`,
-/// `statement_timeout` (in `options`) and an `application_name`.
-fn client_url(url: &PostgresUrl, timeout: Duration) -> String {
+/// The client configuration: the URL's plus `connect_timeout`, `statement_timeout`
+/// (in `options`), an `application_name`, and the `sslmode` tokio-postgres knows
+/// (`verify-ca` and `verify-full` are `require` there: verifying is the rustls
+/// configuration's part).
+fn client_config(url: &PostgresUrl, mode: PgSslMode, timeout: Duration) -> tokio_postgres::Config {
+    use tokio_postgres::config::SslMode;
+    let mut config = url.config().clone();
     let connect_secs = timeout.as_secs_f64().ceil().max(1.0) as u64;
     let statement_ms = timeout.as_millis().max(1);
-    let mut options = url.param("options").unwrap_or("").to_owned();
+    let mut options = config.get_options().unwrap_or("").to_owned();
     if !options.contains("statement_timeout") {
         if !options.is_empty() {
             options.push(' ');
         }
         options.push_str(&format!("-c statement_timeout={statement_ms}"));
     }
-    let mut extra = vec![
-        ("connect_timeout", connect_secs.to_string()),
-        ("options", options),
-    ];
-    if url.param("application_name").is_none() {
-        extra.push(("application_name", "servicegroup".to_owned()));
+    config
+        .connect_timeout(Duration::from_secs(connect_secs))
+        .options(&options)
+        .ssl_mode(match mode {
+            PgSslMode::Disable => SslMode::Disable,
+            PgSslMode::Prefer => SslMode::Prefer,
+            _ => SslMode::Require,
+        });
+    if config.get_application_name().is_none() {
+        config.application_name("servicegroup");
     }
-    url.render(&extra)
+    config
+}
+
+/// Opens connections to the server: tokio-postgres with the rustls connector of the
+/// `sslmode` in force. A failure's message carries the whole source chain (the
+/// client's own Display is terse), names the TLS options, and holds no password.
+#[derive(Clone)]
+pub(crate) struct Connector {
+    config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    options: String,
+    redactor: Redactor,
+}
+
+impl Connector {
+    /// A connector for `url` with the TLS options `tls` (a CA file that cannot be
+    /// read is a `Tls` error naming its option).
+    pub(crate) fn new(
+        url: &PostgresUrl,
+        tls: &Tls<PgSslMode>,
+        timeout: Duration,
+        redactor: Redactor,
+    ) -> Result<Self, DbError> {
+        let rustls = pg_client_config(tls).map_err(|e| DbError::Tls(e.to_string()))?;
+        Ok(Self {
+            config: client_config(url, tls.mode, timeout),
+            tls: tokio_postgres_rustls::MakeRustlsConnect::new(rustls),
+            options: tls.described.clone(),
+            redactor,
+        })
+    }
+
+    /// Opens one connection.
+    pub(crate) async fn connect(&self) -> Result<AsyncPgConnection, DbError> {
+        match self.config.connect(self.tls.clone()).await {
+            Ok((client, connection)) => {
+                Ok(AsyncPgConnection::try_from_client_and_connection(client, connection).await?)
+            }
+            Err(e) => Err(self.failure(&e)),
+        }
+    }
+
+    /// A failed connect as a [`DbError`]: `Tls` when rustls refused (naming the TLS
+    /// options), else `Connect` with the source chain and the TLS options.
+    fn failure(&self, e: &tokio_postgres::Error) -> DbError {
+        if let Some(refused) = find_rustls_error(e) {
+            let message = self.redactor.clean(&tls_failure(&self.options, refused));
+            tracing::warn!(
+                driver = crate::NAME,
+                backend = "postgres",
+                tls = %self.options,
+                error = %message,
+                "TLS to PostgreSQL failed"
+            );
+            return DbError::Tls(message);
+        }
+        let chain = self.redactor.clean(&source_chain(e));
+        tracing::debug!(
+            driver = crate::NAME,
+            backend = "postgres",
+            tls = %self.options,
+            error = %chain,
+            "connecting to PostgreSQL failed"
+        );
+        DbError::Connect(diesel::ConnectionError::BadConnection(format!(
+            "{chain} ({})",
+            self.options
+        )))
+    }
 }
 
 /// Applies the migrations and builds the pool.
 pub(crate) async fn connect(
     url: &PostgresUrl,
+    tls: &Tls<PgSslMode>,
+    redactor: &Redactor,
     settings: &Settings,
 ) -> Result<PostgresStore, DbError> {
-    let client_url = client_url(url, settings.timeout);
-    migrate(client_url.clone(), settings.timeout).await?;
+    let connector = Connector::new(url, tls, settings.timeout, redactor.clone())?;
+    migrate(&connector, settings.timeout).await?;
     let manager = || {
         let counter = settings.statements.clone();
+        let connector = connector.clone();
         let mut config = ManagerConfig::<AsyncPgConnection>::default();
         config.recycling_method = RecyclingMethod::Fast;
-        config.custom_setup = Box::new(move |target: &str| {
-            let target = target.to_owned();
+        config.custom_setup = Box::new(move |_location: &str| {
             let counter = counter.clone();
+            let connector = connector.clone();
             Box::pin(async move {
-                let mut conn = AsyncPgConnection::establish(&target).await?;
+                let mut conn = connector
+                    .connect()
+                    .await
+                    .map_err(|e| diesel::ConnectionError::BadConnection(e.to_string()))?;
                 conn.set_instrumentation(StatementCounter(counter));
                 Ok(conn)
             })
         });
+        // The manager's URL is only handed to `custom_setup`, which does not read it.
         AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
-            client_url.clone(),
+            url.redacted().to_owned(),
             config,
         )
     };
@@ -525,7 +613,7 @@ pub(crate) async fn connect(
         lane,
         timeout: settings.timeout,
         stats: StatsRefresh::default(),
-        client_url,
+        connector,
     })
 }
 
@@ -533,11 +621,10 @@ pub(crate) async fn connect(
 /// advisory lock so that concurrent processes run them one after the other (the
 /// later ones find nothing pending). Runs in a blocking task: diesel_migrations is
 /// synchronous and works here on any tokio runtime flavour.
-async fn migrate(client_url: String, timeout: Duration) -> Result<(), DbError> {
+async fn migrate(connector: &Connector, timeout: Duration) -> Result<(), DbError> {
+    let conn = bounded(timeout, connector.connect()).await?;
+    let mut c: AsyncConnectionWrapper<AsyncPgConnection> = conn.into();
     let task = tokio::task::spawn_blocking(move || -> Result<usize, DbError> {
-        let mut c = <AsyncConnectionWrapper<AsyncPgConnection> as diesel::Connection>::establish(
-            &client_url,
-        )?;
         diesel::RunQueryDsl::execute(
             diesel::sql_query(format!("SELECT pg_advisory_lock({MIGRATION_LOCK})")),
             &mut c,
@@ -573,11 +660,11 @@ impl PostgresStore {
     /// `[db] timeout`. A failure is logged, never returned: the registration it follows
     /// has succeeded, and autovacuum analyzes later anyway.
     fn analyze_in_background(&self) {
-        let url = self.client_url.clone();
+        let connector = self.connector.clone();
         let timeout = self.timeout;
         tokio::spawn(async move {
             let result = bounded(timeout, async {
-                let mut conn = AsyncPgConnection::establish(&url).await?;
+                let mut conn = connector.connect().await?;
                 diesel::sql_query("ANALYZE servicegroup_members")
                     .execute(&mut conn)
                     .await?;
@@ -953,18 +1040,24 @@ mod tests {
     }
 
     #[test]
-    fn client_url_adds_timeouts_and_keeps_options() {
+    fn client_config_adds_timeouts_and_keeps_options() {
+        use tokio_postgres::config::SslMode;
         let Target::Postgres(url) = parse(&DatabaseUrl::new(
             "postgresql://u:pw@h:5/db?options=-c%20search_path%3Dx",
         ))
         .unwrap() else {
             panic!()
         };
-        let rendered = client_url(&url, Duration::from_millis(1500));
+        let config = client_config(&url, PgSslMode::VerifyFull, Duration::from_millis(1500));
+        assert_eq!(config.get_connect_timeout(), Some(&Duration::from_secs(2)));
         assert_eq!(
-            rendered,
-            "postgresql://u:pw@h:5/db?connect_timeout=2&options=-c%20search_path%3Dx%20-c%20statement_timeout%3D1500&application_name=servicegroup"
+            config.get_options(),
+            Some("-c search_path=x -c statement_timeout=1500")
         );
+        assert_eq!(config.get_application_name(), Some("servicegroup"));
+        assert_eq!(config.get_ssl_mode(), SslMode::Require);
+        let config = client_config(&url, PgSslMode::Disable, Duration::from_secs(1));
+        assert_eq!(config.get_ssl_mode(), SslMode::Disable);
     }
 
     /// The server of `scripts/test` (`SERVICEGROUP_TEST_POSTGRES_URL`); `None` (the
