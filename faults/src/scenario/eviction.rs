@@ -1,0 +1,88 @@
+//! Scenario 5, *eviction*: memcached started with an 8 MiB memory limit is flooded
+//! for service_down_time + 2 s with other keys of every size a member record can
+//! have, so the LRU evicts member records between heartbeats. While the flood runs
+//! evicted members are missing or down (the fault itself, counted apart); after it
+//! every live member must be listed up again within the window. Whether the
+//! forced-down flag survives is measured.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
+
+use crate::backend::BackendName;
+use crate::error::{FaultsError, Result};
+use crate::report::Row;
+use crate::scenario::harness::{Harness, Setup};
+use crate::scenario::ScenarioName;
+use crate::Context;
+
+/// memcached's memory limit in the scenario (MiB).
+pub const MEMORY_MIB: u32 = 8;
+
+/// Runs the scenario on `backend` (memcached, one or three servers).
+pub async fn run(ctx: &Context, backend: BackendName) -> Result<Row> {
+    let setup = Setup {
+        memcached_env: vec![("SG_MEMCACHED_MEMORY".into(), MEMORY_MIB.to_string())],
+        ..Setup::default()
+    };
+    let mut h = Harness::start(ctx, ScenarioName::Eviction, backend, setup).await?;
+    h.run_for(Duration::from_secs(2)).await;
+    let servers: Vec<SocketAddr> = h
+        .deployment
+        .servers
+        .iter()
+        .flat_map(|s| s.socket_addrs())
+        .collect();
+    h.observer.records_being_lost();
+    let until = Instant::now() + h.fault_length();
+    let floods: Vec<_> = servers
+        .iter()
+        .map(|addr| tokio::spawn(flood(*addr, until)))
+        .collect();
+    let mut written = 0u64;
+    for f in floods {
+        written += f
+            .await
+            .map_err(|e| FaultsError::Setup(format!("flood task: {e}")))??;
+    }
+    h.fault_ended();
+    let tally = h.observer.tally();
+    h.row.note(format!(
+        "{} MiB of other keys written into {} MiB per server; {} readings of a live member missing or down during the flood",
+        written / (1024 * 1024),
+        MEMORY_MIB,
+        tally.tolerated_readings
+    ));
+    h.expect_recovery().await;
+    h.expect_error_kinds(&["timeout", "unavailable"]);
+    h.finish().await
+}
+
+/// Writes keys of 32 B to 2 KiB values (noreply) to `addr` until `until`; bytes written.
+async fn flood(addr: SocketAddr, until: Instant) -> Result<u64> {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| FaultsError::io(format!("connect to memcached {addr}"), e))?;
+    let mut written = 0u64;
+    let mut i = 0u64;
+    let value = vec![b'x'; 2048];
+    let mut batch = Vec::with_capacity(256 * 1024);
+    while Instant::now() < until {
+        batch.clear();
+        for _ in 0..200 {
+            let len = 32 + (i as usize * 37) % (2048 - 32);
+            batch.extend_from_slice(format!("set flood:{i} 0 0 {len} noreply\r\n").as_bytes());
+            batch.extend_from_slice(&value[..len]);
+            batch.extend_from_slice(b"\r\n");
+            i += 1;
+        }
+        stream
+            .write_all(&batch)
+            .await
+            .map_err(|e| FaultsError::io(format!("flood memcached {addr}"), e))?;
+        written += batch.len() as u64;
+    }
+    Ok(written)
+}

@@ -1,0 +1,101 @@
+//! Scenario 10, *watch across failure*: the observer's watch runs while five members
+//! really go down (their process is killed), the store hangs (scenario 1), the
+//! store restarts (scenario 4), and the five come back (a new process joins them).
+//! The watch must keep going, report each real transition exactly once (one `down`
+//! and one `up` per victim) and no transition of a member that stayed alive.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use servicegroup::EventKind;
+use tokio::time::Instant;
+
+use crate::backend::BackendName;
+use crate::error::{FaultsError, Result};
+use crate::fleet::{MemberProcess, ProcessOptions};
+use crate::report::Row;
+use crate::scenario::harness::{Harness, Setup};
+use crate::scenario::{hang, restart, ScenarioName};
+use crate::Context;
+
+const VICTIMS: usize = 5;
+
+/// Runs the scenario on `backend`.
+pub async fn run(ctx: &Context, backend: BackendName) -> Result<Row> {
+    let mut h = Harness::start(ctx, ScenarioName::Watch, backend, Setup::default()).await?;
+    let first = ctx.processes * ctx.per_process;
+    let launch = h.fleet.launch().clone();
+    let mut victim =
+        MemberProcess::spawn(&launch, "victim", first, VICTIMS, &ProcessOptions::default()).await?;
+    joined(&victim).await?;
+    let victims = victim.ids();
+    h.observer.now_live(&victims);
+    h.run_for(Duration::from_secs(2)).await;
+    let from = Instant::now();
+    victim.kill().await;
+    h.observer.not_live(&victims);
+    h.run_for(ctx.timing.service_down_time + Duration::from_secs(2)).await;
+    hang::hang_store(&mut h).await?;
+    let first_recovery = h.expect_recovery().await;
+    h.row.recovery = None;
+    restart::restart_store(&mut h).await?;
+    let second_recovery = h.expect_recovery().await;
+    h.row.recovery = first_recovery.max(second_recovery);
+    let back = MemberProcess::spawn(&launch, "victim-again", first, VICTIMS, &ProcessOptions::default())
+        .await?;
+    joined(&back).await?;
+    h.observer.now_live(&victims);
+    h.fleet.processes.push(back);
+    h.run_for(Duration::from_secs(3)).await;
+
+    let tally = h.observer.tally();
+    let events: Vec<_> = tally.events.iter().filter(|e| e.at >= from).collect();
+    let mut per_victim: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
+    let mut phantom = 0;
+    let mut first_phantom = None;
+    for e in &events {
+        if victims.contains(&e.member) {
+            let c = per_victim.entry(e.member.as_str()).or_default();
+            match e.kind {
+                EventKind::Down => c.0 += 1,
+                EventKind::Up => c.1 += 1,
+                _ => {}
+            }
+        } else if e.member != h.forced {
+            phantom += 1;
+            first_phantom.get_or_insert_with(|| format!("{} {}", e.kind, e.member));
+        }
+    }
+    let exact = victims
+        .iter()
+        .all(|v| per_victim.get(v.as_str()) == Some(&(1, 1)));
+    h.row.note(format!(
+        "{} watch events; victims (down, up): {:?}; {} events of members that stayed alive",
+        events.len(),
+        per_victim.values().collect::<Vec<_>>(),
+        phantom
+    ));
+    if !exact {
+        h.row
+            .fail("the watch did not report exactly one down and one up per victim");
+    }
+    if phantom > 0 {
+        h.row.fail(format!(
+            "the watch reported {phantom} transition(s) that did not happen (first: {})",
+            first_phantom.unwrap_or_default()
+        ));
+    }
+    h.row.note("scenario 6 (failover) is not part of it: see row 6");
+    h.expect_error_kinds(&["timeout", "unavailable"]);
+    h.finish().await
+}
+
+async fn joined(p: &MemberProcess) -> Result<()> {
+    match p.joined(Duration::from_secs(30)).await? {
+        Ok(_) => Ok(()),
+        Err((kind, message)) => Err(FaultsError::Member {
+            name: p.name().to_owned(),
+            message: format!("join failed ({kind}): {message}"),
+        }),
+    }
+}
