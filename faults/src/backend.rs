@@ -37,12 +37,28 @@ impl Target {
 
     /// The configuration this target describes.
     pub fn config(&self) -> servicegroup::Result<servicegroup::Config> {
-        let mut config = servicegroup::Config::with_driver(self.driver.clone());
-        for (k, v) in &self.settings {
+        config_of(&self.driver, &self.settings)
+    }
+}
+
+/// The list-valued keys (given here as one comma-separated string).
+const LIST_KEYS: [&str; 3] = ["mc.servers", "etcd.endpoints", "relay.urls"];
+
+/// A configuration of `driver` with `settings` set; list keys take a comma-separated
+/// string, as their environment variables do.
+pub fn config_of(
+    driver: &str,
+    settings: &[(String, String)],
+) -> servicegroup::Result<servicegroup::Config> {
+    let mut config = servicegroup::Config::with_driver(driver.to_owned());
+    for (k, v) in settings {
+        if LIST_KEYS.contains(&k.as_str()) {
+            config.set(k, servicegroup::Value::serialize(&[v.as_str()])?)?;
+        } else {
             config.set(k, v.as_str())?;
         }
-        Ok(config)
     }
+    Ok(config)
 }
 
 /// A backend of the matrix.
@@ -186,6 +202,15 @@ impl Deployment {
         Ok(deployment)
     }
 
+    /// Adds a streaming standby of the PostgreSQL primary in `dir`: from then on
+    /// clients get a libpq multi-host URL naming both, with
+    /// `target_session_attrs=read-write`, so they follow whichever is primary.
+    pub async fn add_standby(&mut self, dir: &std::path::Path) -> Result<()> {
+        let standby = Server::start_standby(&self.servers[0], dir).await?;
+        self.servers.push(standby);
+        Ok(())
+    }
+
     /// Which backend.
     pub fn name(&self) -> BackendName {
         self.name
@@ -210,7 +235,10 @@ impl Deployment {
         if self.name == BackendName::Relay {
             let addrs = via.map_or_else(|| self.upstreams(), <[SocketAddr]>::to_vec);
             let urls: Vec<String> = addrs.iter().map(|a| format!("http://{a}")).collect();
-            return Target::new("relay", self.with_timing(vec![("relay.urls".into(), urls.join(","))]));
+            return Target::new(
+                "relay",
+                self.with_timing(vec![("relay.urls".into(), urls.join(","))]),
+            );
         }
         self.store_target(via)
     }
@@ -231,14 +259,23 @@ impl Deployment {
                 "db.url".into(),
                 format!(
                     "sqlite://{}",
-                    self.sqlite.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+                    self.sqlite
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
                 ),
             )],
             BackendName::Postgres | BackendName::Relay | BackendName::Mariadb => {
                 let url = self.servers[0].address();
-                let url = match addrs.first() {
-                    Some(addr) => replace_hostport(url, *addr),
-                    None => url.to_owned(),
+                let url = match addrs.as_slice() {
+                    [] => url.to_owned(),
+                    [one] => replace_hostport(url, *one),
+                    many => {
+                        let hosts: Vec<String> = many.iter().map(SocketAddr::to_string).collect();
+                        let url = replace_hostport(url, many[0])
+                            .replace(&many[0].to_string(), &hosts.join(","));
+                        format!("{url}?target_session_attrs=read-write")
+                    }
                 };
                 vec![("db.url".into(), url)]
             }

@@ -183,7 +183,9 @@ impl MemberProcess {
 
     /// The member ids of this process.
     pub fn ids(&self) -> Vec<String> {
-        (self.first..self.first + self.count).map(member_id).collect()
+        (self.first..self.first + self.count)
+            .map(member_id)
+            .collect()
     }
 
     /// The process id (`None` once it exited).

@@ -162,13 +162,13 @@ fn main() {
 }
 
 async fn relay(listen: SocketAddr, driver: String, settings: Vec<(String, String)>) -> i32 {
-    let mut config = servicegroup::Config::with_driver(driver);
-    for (k, v) in &settings {
-        if let Err(e) = config.set(k, v.as_str()) {
+    let config = match servicegroup_faults::backend::config_of(&driver, &settings) {
+        Ok(c) => c,
+        Err(e) => {
             eprintln!("error: {e}");
             return 2;
         }
-    }
+    };
     let mut options = servicegroup_relay::RelayOptions::new(listen);
     options.insecure = true;
     let relay = match servicegroup_relay::Relay::build(config, options).await {
@@ -212,7 +212,10 @@ async fn run(
             Some(b) => backend_filter.push(b),
             None => {
                 let known: Vec<&str> = BackendName::ALL.iter().map(|b| b.as_str()).collect();
-                eprintln!("error: unknown backend {name:?} (known: {})", known.join(", "));
+                eprintln!(
+                    "error: unknown backend {name:?} (known: {})",
+                    known.join(", ")
+                );
                 return 2;
             }
         }
@@ -223,7 +226,10 @@ async fn run(
             Some(s) => scenario_filter.push(s),
             None => {
                 let known: Vec<&str> = ScenarioName::ALL.iter().map(|s| s.as_str()).collect();
-                eprintln!("error: unknown scenario {name:?} (known: {})", known.join(", "));
+                eprintln!(
+                    "error: unknown scenario {name:?} (known: {})",
+                    known.join(", ")
+                );
                 return 2;
             }
         }
@@ -239,7 +245,10 @@ async fn run(
     let temp;
     let work = match work {
         Some(w) => w,
-        None => match tempfile::Builder::new().prefix("servicegroup-faults.").tempdir() {
+        None => match tempfile::Builder::new()
+            .prefix("servicegroup-faults.")
+            .tempdir()
+        {
             Ok(t) => {
                 temp = t;
                 temp.path().to_owned()
@@ -251,10 +260,7 @@ async fn run(
         },
     };
     // The postgres user must reach its data directories when run as root.
-    let _ = std::fs::set_permissions(
-        &work,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    );
+    let _ = std::fs::set_permissions(&work, std::os::unix::fs::PermissionsExt::from_mode(0o755));
     let mut ctx = Context::new(exe, scripts, work);
     ctx.processes = processes;
     ctx.per_process = per_process;

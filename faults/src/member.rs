@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use servicegroup::{Config, JoinOptions, Membership, ServiceGroup};
+use servicegroup::{JoinOptions, Membership, ServiceGroup};
 use tokio::io::AsyncReadExt;
 
 use crate::counters::CallCounters;
@@ -53,9 +53,9 @@ pub async fn run(args: MemberArgs) -> i32 {
         });
         return 2;
     }
-    let mut config = Config::with_driver(args.driver.clone());
-    for (key, value) in &args.settings {
-        if let Err(e) = config.set(key, value.as_str()) {
+    let config = match crate::backend::config_of(&args.driver, &args.settings) {
+        Ok(c) => c,
+        Err(e) => {
             emit(&Line::Failed {
                 stage: "config".into(),
                 kind: e.kind().code().into(),
@@ -63,7 +63,7 @@ pub async fn run(args: MemberArgs) -> i32 {
             });
             return 2;
         }
-    }
+    };
     let sg = match ServiceGroup::connect(config).await {
         Ok(sg) => sg,
         Err(e) => {
@@ -130,7 +130,9 @@ async fn join(
     ids: &[String],
 ) -> servicegroup::Result<Vec<Membership>> {
     if !args.exclusive {
-        return sg.join_many(args.group.as_str(), ids.iter().map(String::as_str)).await;
+        return sg
+            .join_many(args.group.as_str(), ids.iter().map(String::as_str))
+            .await;
     }
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {

@@ -46,8 +46,8 @@ pub struct Tally {
     pub missing_readings: u64,
     /// Readings of a live member as down or missing inside the grace window.
     pub recovering_readings: u64,
-    /// Readings of a live member as down or missing while a fault that loses
-    /// records (an eviction) was under way: the fault itself, not a false down.
+    /// Readings of a live member as down or missing while a fault in which that is
+    /// the backend's truth was under way ([`Observer::expect_downs`]).
     pub tolerated_readings: u64,
     /// Time from the end of the last fault to the first listing with every live member up.
     pub recovered_after: Option<Duration>,
@@ -63,6 +63,7 @@ struct Truth {
     fault_ended: Option<Instant>,
     grace: Duration,
     tolerate: bool,
+    ending: bool,
 }
 
 #[derive(Debug, Default)]
@@ -183,9 +184,16 @@ impl Observer {
     }
 
     /// From now until [`Observer::fault_ended`], down or missing live members are the
-    /// fault itself (records lost by design: an eviction), counted apart.
-    pub fn records_being_lost(&self) {
+    /// fault itself, counted apart: the backend really lost records (an eviction) or
+    /// really could not store heartbeats while it still answered reads (a full disk).
+    pub fn expect_downs(&self) {
         lock(&self.shared.truth).tolerate = true;
+    }
+
+    /// The fault is being ended now (SIGCONT sent, a server starting, a standby being
+    /// promoted): until [`Observer::fault_ended`], readings count as recovering.
+    pub fn fault_ending(&self) {
+        lock(&self.shared.truth).ending = true;
     }
 
     /// The last fault ended now: the grace window starts and recovery is timed from here.
@@ -194,6 +202,7 @@ impl Observer {
             let mut truth = lock(&self.shared.truth);
             truth.fault_ended = Some(Instant::now());
             truth.tolerate = false;
+            truth.ending = false;
         }
         lock(&self.shared.tally).recovered_after = None;
     }
@@ -283,9 +292,10 @@ fn judge(shared: &Shared, result: servicegroup::Result<Vec<MemberStatus>>) {
             None => missing += 1,
         }
     }
-    let in_grace = truth
-        .fault_ended
-        .is_some_and(|end| now <= end + truth.grace);
+    let in_grace = truth.ending
+        || truth
+            .fault_ended
+            .is_some_and(|end| now <= end + truth.grace);
     let fault_ended = truth.fault_ended;
     let tolerate = truth.tolerate;
     drop(truth);

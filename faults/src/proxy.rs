@@ -140,8 +140,8 @@ async fn forward(client: TcpStream, upstream: SocketAddr, state: Arc<State>) {
                 };
                 let ppm = state.reset_ppm.load(Ordering::SeqCst);
                 let doomed = ppm > 0 && fastrand::u32(0..1_000_000) < ppm;
-                let due = Instant::now()
-                    + Duration::from_micros(state.latency_us.load(Ordering::SeqCst));
+                let due =
+                    Instant::now() + Duration::from_micros(state.latency_us.load(Ordering::SeqCst));
                 if tx.send((due, buf[..n].to_vec(), doomed)).is_err() || doomed {
                     break;
                 }

@@ -164,10 +164,27 @@ pub fn table(rows: &[Row]) -> String {
             cell(&r.backend),
             num(r.false_downs),
             num(r.members_lost),
-            if na { "–".into() } else { r.records_lost.map_or("not measured".into(), |n| n.to_string()) },
-            if na { "–".into() } else { kinds_text(&r.member_errors) },
-            if na { "–".into() } else { kinds_text(&r.observer_errors) },
-            if na { "–".into() } else { duration_text(r.recovery) },
+            if na {
+                "–".into()
+            } else {
+                r.records_lost
+                    .map_or("not measured".into(), |n| n.to_string())
+            },
+            if na {
+                "–".into()
+            } else {
+                kinds_text(&r.member_errors)
+            },
+            if na {
+                "–".into()
+            } else {
+                kinds_text(&r.observer_errors)
+            },
+            if na {
+                "–".into()
+            } else {
+                duration_text(r.recovery)
+            },
             cell(&outcome_text(&r.outcome)),
             cell(&r.notes.join("; ")),
         );

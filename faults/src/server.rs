@@ -102,6 +102,31 @@ async fn run_script(
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
+async fn bash(script: &str, within: Duration) -> Result<String> {
+    let output = tokio::time::timeout(
+        within,
+        Command::new("bash")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .map_err(|_| FaultsError::Setup(format!("`{script}` did not finish within {within:?}")))?
+    .map_err(|e| FaultsError::io("run bash", e))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    } else {
+        Err(FaultsError::Script {
+            script: PathBuf::from("bash -c"),
+            action: script.to_owned(),
+            code: output.status.code(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        })
+    }
+}
+
 impl Server {
     /// Starts a server of `kind` in `dir` with the scripts in `scripts` (the repository's
     /// `scripts/lib`). `env` is passed to the script (memcached's memory limit).
@@ -131,6 +156,44 @@ impl Server {
             server.address = format!("127.0.0.1:{port}");
         }
         Ok(server)
+    }
+
+    /// A PostgreSQL streaming standby of `primary` in `dir` (`pg_basebackup -R` over
+    /// the primary's trust replication access), started on its own port.
+    pub async fn start_standby(primary: &Server, dir: &Path) -> Result<Self> {
+        let port = primary
+            .socket_addrs()
+            .first()
+            .map(|a| a.port())
+            .ok_or_else(|| FaultsError::Setup("the primary has no address".into()))?;
+        std::fs::create_dir_all(dir.join("socket"))
+            .map_err(|e| FaultsError::io(format!("create {}", dir.display()), e))?;
+        let lib = primary.script.clone();
+        let d = dir.to_string_lossy().into_owned();
+        let script = format!(
+            ". {lib:?}; set -e; if [ \"$(id -u)\" = 0 ]; then chown -R postgres {d:?}; fi; \
+             _pg_as_owner \"$(dirname \"$(readlink -f \"$(_pg_bindir)/pg_ctl\")\")/pg_basebackup\" -h 127.0.0.1 -p {port} -U postgres -D {d:?}/data -R -X stream -c fast; \
+             chmod 700 {d:?}/data",
+            lib = lib.display().to_string(),
+        );
+        bash(&script, Duration::from_secs(120)).await?;
+        Server::start(
+            ServerKind::Postgres,
+            lib.parent().unwrap_or(Path::new(".")),
+            dir,
+            Vec::new(),
+        )
+        .await
+    }
+
+    /// Promotes a PostgreSQL standby (`pg_ctl promote -w`).
+    pub async fn promote(&self) -> Result<()> {
+        let d = self.dir.to_string_lossy().into_owned();
+        let script = format!(
+            ". {:?}; _pg_as_owner \"$(_pg_bindir)/pg_ctl\" -D {d:?}/data -w -t 60 promote",
+            self.script.display().to_string()
+        );
+        bash(&script, Duration::from_secs(90)).await.map(drop)
     }
 
     /// Starts the server again after [`Server::stop`] (same ports, same data, except
@@ -280,7 +343,11 @@ pub fn with_descendants(pids: &[u32]) -> Vec<u32> {
     let mut parents: Vec<(u32, u32)> = Vec::new();
     if let Ok(entries) = std::fs::read_dir("/proc") {
         for entry in entries.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
                 continue;
             };
             let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {

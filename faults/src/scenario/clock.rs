@@ -43,8 +43,9 @@ pub async fn run(ctx: &Context, backend: BackendName) -> Result<Row> {
         match p.joined(Duration::from_secs(30)).await? {
             Ok(_) => {}
             Err((kind, message)) => {
-                h.row
-                    .fail(format!("the member {offset} failed to join ({kind}): {message}"));
+                h.row.fail(format!(
+                    "the member {offset} failed to join ({kind}): {message}"
+                ));
             }
         }
         h.observer.now_live(&p.ids());

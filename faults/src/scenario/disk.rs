@@ -31,7 +31,13 @@ impl SmallFs {
         std::fs::create_dir_all(path)
             .map_err(|e| FaultsError::io(format!("create {}", path.display()), e))?;
         let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={mib}m,mode=0755"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mib}m,mode=0755"),
+                "tmpfs",
+            ])
             .arg(path)
             .status()
             .map_err(|e| FaultsError::io("run mount", e))?;
@@ -68,16 +74,21 @@ pub async fn run(ctx: &Context, backend: BackendName) -> Result<Row> {
         .ok_or_else(|| FaultsError::Setup("no SQLite file".into()))?;
     let filler = db.with_file_name("filler");
     let before = h.fleet.errors_by_kind();
+    // Heartbeats cannot be stored while reads still work: the file's truth is that
+    // members stop heartbeating, so down readings are the fault itself (counted apart).
+    h.observer.expect_downs();
     let filled = fill(&filler)?;
     h.run_for(h.fault_length()).await;
     let during = crate::scenario::slow::diff(&h.fleet.errors_by_kind(), &before);
+    h.fault_ending();
     std::fs::remove_file(&filler)
         .map_err(|e| FaultsError::io(format!("remove {}", filler.display()), e))?;
     h.fault_ended();
     h.row.note(format!(
-        "filesystem filled ({} KiB written by the filler); member errors while full: {}",
+        "filesystem filled ({} KiB written by the filler); member errors while full: {}; {} readings of live members down while full",
         filled / 1024,
-        kinds_text(&during)
+        kinds_text(&during),
+        h.observer.tally().tolerated_readings
     ));
     if !during.is_empty() {
         let named = logs_name(&h.dir, &db);

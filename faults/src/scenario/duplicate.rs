@@ -22,11 +22,19 @@ pub async fn run(ctx: &Context, backend: BackendName) -> Result<Row> {
     h.run_for(Duration::from_secs(2)).await;
     let launch = h.fleet.launch().clone();
     let (first, count) = (ctx.per_process, ctx.per_process);
-    let taker =
-        MemberProcess::spawn(&launch, "takeover", first, count, &ProcessOptions::default()).await?;
+    let taker = MemberProcess::spawn(
+        &launch,
+        "takeover",
+        first,
+        count,
+        &ProcessOptions::default(),
+    )
+    .await?;
     match taker.joined(Duration::from_secs(30)).await? {
         Ok(_) => {}
-        Err((kind, message)) => h.row.fail(format!("takeover join failed ({kind}): {message}")),
+        Err((kind, message)) => h
+            .row
+            .fail(format!("takeover join failed ({kind}): {message}")),
     }
     let deadline = Instant::now() + ctx.timing.report_interval * 2 + Duration::from_secs(2);
     while h.fleet.processes[1].superseded() < count as u64 && Instant::now() < deadline {
@@ -50,9 +58,9 @@ pub async fn run(ctx: &Context, backend: BackendName) -> Result<Row> {
         Err((kind, message)) if kind == "conflict" => {
             h.row.note(format!("exclusive join: conflict ({message})"));
         }
-        Err((kind, message)) => h
-            .row
-            .fail(format!("exclusive join failed with {kind}, expected conflict: {message}")),
+        Err((kind, message)) => h.row.fail(format!(
+            "exclusive join failed with {kind}, expected conflict: {message}"
+        )),
         Ok(_) => h.row.fail("an exclusive join of live members succeeded"),
     }
     third.stop(Duration::from_secs(5)).await;
@@ -61,7 +69,11 @@ pub async fn run(ctx: &Context, backend: BackendName) -> Result<Row> {
         .iter()
         .filter(|m| taker.ids().contains(&m.member.to_string()))
         .collect();
-    if taken.len() != count || taken.iter().any(|m| m.state != State::Up || m.holder.epoch < 2) {
+    if taken.len() != count
+        || taken
+            .iter()
+            .any(|m| m.state != State::Up || m.holder.epoch < 2)
+    {
         h.row
             .fail("taken-over members are not all listed up with epoch 2 or more");
     }

@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::time::Instant;
 
 use crate::backend::BackendName;
@@ -35,7 +35,7 @@ pub async fn run(ctx: &Context, backend: BackendName) -> Result<Row> {
         .iter()
         .flat_map(|s| s.socket_addrs())
         .collect();
-    h.observer.records_being_lost();
+    h.observer.expect_downs();
     let until = Instant::now() + h.fault_length();
     let floods: Vec<_> = servers
         .iter()
@@ -47,14 +47,23 @@ pub async fn run(ctx: &Context, backend: BackendName) -> Result<Row> {
             .await
             .map_err(|e| FaultsError::Setup(format!("flood task: {e}")))??;
     }
+    h.fault_ending();
     h.fault_ended();
     let tally = h.observer.tally();
+    let mut evictions = 0;
+    for addr in &servers {
+        evictions += stat(*addr, "evictions").await?;
+    }
     h.row.note(format!(
-        "{} MiB of other keys written into {} MiB per server; {} readings of a live member missing or down during the flood",
+        "{} MiB of other keys written into {} MiB per server, {evictions} evictions (memcached's count); {} readings of a live member missing or down during the flood",
         written / (1024 * 1024),
         MEMORY_MIB,
         tally.tolerated_readings
     ));
+    if evictions == 0 {
+        h.row
+            .fail("memcached evicted nothing: the flood did not test anything");
+    }
     h.expect_recovery().await;
     h.expect_error_kinds(&["timeout", "unavailable"]);
     h.finish().await
@@ -85,4 +94,23 @@ async fn flood(addr: SocketAddr, until: Instant) -> Result<u64> {
         written += batch.len() as u64;
     }
     Ok(written)
+}
+
+/// memcached's `STAT name` value on `addr`.
+async fn stat(addr: SocketAddr, name: &str) -> Result<u64> {
+    let io = |e| FaultsError::io(format!("stats of memcached {addr}"), e);
+    let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(io)?;
+    stream.write_all(b"stats\r\n").await.map_err(io)?;
+    let mut lines = BufReader::new(stream).lines();
+    let mut value = 0;
+    while let Some(line) = lines.next_line().await.map_err(io)? {
+        if line == "END" {
+            break;
+        }
+        let mut parts = line.split_whitespace();
+        if parts.next() == Some("STAT") && parts.next() == Some(name) {
+            value = parts.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+        }
+    }
+    Ok(value)
 }

@@ -27,10 +27,12 @@ pub async fn run(ctx: &Context, backend: BackendName) -> Result<Row> {
 /// fault's end. Shared with the watch scenario.
 pub async fn hang_store(h: &mut Harness) -> Result<()> {
     let pids = h.deployment.store_pids();
-    h.row.note(format!("{} server processes stopped", pids.len()));
+    h.row
+        .note(format!("{} server processes stopped", pids.len()));
     signal_pids(&pids, "STOP").await?;
     tokio::time::sleep(h.fault_length()).await;
     // Continue whatever was stopped, even processes forked meanwhile (none should be).
+    h.fault_ending();
     let result = signal_pids(&crate::server::with_descendants(&pids), "CONT").await;
     h.fault_ended();
     result

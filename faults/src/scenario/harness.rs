@@ -32,6 +32,8 @@ pub struct Setup {
     pub durable_flag: Option<bool>,
     /// Put the row's files (the SQLite file) on a tmpfs of this many MiB.
     pub small_fs_mib: Option<u32>,
+    /// Add a streaming standby to the PostgreSQL primary (clients get both hosts).
+    pub standby: bool,
 }
 
 /// A running scenario.
@@ -93,8 +95,11 @@ impl Harness {
             }
             None => (None, dir.clone()),
         };
-        let deployment =
+        let mut deployment =
             Deployment::start(ctx, backend, &store_dir, setup.memcached_env.clone()).await?;
+        if setup.standby {
+            deployment.add_standby(&dir.join("standby")).await?;
+        }
         let mut proxies = Vec::new();
         let target = if setup.proxied {
             proxies = FaultProxy::start_all(&deployment.upstreams())
@@ -152,6 +157,12 @@ impl Harness {
     /// Lets the fleet run for `d` (a baseline, or the length of a fault).
     pub async fn run_for(&self, d: Duration) {
         tokio::time::sleep(d).await;
+    }
+
+    /// The fault is being ended (the action that ends it starts now): readings until
+    /// [`Harness::fault_ended`] count as recovering.
+    pub fn fault_ending(&self) {
+        self.observer.fault_ending();
     }
 
     /// The last fault ended now (recovery is timed from here).
@@ -226,7 +237,12 @@ impl Harness {
         let tally = self.observer.tally();
         self.row.false_downs = tally.false_down_members.len() as u64;
         if self.row.false_downs > 0 {
-            let first = tally.false_down_members.iter().next().cloned().unwrap_or_default();
+            let first = tally
+                .false_down_members
+                .iter()
+                .next()
+                .cloned()
+                .unwrap_or_default();
             self.row.fail(format!(
                 "{} live member(s) listed down ({} readings; first {first})",
                 self.row.false_downs, tally.false_down_readings
@@ -256,8 +272,9 @@ impl Harness {
             .filter(|e| e.kind == servicegroup::EventKind::Down && live.contains(&e.member))
             .count();
         if watch_downs > 0 {
-            self.row
-                .note(format!("watch reported {watch_downs} down event(s) of live members"));
+            self.row.note(format!(
+                "watch reported {watch_downs} down event(s) of live members"
+            ));
         }
         self.row.member_errors = self.fleet.errors_by_kind();
         let mut observer_errors = tally.errors.clone();
@@ -298,8 +315,10 @@ impl Harness {
         tokio::time::sleep(Duration::from_millis(700)).await;
         for (p, b) in self.fleet.processes.iter().zip(before) {
             if p.pid().is_none() || p.lines() <= b {
-                self.row
-                    .fail(format!("member process {} stopped reporting (panic?)", p.name()));
+                self.row.fail(format!(
+                    "member process {} stopped reporting (panic?)",
+                    p.name()
+                ));
             }
         }
     }

@@ -121,10 +121,11 @@ impl ScenarioName {
             | ScenarioName::Resets
             | ScenarioName::Restart
             | ScenarioName::Failover
+            | ScenarioName::Clock
             | ScenarioName::Watch => BackendName::Postgres,
             ScenarioName::Eviction => BackendName::Memcached,
             ScenarioName::Quorum => BackendName::Etcd,
-            ScenarioName::Disk | ScenarioName::Clock => BackendName::Sqlite,
+            ScenarioName::Disk => BackendName::Sqlite,
             ScenarioName::Duplicate => BackendName::Memcached3,
             ScenarioName::RelayLoss => BackendName::Relay,
         }
@@ -138,7 +139,10 @@ impl fmt::Display for ScenarioName {
 }
 
 /// Whether `scenario` applies to `backend`: `Err(why not)` when it does not.
-pub fn applies(scenario: ScenarioName, backend: BackendName) -> std::result::Result<(), &'static str> {
+pub fn applies(
+    scenario: ScenarioName,
+    backend: BackendName,
+) -> std::result::Result<(), &'static str> {
     use BackendName::*;
     use ScenarioName::*;
     match (scenario, backend) {
@@ -152,6 +156,7 @@ pub fn applies(scenario: ScenarioName, backend: BackendName) -> std::result::Res
         (Quorum, Etcd) => Ok(()),
         (Quorum, _) => Err("only etcd has a quorum"),
         (Disk, Sqlite) => Ok(()),
+        (Clock, Sqlite) => Err("every process sharing a SQLite file runs on one host and shares its clock; SQLite's clock is each writer's own (a process under faketime writes faked heartbeat times: its members read as down)"),
         (Disk, _) => Err("the disk of a server is the server's business; the SQLite file is the client's"),
         (RelayLoss, Relay) => Ok(()),
         (RelayLoss, _) => Err("relay backend only"),
@@ -232,7 +237,9 @@ fn machine() -> String {
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<u64>().ok())
         })
-        .map_or(String::new(), |kb| format!(", {} GiB RAM", kb / 1024 / 1024));
+        .map_or(String::new(), |kb| {
+            format!(", {} GiB RAM", kb / 1024 / 1024)
+        });
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|c| {

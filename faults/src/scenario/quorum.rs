@@ -23,6 +23,7 @@ pub async fn run(ctx: &Context, backend: BackendName) -> Result<Row> {
         .action("stop-member", &[&leader])
         .await?;
     h.run_for(h.fault_length()).await;
+    h.fault_ending();
     h.deployment.servers[0]
         .action("start-member", &[&leader])
         .await?;
@@ -42,6 +43,7 @@ pub async fn run(ctx: &Context, backend: BackendName) -> Result<Row> {
         h.deployment.servers[0].action("stop-member", &[m]).await?;
     }
     h.run_for(h.fault_length()).await;
+    h.fault_ending();
     for m in &stopped {
         h.deployment.servers[0].action("start-member", &[m]).await?;
     }

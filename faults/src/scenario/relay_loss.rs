@@ -26,7 +26,8 @@ pub async fn run(ctx: &Context, backend: BackendName) -> Result<Row> {
     h.run_for(h.fault_length()).await;
     let tally = h.observer.tally();
     if !tally.false_down_members.is_empty() {
-        h.row.fail("a live member was listed down while one relay was left");
+        h.row
+            .fail("a live member was listed down while one relay was left");
     }
     h.row.note(format!(
         "phase A (relay 1 of 2 killed {:.1} s): member errors {}",
@@ -38,6 +39,7 @@ pub async fn run(ctx: &Context, backend: BackendName) -> Result<Row> {
     let store = &h.deployment.servers[0];
     store.stop().await?;
     tokio::time::sleep(h.fault_length()).await;
+    h.fault_ending();
     h.deployment.servers[0].start_again().await?;
     h.fault_ended();
     h.row.note(format!(

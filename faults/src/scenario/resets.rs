@@ -26,6 +26,7 @@ pub async fn run(ctx: &Context, backend: BackendName) -> Result<Row> {
         p.set_reset_fraction(FRACTION);
     }
     h.run_for(Duration::from_secs(10)).await;
+    h.fault_ending();
     for p in &h.proxies {
         p.set_reset_fraction(0.0);
     }
@@ -37,7 +38,8 @@ pub async fn run(ctx: &Context, backend: BackendName) -> Result<Row> {
         FRACTION * 100.0
     ));
     if resets == 0 {
-        h.row.fail("the proxy reset no connection (nothing was tested)");
+        h.row
+            .fail("the proxy reset no connection (nothing was tested)");
     }
     h.expect_processes_alive().await;
     h.expect_recovery().await;

@@ -30,12 +30,13 @@ pub async fn restart_store(h: &mut Harness) -> Result<()> {
     let started = Instant::now();
     let server = &h.deployment.servers[0];
     server.stop().await?;
+    h.fault_ending();
     server.start_again().await?;
     h.fault_ended();
     h.row.note(format!(
         "server down {:.1} s{}",
         started.elapsed().as_secs_f64(),
-        if h.deployment.servers.len() > 1 {
+        if h.deployment.name() == BackendName::Memcached3 {
             " (one of three)"
         } else {
             ""

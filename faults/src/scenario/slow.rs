@@ -60,9 +60,12 @@ pub async fn run(ctx: &Context, backend: BackendName) -> Result<Row> {
     if !errors_b.contains_key("timeout") {
         h.row.fail("no Timeout with latency beyond call_timeout");
     }
+    h.fault_ending();
     for p in &h.proxies {
         p.set_latency(Duration::ZERO);
     }
+    // Answers already held keep their delay: the fault ends when the last arrives.
+    tokio::time::sleep(beyond).await;
     h.fault_ended();
     h.expect_recovery().await;
     h.expect_error_kinds(&["timeout", "unavailable"]);
