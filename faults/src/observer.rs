@@ -55,6 +55,8 @@ pub struct Tally {
     pub events: Vec<Seen>,
     /// Watch errors, by kind code.
     pub watch_errors: BTreeMap<String, u64>,
+    /// The first message of each error kind seen (listing or watch).
+    pub first_messages: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default)]
@@ -131,10 +133,17 @@ impl Observer {
                             at: Instant::now(),
                         }),
                         Err(e) => {
-                            *lock(&shared.tally)
-                                .watch_errors
-                                .entry(e.kind().code().to_owned())
-                                .or_insert(0) += 1;
+                            {
+                                let mut tally = lock(&shared.tally);
+                                *tally
+                                    .watch_errors
+                                    .entry(e.kind().code().to_owned())
+                                    .or_insert(0) += 1;
+                                tally
+                                    .first_messages
+                                    .entry(e.kind().code().to_owned())
+                                    .or_insert_with(|| e.to_string());
+                            }
                             tokio::time::sleep(POLL).await;
                         }
                     }
@@ -273,10 +282,12 @@ fn judge(shared: &Shared, result: servicegroup::Result<Vec<MemberStatus>>) {
     let list = match result {
         Ok(list) => list,
         Err(e) => {
-            *lock(&shared.tally)
-                .errors
+            let mut tally = lock(&shared.tally);
+            *tally.errors.entry(e.kind().code().to_owned()).or_insert(0) += 1;
+            tally
+                .first_messages
                 .entry(e.kind().code().to_owned())
-                .or_insert(0) += 1;
+                .or_insert_with(|| e.to_string());
             return;
         }
     };

@@ -155,6 +155,9 @@ async fn forward(client: TcpStream, upstream: SocketAddr, state: Arc<State>) {
                 let _ = client_write.write_all(&chunk[..chunk.len() / 2]).await;
                 let _ = client_write.as_ref().set_zero_linger();
                 state.resets.fetch_add(1, Ordering::SeqCst);
+                // No FIN first (dropping a write half shuts it down): the socket closes
+                // when the read half goes too, and with linger 0 that is an RST.
+                client_write.forget();
                 return true;
             }
             if client_write.write_all(&chunk).await.is_err() {

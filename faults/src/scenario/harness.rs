@@ -294,7 +294,8 @@ impl Harness {
     /// `allowed` (codes), recording a failure otherwise.
     pub fn expect_error_kinds(&mut self, allowed: &[&str]) {
         let mut seen = self.fleet.errors_by_kind();
-        for (k, n) in self.observer.tally().errors {
+        let tally = self.observer.tally();
+        for (k, n) in tally.errors {
             *seen.entry(k).or_insert(0) += n;
         }
         let bad: Vec<String> = seen
@@ -303,8 +304,12 @@ impl Harness {
             .cloned()
             .collect();
         if !bad.is_empty() {
+            let messages: Vec<&str> = bad
+                .iter()
+                .filter_map(|k| tally.first_messages.get(k).map(String::as_str))
+                .collect();
             self.row.fail(format!(
-                "unexpected error kinds {bad:?} (expected only {allowed:?})"
+                "unexpected error kinds {bad:?} (expected only {allowed:?}; observer's first: {messages:?})"
             ));
         }
     }
