@@ -115,11 +115,14 @@ fn listing(members: Vec<MemberStatus>) -> BTreeMap<MemberId, Seen> {
 ///
 /// After the backend could not be reached, the first listings that succeed can show
 /// live members down only because none of their heartbeats could land meanwhile
-/// (the backend's clock went on). So for `report_interval` plus one watch interval
-/// after the backend answers again, an up → down transition is held back and
-/// reported only if a later listing still shows it: a member that really died during
-/// the outage is reported that much later, and one that was alive all along is not
-/// reported at all (scenario 10 of the fault matrix, `docs/reliability.md`).
+/// (the backend's clock went on), or missing because the store lost its records
+/// (memcached restarted empty; the members' next heartbeats register them again).
+/// So for `report_interval` plus one watch interval after the backend answers again,
+/// an up → down transition and the disappearance of a member that was up are held
+/// back and reported only if a later listing still shows them: a member that really
+/// died or left during the outage is reported that much later, and one that was
+/// alive all along is not reported at all (scenario 10 of the fault matrix,
+/// `docs/reliability.md`).
 #[derive(Debug)]
 pub struct Watch {
     inner: Arc<Inner>,
@@ -236,11 +239,19 @@ impl Watch {
                 _ => {}
             }
         }
+        let mut held_left = Vec::new();
         for (member, before) in &self.known {
             if !current.contains_key(member) {
-                push(EventKind::Left, member, before);
+                if settling && before.state == State::Up {
+                    // A store that lost its records (memcached restarted empty) gets
+                    // them back from the members' next heartbeats: confirm later.
+                    held_left.push((member.clone(), before.clone()));
+                } else {
+                    push(EventKind::Left, member, before);
+                }
             }
         }
+        current.extend(held_left);
         // A held member stays known as up: the next listing decides.
         for member in held {
             if let Some(seen) = current.get_mut(&member) {
