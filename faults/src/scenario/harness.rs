@@ -229,7 +229,7 @@ impl Harness {
                     .fail(format!("the forced-down flag of {} was lost", self.forced));
             } else {
                 self.row.note(format!(
-                    "forced-down flag of {} lost: memcached keeps it only in memory (documented)",
+                    "forced-down flag of {} lost: memcached keeps it only in memory, and a restart empties it",
                     self.forced
                 ));
             }
