@@ -29,6 +29,10 @@ type Http = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Fu
 
 /// gRPC status codes etcd answers with (in the JSON body's `code`).
 pub(crate) mod code {
+    /// "grpc: the client connection is closing": the gateway's connection to its
+    /// etcd server is going away (the member is stopping). Never a cancel of ours:
+    /// the driver drops a request's future, it gets no status for it.
+    pub const CANCELLED: i64 = 1;
     /// Bad request (also: authentication failed).
     pub const INVALID_ARGUMENT: i64 = 3;
     /// The request did not finish in time on the server.
@@ -69,7 +73,9 @@ impl CallError {
     fn fails_over(&self) -> bool {
         match self {
             CallError::Connect(_) => true,
-            CallError::Status { code, .. } => *code == code::UNAVAILABLE,
+            CallError::Status { code, .. } => {
+                *code == code::UNAVAILABLE || *code == code::CANCELLED
+            }
             _ => false,
         }
     }
@@ -99,7 +105,7 @@ impl CallError {
             } => {
                 let text = format!("{what}: etcd at {endpoint} answered {message:?} (code {code})");
                 match code {
-                    code::UNAVAILABLE => Error::unavailable(text),
+                    code::UNAVAILABLE | code::CANCELLED => Error::unavailable(text),
                     code::DEADLINE_EXCEEDED => Error::timeout(text),
                     code::UNAUTHENTICATED | code::PERMISSION_DENIED => Error::config(format!(
                         "{text}: check `etcd.username` / `etcd.password` and the user's role"
@@ -513,5 +519,38 @@ impl Lines {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use servicegroup_core::ErrorKind;
+
+    fn status(code: i64, message: &str) -> CallError {
+        CallError::Status {
+            code,
+            message: message.to_owned(),
+            endpoint: "http://127.0.0.1:2379".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_member_stopping_is_unavailable_and_fails_over() {
+        // What the gateway of an etcd member that is shutting down answers
+        // (seen by the fault matrix, scenario 10 on etcd-3).
+        let closing = status(code::CANCELLED, "grpc: the client connection is closing");
+        assert!(closing.fails_over());
+        assert_eq!(
+            closing.into_error("keeping the lease alive").kind(),
+            ErrorKind::Unavailable
+        );
+        assert!(status(code::UNAVAILABLE, "etcdserver: no leader").fails_over());
+        let other = status(
+            code::OUT_OF_RANGE,
+            "etcdserver: mvcc: required revision has been compacted",
+        );
+        assert!(!other.fails_over());
+        assert_eq!(other.into_error("x").kind(), ErrorKind::Backend);
     }
 }

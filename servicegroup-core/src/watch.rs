@@ -112,6 +112,17 @@ fn listing(members: Vec<MemberStatus>) -> BTreeMap<MemberId, Seen> {
 /// Transitions are relative to the listing taken when the watch was created.
 /// If a poll fails (backend unreachable) `next` returns the error and the watch
 /// stays usable: the next call polls again and reports what changed meanwhile.
+///
+/// After the backend could not be reached, the first listings that succeed can show
+/// live members down only because none of their heartbeats could land meanwhile
+/// (the backend's clock went on), or missing because the store lost its records
+/// (memcached restarted empty; the members' next heartbeats register them again).
+/// So for `report_interval` plus one watch interval after the backend answers again,
+/// an up → down transition and the disappearance of a member that was up are held
+/// back and reported only if a later listing still shows them: a member that really
+/// died or left during the outage is reported that much later, and one that was
+/// alive all along is not reported at all (scenario 10 of the fault matrix,
+/// `docs/reliability.md`).
 #[derive(Debug)]
 pub struct Watch {
     inner: Arc<Inner>,
@@ -125,6 +136,10 @@ pub struct Watch {
     /// The feed said "changed" and no listing has followed yet (kept across a
     /// cancelled `next`, so the notification is not lost).
     notified: bool,
+    /// The last poll (or feed wait) failed because the backend could not be reached.
+    unreachable: bool,
+    /// Until then, up → down transitions wait for a later listing to confirm them.
+    settle_until: Option<Instant>,
 }
 
 impl Watch {
@@ -147,6 +162,8 @@ impl Watch {
             next_poll: Instant::now() + interval,
             feed,
             notified: false,
+            unreachable: false,
+            settle_until: None,
         })
     }
 
@@ -163,21 +180,33 @@ impl Watch {
             }
             if let Some(feed) = self.feed.as_mut() {
                 if !self.notified {
-                    feed.changed().await?;
+                    if let Err(e) = feed.changed().await {
+                        self.unreachable |= e.kind().is_unreachable();
+                        return Err(e);
+                    }
                     self.notified = true;
                 }
             }
             tokio::time::sleep_until(self.next_poll).await;
             self.next_poll = Instant::now() + self.interval;
-            self.poll().await?;
+            if let Err(e) = self.poll().await {
+                self.unreachable |= e.kind().is_unreachable();
+                return Err(e);
+            }
             self.notified = false;
         }
     }
 
     /// Polls once and queues the differences against the last listing.
     async fn poll(&mut self) -> Result<()> {
-        let current = listing(status::members(&self.inner, &self.group_id).await?);
+        let mut current = listing(status::members(&self.inner, &self.group_id).await?);
         let at = Utc::now();
+        let now = Instant::now();
+        if std::mem::take(&mut self.unreachable) {
+            self.settle_until = Some(now + self.inner.config.report_interval + self.interval);
+        }
+        let settling = self.settle_until.is_some_and(|until| now < until);
+        let mut held = Vec::new();
         let group = &self.group_id;
         let pending = &mut self.pending;
         let mut push = |kind, member: &MemberId, seen: &Seen| {
@@ -204,14 +233,29 @@ impl Watch {
                 push(EventKind::Updated, member, now);
             }
             match (before.state, now.state) {
+                (State::Up, State::Down) if settling => held.push(member.clone()),
                 (State::Up, State::Down) => push(EventKind::Down, member, now),
                 (State::Down, State::Up) => push(EventKind::Up, member, now),
                 _ => {}
             }
         }
+        let mut held_left = Vec::new();
         for (member, before) in &self.known {
             if !current.contains_key(member) {
-                push(EventKind::Left, member, before);
+                if settling && before.state == State::Up {
+                    // A store that lost its records (memcached restarted empty) gets
+                    // them back from the members' next heartbeats: confirm later.
+                    held_left.push((member.clone(), before.clone()));
+                } else {
+                    push(EventKind::Left, member, before);
+                }
+            }
+        }
+        current.extend(held_left);
+        // A held member stays known as up: the next listing decides.
+        for member in held {
+            if let Some(seen) = current.get_mut(&member) {
+                seen.state = State::Up;
             }
         }
         self.known = current;
