@@ -245,6 +245,10 @@ pub struct SimulateArgs {
     /// its CPU time and memory during the measured run.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Process id of a relay the members talk through (repeatable): the report then
+    /// includes its CPU time (also per heartbeat request) and memory.
+    #[arg(long = "relay-pid", value_name = "PID")]
+    pub relay_pids: Vec<u32>,
 }
 
 /// Topologies of `simulate`.

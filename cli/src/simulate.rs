@@ -50,6 +50,7 @@ pub async fn run(global: &GlobalArgs, args: SimulateArgs) -> Result<u8, Failure>
         keep: args.keep,
         baseline: args.baseline.map(|args::Baseline::Nova| Baseline::Nova),
         server_pid: args.server_pid,
+        relay_pids: args.relay_pids.clone(),
         progress: true,
     };
     let simulation = Simulation::prepare(config, options)

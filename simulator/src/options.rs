@@ -84,6 +84,9 @@ pub struct Options {
     pub baseline: Option<Baseline>,
     /// Process id of the database server on this machine, to report its CPU and memory.
     pub server_pid: Option<u32>,
+    /// Process ids of relays (`servicegroup relay`) the members talk through, to report
+    /// their CPU (per heartbeat request too) and memory.
+    pub relay_pids: Vec<u32>,
     /// Show progress bars on stderr (hidden anyway when stderr is not a terminal; a
     /// progress line is logged every 10 s instead).
     pub progress: bool,
@@ -106,6 +109,7 @@ impl Default for Options {
             keep: false,
             baseline: None,
             server_pid: None,
+            relay_pids: Vec::new(),
             progress: false,
         }
     }

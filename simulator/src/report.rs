@@ -116,6 +116,11 @@ pub struct Report {
     pub simulator: SimulatorUsage,
     /// The database server's CPU and memory (with `--server-pid`), else null.
     pub server: Option<ServerUsage>,
+    /// Each relay's CPU and memory (with `--relay-pid`), else empty.
+    pub relays: Vec<ServerUsage>,
+    /// The relays' CPU per heartbeat call of a member (one HTTP request each in the
+    /// per-process topology), µs; null without `--relay-pid`.
+    pub relay_cpu_us_per_heartbeat: Option<f64>,
     /// True when there were no false downs and every killed member was detected.
     pub ok: bool,
 }
@@ -240,6 +245,19 @@ impl Report {
                 opt(v.cpu_percent),
                 opt(v.pss_mb)
             );
+        }
+        for v in &self.relays {
+            let _ = writeln!(
+                s,
+                "  relay (pid {})    CPU {}% of a core, PSS {} MB ({} MB per 100k members)",
+                v.pid,
+                opt(v.cpu_percent),
+                opt(v.pss_mb),
+                opt(v.pss_mb_per_100k_members)
+            );
+        }
+        if let Some(us) = self.relay_cpu_us_per_heartbeat {
+            let _ = writeln!(s, "  relay CPU          {us} µs per heartbeat request");
         }
         let errors = if self.errors.is_empty() {
             "none".to_owned()

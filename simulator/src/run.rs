@@ -239,6 +239,11 @@ impl Simulation {
         let hb_before = stats.heartbeats.load(Ordering::SeqCst);
         let batches_before = stats.batches.load(Ordering::SeqCst);
         let run_mark = usage::mark(options.server_pid);
+        let relay_marks: Vec<(u32, usage::Mark)> = options
+            .relay_pids
+            .iter()
+            .map(|&pid| (pid, usage::mark(Some(pid))))
+            .collect();
         let run_started = Instant::now();
         #[allow(unused_mut)] // only the Nova baseline has workers
         let mut workers: JoinSet<()> = JoinSet::new();
@@ -308,6 +313,16 @@ impl Simulation {
         let server_usage = options
             .server_pid
             .map(|pid| usage::server(pid, run_mark, joined));
+        let relays: Vec<usage::ServerUsage> = relay_marks
+            .iter()
+            .map(|&(pid, mark)| usage::server(pid, mark, joined))
+            .collect();
+        let relay_cpu_us_per_heartbeat = relays
+            .iter()
+            .map(|r| r.cpu_seconds)
+            .sum::<Option<f64>>()
+            .filter(|_| !relays.is_empty() && batches > 0)
+            .map(|cpu| (cpu * 1e6 / batches as f64 * 100.0).round() / 100.0);
         let connections_run = connections::since(&fds);
         progress.finish_and_clear();
         if killer.await.is_err() {
@@ -391,6 +406,8 @@ impl Simulation {
             errors: stats.errors.snapshot(),
             simulator: simulator_usage,
             server: server_usage,
+            relays,
+            relay_cpu_us_per_heartbeat,
             ok: false_downs == 0 && detected == killed,
         };
 
