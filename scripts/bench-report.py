@@ -14,13 +14,17 @@ import platform
 import sys
 
 MARK = "<!-- end of the generated part: text below is kept by scripts/bench -->"
-ORDER = ["postgres", "nova", "mariadb", "sqlite", "memcached"]
+ORDER = ["postgres", "nova", "relay1", "relay2", "pg-per-process", "mariadb", "sqlite", "memcached", "etcd"]
 LABEL = {
     "postgres": "ours, PostgreSQL",
     "nova": "Nova baseline, PostgreSQL",
     "mariadb": "ours, MariaDB",
     "sqlite": "ours, SQLite file",
     "memcached": "ours, memcached",
+    "relay1": "ours, one member per process, 1 relay, PostgreSQL",
+    "relay2": "ours, one member per process, 2 relays, PostgreSQL",
+    "pg-per-process": "ours, one member per process, straight to PostgreSQL",
+    "etcd": "ours, etcd 3-node cluster",
 }
 TARGET = {"postgres": 500_000, "memcached": 1_000_000, "sqlite": 100_000}
 COLORS = {
@@ -29,6 +33,10 @@ COLORS = {
     "mariadb": "#9467bd",
     "sqlite": "#2ca02c",
     "memcached": "#ff7f0e",
+    "relay1": "#17becf",
+    "relay2": "#bcbd22",
+    "pg-per-process": "#7f7f7f",
+    "etcd": "#8c564b",
 }
 
 
@@ -264,6 +272,35 @@ def main():
                 errs,
             )
         )
+    pp = [r for r in rows if "error" not in r and r.get("topology") == "per-process"]
+    if pp:
+        L.append("")
+        L.append("### One member per process (`--topology per-process`)")
+        L.append("")
+        L.append(
+            "Every member its own handle and its own heartbeat request per tick; simulated "
+            "processes share a driver instance's connections in groups of "
+            f"{pp[0].get('processes_per_driver')} (one simulator process holds them all). "
+            "Relay CPU per request is the relays' CPU during the measured run divided by the "
+            "members' heartbeat requests; database transactions per second cover the whole "
+            "run, joins and cleanup included."
+        )
+        L.append("")
+        L.append("| backend | members | relays | connections | relay CPU % (each) | relay CPU µs per request | "
+                 "relay PSS MB per 100k members | database transactions/s |")
+        L.append("|" + "---|" * 8)
+        for r in pp:
+            relays = r.get("relays") or []
+            L.append("| {} | {:,} | {} | {} | {} | {} | {} | {} |".format(
+                LABEL.get(r["backend"], r["backend"]),
+                r["members"],
+                r.get("relays_used", len(relays)),
+                num(r.get("connections")),
+                ", ".join(num(x.get("cpu_percent"), "{:.0f}") for x in relays) or "-",
+                num(r.get("relay_cpu_us_per_heartbeat"), "{:.1f}"),
+                ", ".join(num(x.get("pss_mb_per_100k_members"), "{:,.0f}") for x in relays) or "-",
+                num(r.get("db_transactions_per_second")),
+            ))
     L.append("")
     L.append(f"![fleet size vs false downs and heartbeat p99]({os.path.basename(out_svg)})")
     L.append("")

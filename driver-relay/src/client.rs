@@ -269,6 +269,18 @@ impl Relays {
         })
     }
 
+    /// Starts at a random target instead of the first (`relay.spread`), so the
+    /// processes of a fleet spread over the listed relays without a load balancer;
+    /// failing over still goes down the list from there.
+    pub fn spread(self) -> Self {
+        let bytes = servicegroup_core::InstanceId::random().to_bytes();
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&bytes[..8]);
+        let start = (u64::from_le_bytes(first) % self.targets.len() as u64) as usize;
+        self.preferred.store(start, Ordering::Relaxed);
+        self
+    }
+
     /// Sends one request, failing over to the next relay on a connect error, a
     /// broken connection or a 5xx answer; returns the first other answer. All
     /// relays failing: the last failure (`Unavailable`, `Timeout`, or the 5xx's kind).
@@ -408,6 +420,22 @@ fn chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spread_starts_at_every_target_and_plain_at_the_first() {
+        let urls = vec![
+            "http://127.0.0.1:1".to_owned(),
+            "http://127.0.0.1:2".to_owned(),
+        ];
+        let relays = || Relays::new(&urls, None, Duration::from_secs(1), None, 4).unwrap();
+        let mut starts = [0usize; 2];
+        for _ in 0..64 {
+            starts[relays().spread().preferred.load(Ordering::Relaxed)] += 1;
+        }
+        // All 64 on one target has probability 2^-63.
+        assert!(starts[0] > 0 && starts[1] > 0, "{starts:?}");
+        assert_eq!(relays().preferred.load(Ordering::Relaxed), 0);
+    }
 
     #[test]
     fn drivers_share_pools_and_never_show_the_token() {

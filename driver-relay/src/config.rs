@@ -34,6 +34,10 @@ pub struct RelayConfig {
     /// Most requests in flight (so connections) per relay URL, shared by every relay
     /// driver of the process with the same URL. Default 64.
     pub max_connections: usize,
+    /// Start at a random relay of `urls` instead of the first (then fail over down the
+    /// list from there), so the processes of a fleet spread over several relays
+    /// without a load balancer in front. Default false: the first URL first.
+    pub spread: bool,
 }
 
 impl Default for RelayConfig {
@@ -44,6 +48,7 @@ impl Default for RelayConfig {
             timeout: Duration::from_secs(5),
             ca_file: None,
             max_connections: 64,
+            spread: false,
         }
     }
 }

@@ -65,6 +65,11 @@ impl RelayDriver {
             options.ca_file.clone(),
             options.max_connections,
         )?;
+        let relays = if options.spread {
+            relays.spread()
+        } else {
+            relays
+        };
         let resolution = match relays.health().await {
             // The relay's ages are rounded to the millisecond.
             Some(h) => Duration::from_millis(h.liveness_resolution_ms) + Duration::from_millis(1),
