@@ -685,6 +685,8 @@ pub fn assert_simulation_ok(r: &Value, members: u64, killed: u64, sdt: f64, ri: 
         "errors",
         "simulator",
         "server",
+        "relays",
+        "relay_cpu_us_per_heartbeat",
         "ok",
     ]
     .into_iter()
