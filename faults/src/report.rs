@@ -1,4 +1,4 @@
-//! [`Row`]: what one scenario on one backend measured, and [`write`], which turns the
+//! [`Row`]: what one scenario on one backend measured, and [`write()`], which turns the
 //! rows of a run into `docs/reliability.md`.
 
 use std::collections::BTreeMap;
