@@ -140,6 +140,9 @@ pub struct Watch {
     unreachable: bool,
     /// Until then, up → down transitions wait for a later listing to confirm them.
     settle_until: Option<Instant>,
+    /// A transition is held back: list again once `settle_until` passed, even if the
+    /// change feed has nothing new to say.
+    held: bool,
 }
 
 impl Watch {
@@ -164,6 +167,7 @@ impl Watch {
             notified: false,
             unreachable: false,
             settle_until: None,
+            held: false,
         })
     }
 
@@ -180,11 +184,24 @@ impl Watch {
             }
             if let Some(feed) = self.feed.as_mut() {
                 if !self.notified {
-                    if let Err(e) = feed.changed().await {
-                        self.unreachable |= e.kind().is_unreachable();
-                        return Err(e);
+                    let recheck = self.settle_until.filter(|_| self.held);
+                    let changed = match recheck {
+                        // Both are cancel-safe (the feed's contract, a sleep).
+                        Some(at) => tokio::select! {
+                            changed = feed.changed() => Some(changed),
+                            () = tokio::time::sleep_until(at) => None,
+                        },
+                        None => Some(feed.changed().await),
+                    };
+                    match changed {
+                        Some(Err(e)) => {
+                            self.unreachable |= e.kind().is_unreachable();
+                            return Err(e);
+                        }
+                        Some(Ok(())) => self.notified = true,
+                        // The held transitions are due: list again.
+                        None => {}
                     }
-                    self.notified = true;
                 }
             }
             tokio::time::sleep_until(self.next_poll).await;
@@ -251,6 +268,7 @@ impl Watch {
                 }
             }
         }
+        self.held = !held.is_empty() || !held_left.is_empty();
         current.extend(held_left);
         // A held member stays known as up: the next listing decides.
         for member in held {
