@@ -19,6 +19,8 @@
 #
 # etcd-server (etcd) and etcd-client (etcdctl) are installed with apt-get when missing
 # (as root). Under CI=true a cluster that cannot start fails the run.
+# SG_ETCD_EXTRA_ARGS: more etcd flags for every member (scripts/bench: a larger backend
+# quota and periodic compaction for million-member fleets).
 
 _sg_etcd_lib_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=common.sh
@@ -82,7 +84,7 @@ etcd_start_member() {
     --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
     --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
     --initial-cluster "$(etcd_initial_cluster "$dir")" --initial-cluster-token "$(cat "$dir/token")" \
-    --initial-cluster-state "$state" --logger zap --log-outputs stderr \
+    --initial-cluster-state "$state" --logger zap --log-outputs stderr ${SG_ETCD_EXTRA_ARGS:-} \
     </dev/null >>"$dir/$name.log" 2>&1 &
   echo $! >"$dir/$name.pid"
 }
