@@ -877,21 +877,27 @@ impl Backend {
         }
     }
 
+    /// One listing at one revision: the first page of records fixes it; the rest of
+    /// the records, the alive keys and the beat keys are then read side by side.
     async fn list_once(&self, group: &GroupId) -> Result<Vec<MemberRecord>, CallError> {
-        let (revision, records) = self
+        let (first, next) = self
             .client
-            .range_all(&Range::prefix(&self.keys.group_records(group)))
+            .first_page(&Range::prefix(&self.keys.group_records(group)))
             .await?;
+        let revision = next.revision;
         let alive_range = Range {
             revision,
             ..Range::prefix(&self.keys.group_alive(group))
         };
-        let (_, alive) = self.client.range_all(&alive_range).await?;
         let beats_range = Range {
             revision,
             ..Range::prefix(&self.keys.beats())
         };
-        let (_, beats) = self.client.range_all(&beats_range).await?;
+        let (records, (_, alive), (_, beats)) = tokio::try_join!(
+            self.client.rest_of(first, next),
+            self.client.range_all(&alive_range),
+            self.client.range_all(&beats_range),
+        )?;
         let beats: HashMap<String, i64> = beats
             .iter()
             .filter_map(|kv| {

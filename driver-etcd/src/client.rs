@@ -41,6 +41,8 @@ pub(crate) mod code {
     pub const NOT_FOUND: i64 = 5;
     /// Permission denied (the user's role lacks the key range).
     pub const PERMISSION_DENIED: i64 = 7;
+    /// A message larger than the gateway or server accepts.
+    pub const RESOURCE_EXHAUSTED: i64 = 8;
     /// Revision compacted, or in the future.
     pub const OUT_OF_RANGE: i64 = 11;
     /// No leader, leader changed, member stopping, request timed out.
@@ -90,6 +92,18 @@ impl CallError {
     pub(crate) fn is_compacted(&self) -> bool {
         matches!(self, CallError::Status { code, message, .. }
             if *code == code::OUT_OF_RANGE && message.contains("compacted"))
+    }
+
+    /// etcd's "required revision is a future revision": the member asked has not
+    /// applied it yet (a serializable read on a member behind the leader).
+    pub(crate) fn is_future_revision(&self) -> bool {
+        matches!(self, CallError::Status { code, message, .. }
+            if *code == code::OUT_OF_RANGE && message.contains("future revision"))
+    }
+
+    /// An answer too large for the gateway's (or server's) message limit.
+    pub(crate) fn is_too_large(&self) -> bool {
+        matches!(self, CallError::Status { code, .. } if *code == code::RESOURCE_EXHAUSTED)
     }
 
     /// The servicegroup error, `what` naming the operation.

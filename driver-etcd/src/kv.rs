@@ -10,9 +10,13 @@ use crate::client::{CallError, Client};
 /// Most operations etcd accepts in one transaction (its `--max-txn-ops` default).
 pub(crate) const MAX_TXN_OPS: usize = 128;
 
-/// Keys per page of a paged range (a page of records stays well below etcd's
-/// request and message size limits).
-pub(crate) const PAGE: usize = 1000;
+/// Keys per page of a paged range: 4,000 records of typical size are ~1.5 MB of
+/// JSON, well below the gateway's message limit (a page it refuses as too large is
+/// asked for again in halves: records may carry up to 4 KiB of metadata).
+pub(crate) const PAGE: usize = 4000;
+
+/// The smallest page [`Client::range_all`] halves down to.
+const MIN_PAGE: usize = 50;
 
 /// Base64 of `bytes`.
 pub(crate) fn b64(bytes: &[u8]) -> String {
@@ -102,6 +106,9 @@ pub(crate) struct Range {
     pub revision: i64,
     pub limit: usize,
     pub count_only: bool,
+    /// Served by the member asked from what it has applied, without a round of the
+    /// leader (only safe at a fixed revision that member is known to have applied).
+    pub serializable: bool,
 }
 
 impl Range {
@@ -135,6 +142,9 @@ impl Range {
         }
         if self.count_only {
             v["count_only"] = json!(true);
+        }
+        if self.serializable {
+            v["serializable"] = json!(true);
         }
         v
     }
@@ -196,23 +206,73 @@ impl Client {
     /// Every key of `range` at one revision, in pages of [`PAGE`] keys (the first page
     /// fixes the revision unless `range.revision` does). Returns the revision and the pairs.
     pub(crate) async fn range_all(&self, range: &Range) -> Result<(i64, Vec<Kv>), CallError> {
+        let (first, page) = self.first_page(range).await?;
+        let revision = page.revision;
+        Ok((revision, self.rest_of(first, page).await?))
+    }
+
+    /// The first page of `range` (linearizable) and the request of the next page, at
+    /// the revision of the first unless `range.revision` is set.
+    pub(crate) async fn first_page(&self, range: &Range) -> Result<(RangeOut, Range), CallError> {
         let mut page = range.clone();
         page.limit = PAGE;
+        page.serializable = false;
+        let answer = self.page(&mut page).await?;
+        if page.revision == 0 {
+            page.revision = answer.revision;
+        }
+        Ok((answer, page))
+    }
+
+    /// The pairs of `first` and of every page after it (`next`, from
+    /// [`Client::first_page`]). Those pages are serializable reads at the fixed
+    /// revision: the member that answered the first has applied it, so no page needs
+    /// another round of the leader (another member, after a failover, may not have:
+    /// then the page is asked for again, linearizably).
+    pub(crate) async fn rest_of(
+        &self,
+        first: RangeOut,
+        mut next: Range,
+    ) -> Result<Vec<Kv>, CallError> {
+        let mut more = first.more;
         let mut out = Vec::new();
+        let mut answer = first;
         loop {
-            let answer = self.range(&page).await?;
-            if page.revision == 0 {
-                page.revision = answer.revision;
-            }
-            let more = answer.more;
             if let Some(last) = answer.kvs.last() {
-                let mut next = last.key.clone();
-                next.push(0);
-                page.key = next;
+                let mut key = last.key.clone();
+                key.push(0);
+                next.key = key;
             }
-            out.extend(answer.kvs);
+            out.extend(std::mem::take(&mut answer.kvs));
             if !more {
-                return Ok((page.revision, out));
+                return Ok(out);
+            }
+            next.serializable = true;
+            answer = match self.page(&mut next).await {
+                Err(e) if e.is_future_revision() => {
+                    next.serializable = false;
+                    self.page(&mut next).await?
+                }
+                other => other?,
+            };
+            more = answer.more;
+        }
+    }
+
+    /// One page of `page`, its limit halved (down to [`MIN_PAGE`]) while the gateway
+    /// refuses the answer as too large.
+    async fn page(&self, page: &mut Range) -> Result<RangeOut, CallError> {
+        loop {
+            match self.range(page).await {
+                Err(e) if e.is_too_large() && page.limit > MIN_PAGE => {
+                    page.limit = (page.limit / 2).max(MIN_PAGE);
+                    tracing::debug!(
+                        driver = crate::NAME,
+                        limit = page.limit,
+                        "etcd page too large; asking for smaller pages"
+                    );
+                }
+                other => return other,
             }
         }
     }

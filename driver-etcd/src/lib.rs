@@ -25,7 +25,13 @@
 //! - **Native watch.** [`servicegroup_core::Driver::change_feed`] watches the
 //!   group's keys from the revision of the watch's first listing; a watch that falls
 //!   behind compaction resynchronises from a fresh listing.
-//! - **Listings** are paged (1,000 keys a page) at the revision of the first page.
+//! - **Listings** are paged (4,000 keys a page) at the revision of the first page,
+//!   which is the only linearizable read: the later pages are serializable reads of
+//!   that revision, and the records, alive keys and beat keys are read side by side.
+//! - **A silent watch is checked.** A watch stream that says nothing for a quarter of
+//!   the lease TTL is followed by one small read; a cluster that does not answer it
+//!   is reported to core as unreachable, so a watch through a stall holds back what
+//!   the first listings after it show (see [`servicegroup_core::Watch`]).
 //! - **Unreachable is not down.** A request goes to one endpoint and fails over to
 //!   the next on connect errors and "unavailable" answers; an answer that never
 //!   comes is `Timeout` (`[etcd] timeout`), a cluster without quorum `Unavailable`.

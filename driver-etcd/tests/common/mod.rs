@@ -117,6 +117,44 @@ impl Cluster {
     pub fn wipe(&self) {
         etcd_sh(&["wipe", self.path()]);
     }
+
+    /// Stops every member's process (SIGSTOP) until the returned guard is dropped
+    /// (SIGCONT): the cluster hangs, its connections stay open and silent.
+    pub fn stall(&self) -> Stall {
+        let pids: Vec<String> = ["a", "b", "c"]
+            .iter()
+            .map(|name| {
+                let file = self.dir.path().join(format!("{name}.pid"));
+                std::fs::read_to_string(&file)
+                    .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+                    .trim()
+                    .to_owned()
+            })
+            .collect();
+        signal(&pids, "STOP");
+        Stall { pids }
+    }
+}
+
+fn signal(pids: &[String], signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .args(pids)
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pids:?}: {status}");
+}
+
+/// A stalled cluster ([`Cluster::stall`]); continued when dropped, also when a test
+/// fails meanwhile (a stopped etcd would not stop).
+pub struct Stall {
+    pids: Vec<String>,
+}
+
+impl Drop for Stall {
+    fn drop(&mut self) {
+        signal(&self.pids, "CONT");
+    }
 }
 
 impl Drop for Cluster {
