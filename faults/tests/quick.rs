@@ -66,6 +66,7 @@ async fn quick(s: ScenarioName) {
     ctx.processes = 2;
     ctx.per_process = 20;
     let row = scenario::run(&ctx, s, s.quick_backend()).await;
+    eprintln!("{}\nnotes: {}", row.summary(), row.notes.join("; "));
     assert!(
         row.outcome.is_ok(),
         "{}\nnotes: {}",

@@ -1,16 +1,26 @@
-//! Scenario 8, *disk full*: the SQLite file lives on a 16 MiB tmpfs; once the fleet
-//! runs, a filler file takes every free byte for service_down_time + 2 s, then is
-//! deleted. Expected: errors that name the path (if writing fails at all), no
-//! corruption (`PRAGMA integrity_check` is `ok` afterwards), heartbeats resume when
-//! space returns. The read-only half is reported as not run (see the row).
+//! Scenario 8, *disk full / read-only*: the SQLite file lives on a 16 MiB tmpfs.
+//!
+//! - **Full:** once the fleet runs, a filler file takes every free byte for
+//!   service_down_time + 2 s, then is deleted. Expected: errors that name the path
+//!   (if writing fails at all), heartbeats resume when space returns.
+//! - **Read-only:** the file, its WAL files and its directory, owned by an
+//!   unprivileged user (`nobody`), are made read-only (0444 / 0555). A member process
+//!   that user starts then must fail its join with one error naming the path; the
+//!   running fleet keeps the descriptors it opened (permissions are checked at
+//!   open) and must keep every member up. Writable again, the user's process joins.
+//!   (A read-only *remount* under open writers is refused by the kernel, and root
+//!   ignores file modes: this is the read-only file a deployment really meets.)
+//! - Both: no corruption (`PRAGMA integrity_check` is `ok` afterwards).
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use crate::backend::BackendName;
 use crate::error::{FaultsError, Result};
+use crate::fleet::{MemberProcess, ProcessOptions};
 use crate::report::{kinds_text, Row};
 use crate::scenario::harness::{Harness, Setup};
 use crate::scenario::ScenarioName;
@@ -100,8 +110,159 @@ pub async fn run(ctx: &Context, backend: BackendName) -> Result<Row> {
         }
     }
     h.expect_recovery().await;
+    read_only(ctx, &mut h, &db).await?;
     let row = h.finish().await?;
     integrity(row, &db)
+}
+
+/// The unprivileged user of the read-only half (`nobody`).
+const UNPRIVILEGED: u32 = 65534;
+/// Members of the unprivileged process (numbered after the fleet's).
+const READ_ONLY_MEMBERS: usize = 5;
+
+/// The read-only half (see the module doc): notes or failures on `h.row`.
+async fn read_only(ctx: &Context, h: &mut Harness, db: &Path) -> Result<()> {
+    if !is_root() {
+        h.row.note(
+            "read-only half not run: it needs root (to hand the file to an unprivileged user)",
+        );
+        return Ok(());
+    }
+    let dir = db
+        .parent()
+        .ok_or_else(|| FaultsError::Setup(format!("{} has no directory", db.display())))?;
+    // The unprivileged process must reach the file: the work directory is ours.
+    let work_mode = std::fs::metadata(&ctx.work)
+        .map_err(|e| FaultsError::io(format!("stat {}", ctx.work.display()), e))?
+        .permissions()
+        .mode();
+    set_mode(&ctx.work, (work_mode & 0o7777) | 0o011)?;
+    let files = store_files(dir, db)?;
+    for path in std::iter::once(dir).chain(files.iter().map(PathBuf::as_path)) {
+        std::os::unix::fs::chown(path, Some(UNPRIVILEGED), Some(UNPRIVILEGED))
+            .map_err(|e| FaultsError::io(format!("chown {}", path.display()), e))?;
+    }
+    let launch = h.fleet.launch().clone();
+    let first = ctx.processes * ctx.per_process;
+    let as_nobody = ProcessOptions {
+        leave_on_exit: true,
+        wrapper: vec![
+            "setpriv".into(),
+            format!("--reuid={UNPRIVILEGED}"),
+            format!("--regid={UNPRIVILEGED}"),
+            "--clear-groups".into(),
+        ],
+        ..ProcessOptions::default()
+    };
+    let errors_before = h.fleet.errors_by_kind();
+    for path in &files {
+        set_mode(path, 0o444)?;
+    }
+    set_mode(dir, 0o555)?;
+    let mut refused =
+        MemberProcess::spawn(&launch, "read-only", first, READ_ONLY_MEMBERS, &as_nobody).await?;
+    let outcome = refused.joined(Duration::from_secs(30)).await?;
+    // The fleet keeps running through it: no reading of a live member may be down.
+    h.run_for(ctx.timing.report_interval * 2).await;
+    refused.stop(Duration::from_secs(5)).await;
+    let fleet_errors = crate::scenario::slow::diff(&h.fleet.errors_by_kind(), &errors_before);
+    for path in &files {
+        set_mode(path, 0o644)?;
+    }
+    set_mode(dir, 0o755)?;
+    let name = db.to_string_lossy();
+    match outcome {
+        Err((kind, message)) if message.contains(name.as_ref()) => h.row.note(format!(
+            "read-only: file and directory 0444/0555 for an unprivileged user; its new process's join failed ({kind}): {message}; the running fleet's errors meanwhile: {}",
+            kinds_text(&fleet_errors)
+        )),
+        Err((kind, message)) => h.row.fail(format!(
+            "read-only: the join failed ({kind}) without naming {name}: {message}"
+        )),
+        Ok(n) => h.row.fail(format!(
+            "read-only: an unprivileged process joined {n} members on a read-only file"
+        )),
+    }
+    if !fleet_errors.is_empty() {
+        h.row.fail(format!(
+            "read-only: the running fleet saw errors ({}) although its descriptors stay writable",
+            kinds_text(&fleet_errors)
+        ));
+    }
+    // Writable again: the unprivileged process joins and its members are listed up.
+    let mut again = MemberProcess::spawn(
+        &launch,
+        "writable-again",
+        first,
+        READ_ONLY_MEMBERS,
+        &as_nobody,
+    )
+    .await?;
+    match again.joined(Duration::from_secs(30)).await? {
+        Ok(_) => {
+            let ids = again.ids();
+            let deadline = tokio::time::Instant::now()
+                + ctx.timing.report_interval * 2
+                + Duration::from_secs(2);
+            let up = loop {
+                let listing = h.observer.listing(Duration::from_secs(10)).await?;
+                let up = listing
+                    .iter()
+                    .filter(|m| {
+                        ids.contains(&m.member.to_string()) && m.state == servicegroup::State::Up
+                    })
+                    .count();
+                if up == ids.len() || tokio::time::Instant::now() >= deadline {
+                    break up;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            if up == ids.len() {
+                h.row.note(format!(
+                    "writable again: the unprivileged process joined and its {up} members are listed up"
+                ));
+            } else {
+                h.row.fail(format!(
+                    "writable again: {up} of {} members of the unprivileged process listed up",
+                    ids.len()
+                ));
+            }
+        }
+        Err((kind, message)) => h.row.fail(format!(
+            "writable again: the unprivileged join still failed ({kind}): {message}"
+        )),
+    }
+    again.stop(Duration::from_secs(5)).await;
+    Ok(())
+}
+
+/// Whether this process runs as root: `/proc/self` belongs to the effective user.
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| FaultsError::io(format!("chmod {mode:o} {}", path.display()), e))
+}
+
+/// The database file and its companions (`-wal`, `-shm`, `-journal`) in `dir`.
+fn store_files(dir: &Path, db: &Path) -> Result<Vec<PathBuf>> {
+    let stem = db
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut files = Vec::new();
+    for entry in
+        std::fs::read_dir(dir).map_err(|e| FaultsError::io(format!("read {}", dir.display()), e))?
+    {
+        let entry = entry.map_err(|e| FaultsError::io(format!("read {}", dir.display()), e))?;
+        if entry.file_name().to_string_lossy().starts_with(&stem) {
+            files.push(entry.path());
+        }
+    }
+    Ok(files)
 }
 
 fn fill(path: &Path) -> Result<u64> {
@@ -151,6 +312,5 @@ fn integrity(mut row: Row, db: &Path) -> Result<Row> {
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    row.note("read-only half not run: as root a chmod is no fault, and a tmpfs cannot be remounted read-only while SQLite holds the file open for writing");
     Ok(row)
 }
