@@ -241,10 +241,11 @@ pub struct SimulateArgs {
     /// on the PostgreSQL of `db.url`, in its own table `nova_services`.
     #[arg(long, value_enum)]
     pub baseline: Option<Baseline>,
-    /// Process id of the database server on this machine: the report then includes
-    /// its CPU time and memory during the measured run.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// Process id of the store's server on this machine (repeatable: each member of
+    /// a cluster): the report then includes their CPU time and memory during the
+    /// measured run, summed.
+    #[arg(long = "server-pid", value_name = "PID")]
+    pub server_pids: Vec<u32>,
     /// Process id of a relay the members talk through (repeatable): the report then
     /// includes its CPU time (also per heartbeat request) and memory.
     #[arg(long = "relay-pid", value_name = "PID")]

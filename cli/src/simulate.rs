@@ -49,7 +49,7 @@ pub async fn run(global: &GlobalArgs, args: SimulateArgs) -> Result<u8, Failure>
         cleanup_concurrency: args.cleanup_concurrency,
         keep: args.keep,
         baseline: args.baseline.map(|args::Baseline::Nova| Baseline::Nova),
-        server_pid: args.server_pid,
+        server_pids: args.server_pids.clone(),
         relay_pids: args.relay_pids.clone(),
         progress: true,
     };

@@ -31,6 +31,9 @@ fn nova_baseline_small_fleet_has_no_false_downs() {
             "3s",
             "--server-pid",
             &std::process::id().to_string(),
+            // Repeatable (a cluster's members): summed. Here this test's parent.
+            "--server-pid",
+            &std::os::unix::process::parent_id().to_string(),
             "--json",
         ],
         Duration::from_secs(120),
@@ -46,6 +49,18 @@ fn nova_baseline_small_fleet_has_no_false_downs() {
     // --server-pid is read from /proc (here: this test process, which surely exists).
     assert!(r["server"]["cpu_seconds"].as_f64().is_some(), "{r:#}");
     assert!(r["server"]["pss_mb"].as_f64().is_some(), "{r:#}");
+    let pids: Vec<u64> = r["server"]["pids"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|p| p.as_u64()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        pids,
+        [
+            u64::from(std::process::id()),
+            u64::from(std::os::unix::process::parent_id())
+        ],
+        "{r:#}"
+    );
 }
 
 #[test]

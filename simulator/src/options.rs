@@ -82,8 +82,9 @@ pub struct Options {
     pub keep: bool,
     /// Run a baseline instead of the configured driver.
     pub baseline: Option<Baseline>,
-    /// Process id of the database server on this machine, to report its CPU and memory.
-    pub server_pid: Option<u32>,
+    /// Process ids of the store's servers on this machine (one for a database, each
+    /// member of a cluster), to report their CPU and memory, summed.
+    pub server_pids: Vec<u32>,
     /// Process ids of relays (`servicegroup relay`) the members talk through, to report
     /// their CPU (per heartbeat request too) and memory.
     pub relay_pids: Vec<u32>,
@@ -108,7 +109,7 @@ impl Default for Options {
             cleanup_concurrency: 64,
             keep: false,
             baseline: None,
-            server_pid: None,
+            server_pids: Vec::new(),
             relay_pids: Vec::new(),
             progress: false,
         }

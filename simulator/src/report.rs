@@ -114,7 +114,8 @@ pub struct Report {
     pub errors: BTreeMap<String, u64>,
     /// The simulator's own CPU and memory.
     pub simulator: SimulatorUsage,
-    /// The database server's CPU and memory (with `--server-pid`), else null.
+    /// The store's CPU and memory (with `--server-pid`: summed over every pid given),
+    /// else null.
     pub server: Option<ServerUsage>,
     /// Each relay's CPU and memory (with `--relay-pid`), else empty.
     pub relays: Vec<ServerUsage>,
@@ -241,7 +242,11 @@ impl Report {
             let _ = writeln!(
                 s,
                 "  server (pid {})   CPU {}% of a core, PSS {} MB",
-                v.pid,
+                v.pids
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 opt(v.cpu_percent),
                 opt(v.pss_mb)
             );

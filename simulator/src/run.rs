@@ -220,7 +220,7 @@ impl Simulation {
         );
 
         // 1. Join every member, a bounded number at a time.
-        let join_mark = usage::mark(None);
+        let join_mark = usage::mark(&[]);
         let join_started = Instant::now();
         let (joined, join_failures) = match &system {
             System::Ours { handles, .. } => {
@@ -238,11 +238,11 @@ impl Simulation {
         stats.reset_latency();
         let hb_before = stats.heartbeats.load(Ordering::SeqCst);
         let batches_before = stats.batches.load(Ordering::SeqCst);
-        let run_mark = usage::mark(options.server_pid);
+        let run_mark = usage::mark(&options.server_pids);
         let relay_marks: Vec<(u32, usage::Mark)> = options
             .relay_pids
             .iter()
-            .map(|&pid| (pid, usage::mark(Some(pid))))
+            .map(|&pid| (pid, usage::mark(&[pid])))
             .collect();
         let run_started = Instant::now();
         #[allow(unused_mut)] // only the Nova baseline has workers
@@ -310,12 +310,10 @@ impl Simulation {
         let heartbeats = stats.heartbeats.load(Ordering::SeqCst) - hb_before;
         let batches = stats.batches.load(Ordering::SeqCst) - batches_before;
         let simulator_usage = usage::simulator(join_mark, run_mark, joined);
-        let server_usage = options
-            .server_pid
-            .map(|pid| usage::server(pid, run_mark, joined));
+        let server_usage = usage::server(&options.server_pids, run_mark, joined);
         let relays: Vec<usage::ServerUsage> = relay_marks
             .iter()
-            .map(|&(pid, mark)| usage::server(pid, mark, joined))
+            .filter_map(|&(pid, mark)| usage::server(&[pid], mark, joined))
             .collect();
         let relay_cpu_us_per_heartbeat = relays
             .iter()

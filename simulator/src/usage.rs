@@ -53,22 +53,30 @@ fn tree(pid: u32) -> Vec<String> {
     pids
 }
 
-/// CPU seconds of the server tree: every live process's own time plus the root's
-/// reaped children (backends that exited).
-fn server_cpu_seconds(pid: u32) -> Option<f64> {
+/// CPU seconds of the servers' trees: every live process's own time plus each
+/// root's reaped children (backends that exited). `None` without servers or when one
+/// cannot be read.
+fn server_cpu_seconds(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
     let mut total = 0;
-    for (k, p) in tree(pid).iter().enumerate() {
-        let (own, children) = cpu_ticks(p)?;
-        total += own + if k == 0 { children } else { 0 };
+    for &pid in pids {
+        for (k, p) in tree(pid).iter().enumerate() {
+            let (own, children) = cpu_ticks(p)?;
+            total += own + if k == 0 { children } else { 0 };
+        }
     }
     Some(total as f64 / TICKS_PER_SECOND)
 }
 
-/// Proportional set size of the server tree in kB (shared memory counted once).
-fn server_pss_kb(pid: u32) -> Option<u64> {
+/// Proportional set size of the servers' trees in kB (shared memory counted once).
+fn server_pss_kb(pids: &[u32]) -> Option<u64> {
     let mut total = 0;
-    for p in tree(pid) {
-        total += kb_field(&format!("/proc/{p}/smaps_rollup"), "Pss:")?;
+    for &pid in pids {
+        for p in tree(pid) {
+            total += kb_field(&format!("/proc/{p}/smaps_rollup"), "Pss:")?;
+        }
     }
     Some(total)
 }
@@ -81,12 +89,13 @@ pub struct Mark {
     server: Option<f64>,
 }
 
-/// Takes a sample now (`server`: the database server's pid, if given).
-pub fn mark(server: Option<u32>) -> Mark {
+/// Takes a sample now (`servers`: the pids of the store's servers, summed; may be
+/// empty).
+pub fn mark(servers: &[u32]) -> Mark {
     Mark {
         at: Instant::now(),
         own: own_cpu_seconds(),
-        server: server.and_then(server_cpu_seconds),
+        server: server_cpu_seconds(servers),
     }
 }
 
@@ -107,16 +116,19 @@ pub struct SimulatorUsage {
     pub peak_rss_mb_per_100k_members: Option<f64>,
 }
 
-/// The database server's cost during the measured run (`--server-pid`).
+/// The store's cost during the measured run (`--server-pid`, summed over every pid
+/// given: each member of a cluster).
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerUsage {
-    /// The server's (root) process id.
+    /// The (first) server's root process id.
     pub pid: u32,
-    /// CPU seconds of the server and its child processes during the measured run.
+    /// Every server's root process id.
+    pub pids: Vec<u32>,
+    /// CPU seconds of the servers and their child processes during the measured run.
     pub cpu_seconds: Option<f64>,
     /// The same as a percentage of one core.
     pub cpu_percent: Option<f64>,
-    /// Proportional set size of the server's processes at the end of the run, MB.
+    /// Proportional set size of the servers' processes at the end of the run, MB.
     pub pss_mb: Option<f64>,
     /// The same per 100,000 members, MB.
     pub pss_mb_per_100k_members: Option<f64>,
@@ -133,7 +145,7 @@ fn per_100k(mb: Option<f64>, members: u64) -> Option<f64> {
 
 /// The simulator's figures since `run` (and `join` → `run` for the join phase).
 pub fn simulator(join: Mark, run: Mark, members: u64) -> SimulatorUsage {
-    let end = mark(None);
+    let end = mark(&[]);
     let wall = end.at.duration_since(run.at).as_secs_f64().max(1e-9);
     let cpu = end.own.zip(run.own).map(|(e, s)| e - s);
     let peak = kb_field("/proc/self/status", "VmHWM:").map(|kb| kb as f64 / 1024.0);
@@ -147,18 +159,21 @@ pub fn simulator(join: Mark, run: Mark, members: u64) -> SimulatorUsage {
     }
 }
 
-/// The server's figures since `run`.
-pub fn server(pid: u32, run: Mark, members: u64) -> ServerUsage {
+/// The figures of the servers `pids` (those `run` was taken of) since `run`; `None`
+/// without servers.
+pub fn server(pids: &[u32], run: Mark, members: u64) -> Option<ServerUsage> {
+    let &pid = pids.first()?;
     let wall = run.at.elapsed().as_secs_f64().max(1e-9);
-    let cpu = server_cpu_seconds(pid).zip(run.server).map(|(e, s)| e - s);
-    let pss = server_pss_kb(pid).map(|kb| kb as f64 / 1024.0);
-    ServerUsage {
+    let cpu = server_cpu_seconds(pids).zip(run.server).map(|(e, s)| e - s);
+    let pss = server_pss_kb(pids).map(|kb| kb as f64 / 1024.0);
+    Some(ServerUsage {
         pid,
+        pids: pids.to_vec(),
         cpu_seconds: cpu.map(round),
         cpu_percent: cpu.map(|c| round(100.0 * c / wall)),
         pss_mb: pss.map(round),
         pss_mb_per_100k_members: per_100k(pss, members),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -167,7 +182,8 @@ mod tests {
 
     #[test]
     fn own_figures_are_read_from_proc() {
-        let start = mark(Some(std::process::id()));
+        let me = std::process::id();
+        let start = mark(&[me]);
         // Burn a little CPU so the difference is visible.
         let mut x = 0u64;
         let until = Instant::now() + std::time::Duration::from_millis(50);
@@ -179,8 +195,17 @@ mod tests {
         assert!(usage.cpu_seconds.unwrap() >= 0.0);
         assert!(usage.peak_rss_mb.unwrap() > 0.0);
         assert_eq!(usage.peak_rss_mb, usage.peak_rss_mb_per_100k_members);
-        let server = server(std::process::id(), start, 100_000);
-        assert!(server.cpu_seconds.unwrap() >= 0.0);
-        assert!(server.pss_mb.unwrap() > 0.0);
+        let one = server(&[me], start, 100_000).unwrap();
+        assert!(one.cpu_seconds.unwrap() >= 0.0);
+        assert!(one.pss_mb.unwrap() > 0.0);
+        // Several servers are summed (here the same process twice: twice its memory).
+        let twice = server(&[me, me], mark(&[me, me]), 100_000).unwrap();
+        assert_eq!(twice.pids, vec![me, me]);
+        let (one_pss, two_pss) = (one.pss_mb.unwrap(), twice.pss_mb.unwrap());
+        assert!(
+            two_pss > one_pss * 1.5,
+            "two servers' PSS {two_pss} MB should be about twice one's {one_pss} MB"
+        );
+        assert!(server(&[], start, 100_000).is_none());
     }
 }
