@@ -127,12 +127,11 @@ pub(crate) async fn open(backend: &Arc<Backend>, group: &GroupId) -> Result<Etcd
     let task = tokio::spawn(async move {
         let mut next = Some(start);
         loop {
-            let end = follow(&mut lines, &tx, &mut next, &probe).await;
-            if tx.is_closed() {
-                return;
-            }
-            if let End::Broken(why) = end {
-                tx.send_modify(|s| s.outage(why));
+            match follow(&mut lines, &tx, &mut next, &probe).await {
+                End::Gone => return,
+                _ if tx.is_closed() => return,
+                End::Broken(why) => tx.send_modify(|s| s.outage(why)),
+                End::Compacted => {}
             }
             let mut backoff = Duration::from_millis(100);
             loop {
@@ -263,6 +262,8 @@ enum End {
     Broken(String),
     /// etcd compacted past the next revision (or cancelled the watch): start over.
     Compacted,
+    /// The feed was dropped or the driver is gone: the task ends.
+    Gone,
 }
 
 /// Follows the stream until it ends, signalling each batch of events and keeping
@@ -280,7 +281,7 @@ async fn follow(
         let result = tokio::select! {
             // Cancel-safe: a line half read stays in `lines`' buffer.
             result = lines.next() => result,
-            _ = tx.closed() => return End::Compacted,
+            _ = tx.closed() => return End::Gone,
             () = tokio::time::sleep(probe.quiet) => {
                 match probe.check().await {
                     // Reported once; the stream is kept (it resumes with the cluster).
@@ -293,7 +294,7 @@ async fn follow(
                         stalled = false;
                         tx.send_modify(Signal::resumed);
                     }
-                    Probed::Gone => return End::Compacted,
+                    Probed::Gone => return End::Gone,
                     Probed::Unreachable(_) | Probed::Answered => {}
                 }
                 continue;

@@ -24,11 +24,7 @@ fn missing(s: ScenarioName) -> Option<String> {
             return Some(format!("{var} is not set"));
         }
     }
-    let is_root = std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| o.stdout.starts_with(b"0"));
-    if s == ScenarioName::Disk && !is_root {
+    if s == ScenarioName::Disk && !scenario::disk::is_root() {
         return Some("the disk scenario mounts a tmpfs and needs root".into());
     }
     let has_faketime = std::process::Command::new("faketime")

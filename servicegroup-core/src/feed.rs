@@ -22,7 +22,11 @@ pub trait ChangeFeed: Send + Sync + fmt::Debug {
     /// Waits until the group may have changed since the feed was opened or the previous
     /// call returned. An `Err` (the backend cannot be reached) leaves the feed usable:
     /// the next call waits again, and returns at once once the driver resumed (it
-    /// signals after resuming, so what changed meanwhile is listed).
+    /// signals after resuming, so what changed meanwhile is listed). Every outage is
+    /// reported as an `Err` once, even one that began and ended between two calls:
+    /// the watch holds back what its first listings after an outage show, and only
+    /// knows of the outage from this `Err` (a stream that goes silent without
+    /// breaking is an outage too, once the backend does not answer).
     ///
     /// Must be cancel-safe: a call dropped before it returned loses no notification.
     async fn changed(&mut self) -> Result<()>;

@@ -236,8 +236,9 @@ async fn read_only(ctx: &Context, h: &mut Harness, db: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Whether this process runs as root: `/proc/self` belongs to the effective user.
-fn is_root() -> bool {
+/// Whether this process runs as root (the disk scenario mounts a tmpfs and hands
+/// files to another user): `/proc/self` belongs to the effective user.
+pub fn is_root() -> bool {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
