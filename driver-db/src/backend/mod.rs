@@ -233,32 +233,59 @@ pub(crate) enum Which {
     In(State, Duration),
 }
 
+/// A backend's heartbeat half of core's liveness rule (`age <= service_down_time`,
+/// inclusive, on the database's clock) as SQL around its bound
+/// `service_down_time`: the text before the bind and the text after it.
+///
+/// The backend writes it the cheapest exact way its database evaluates over a
+/// million rows: PostgreSQL and MySQL compare `last_seen` with a cutoff
+/// (`now - service_down_time`, computed once per statement) instead of computing an
+/// age per row (in whole microseconds both ways: `now - last_seen <= d` exactly
+/// when `last_seen >= now - d`); SQLite compares its own age in seconds, the one
+/// its listing selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fresh {
+    /// The SQL before the bound `service_down_time`.
+    pub(crate) before: &'static str,
+    /// The SQL after it.
+    pub(crate) after: &'static str,
+}
+
 /// Core's liveness rule (`servicegroup_core::liveness::is_up`: up = not forced down
 /// and age <= `service_down_time`, inclusive) as a SQL predicate for `state`, around
 /// the backend's bound `service_down_time`: the text before the bind and the text
-/// after it. `age` is the backend's age expression, the one its listing selects, so
-/// the database judges exactly the ages the listing would report (`age` and the
-/// bound value are in the same unit, exact: microseconds on PostgreSQL and MySQL,
-/// SQLite's own seconds). The one place the rule is written in SQL; every backend
-/// builds its `list_in` filter and its counts from it.
-pub(crate) fn state_predicate(state: State, age: &str) -> (String, &'static str) {
+/// after it. `fresh` is the backend's heartbeat half of the rule, judged on the
+/// database's clock exactly as the ages its listing reports. The one place the rule
+/// is written in SQL; every backend builds its `list_in` filter and its counts from
+/// it.
+pub(crate) fn state_predicate(state: State, fresh: Fresh) -> (String, String) {
+    let Fresh { before, after } = fresh;
     match state {
-        State::Up => (format!("(NOT forced_down AND {age} <= "), ")"),
-        // NOT (age <= x) is age > x: no column of the rule is NULL.
-        State::Down => (format!("(forced_down OR {age} > "), ")"),
+        State::Up => (
+            format!("(NOT forced_down AND {before}"),
+            format!("{after})"),
+        ),
+        // No column of the rule is NULL, so NOT (fresh) is exactly "stale".
+        State::Down => (
+            format!("(forced_down OR NOT ({before}"),
+            format!("{after}))"),
+        ),
     }
 }
 
-/// The counting query's select list before the bound `service_down_time`: one row
+/// The counting query's select list around the bound `service_down_time`: one row
 /// per `(forced_down, fresh)` pair with its count, `fresh` the heartbeat half of
 /// [`state_predicate`]'s rule. [`summary_of`] turns the rows into a [`Summary`].
-pub(crate) fn summary_select(age: &str) -> String {
-    format!("SELECT forced_down, {age} <= ")
+/// The text after the bind ends with [`SUMMARY_FROM`], up to the bound group.
+pub(crate) fn summary_select(fresh: Fresh) -> (String, String) {
+    (
+        format!("SELECT forced_down, {}", fresh.before),
+        format!("{}{SUMMARY_FROM}", fresh.after),
+    )
 }
 
-/// The rest of the counting query after the bound `service_down_time`, up to the
-/// bound group.
-pub(crate) const SUMMARY_FROM: &str = ", COUNT(*) FROM servicegroup_members WHERE group_id = ";
+/// The counting query's text after the select list, up to the bound group.
+const SUMMARY_FROM: &str = ", COUNT(*) FROM servicegroup_members WHERE group_id = ";
 
 /// The grouping of the counting query (after the bound group).
 pub(crate) const SUMMARY_GROUPING: &str = " GROUP BY 1, 2";
@@ -573,13 +600,35 @@ mod tests {
 
     #[test]
     fn the_rule_in_sql_and_its_counts() {
+        let fresh = Fresh {
+            before: "age <= ",
+            after: "",
+        };
         assert_eq!(
-            state_predicate(State::Up, "age"),
-            ("(NOT forced_down AND age <= ".to_owned(), ")")
+            state_predicate(State::Up, fresh),
+            ("(NOT forced_down AND age <= ".to_owned(), ")".to_owned())
         );
         assert_eq!(
-            state_predicate(State::Down, "age"),
-            ("(forced_down OR age > ".to_owned(), ")")
+            state_predicate(State::Down, fresh),
+            ("(forced_down OR NOT (age <= ".to_owned(), "))".to_owned())
+        );
+        let cutoff = Fresh {
+            before: "last_seen >= (SELECT now() - ",
+            after: ")",
+        };
+        assert_eq!(
+            state_predicate(State::Down, cutoff),
+            (
+                "(forced_down OR NOT (last_seen >= (SELECT now() - ".to_owned(),
+                ")))".to_owned()
+            )
+        );
+        assert_eq!(
+            summary_select(cutoff),
+            (
+                "SELECT forced_down, last_seen >= (SELECT now() - ".to_owned(),
+                "), COUNT(*) FROM servicegroup_members WHERE group_id = ".to_owned()
+            )
         );
         // Forced down counts as forced down whatever the heartbeat, as Summary::add.
         let summary = summary_of(&[

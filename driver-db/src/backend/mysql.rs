@@ -71,9 +71,9 @@ use servicegroup_core::{async_trait, Condition, ErrorKind, InstanceId, Summary};
 
 use super::{
     age_from_micros, bounded, condition_holds, micros_floor, push_hex, single_instance,
-    state_predicate, summary_of, summary_select, unique_ids, unrefreshed_among, Beat, Outcome, Reg,
-    Row, RowId, Settings, StatementCounter, Store, StoredHolder, StoredInstance, StoredMetadata,
-    Unrefreshed, Which, SUMMARY_FROM, SUMMARY_GROUPING,
+    state_predicate, summary_of, summary_select, unique_ids, unrefreshed_among, Beat, Fresh,
+    Outcome, Reg, Row, RowId, Settings, StatementCounter, Store, StoredHolder, StoredInstance,
+    StoredMetadata, Unrefreshed, Which, SUMMARY_GROUPING,
 };
 use crate::error::{DbError, Redactor};
 use crate::tls::rustls_config::{
@@ -131,11 +131,18 @@ mod schema {
 
 type Conn = AsyncMysqlConnection;
 
-/// The age of the last heartbeat in microseconds on the database's clock (`NOW(6)`
-/// is the statement's, one instant for every row): what the listing reports and what
-/// the rule ([`super::state_predicate`]) compares with the bound
-/// `service_down_time` in whole microseconds.
-const AGE: &str = "TIMESTAMPDIFF(MICROSECOND, last_seen, NOW(6))";
+/// The heartbeat half of the rule on the database's clock ([`super::state_predicate`],
+/// bound with `service_down_time` in whole microseconds): `last_seen` no older than
+/// the cutoff `NOW(6) - INTERVAL d MICROSECOND`, a constant of the statement (`NOW(6)`
+/// is the statement's, one instant for every row), instead of a `TIMESTAMPDIFF` per
+/// row. Exact: `DATETIME(6)` and the interval are whole microseconds, so the age
+/// the listing reports ([`db_age_and_flag`]) is `<= d` exactly when
+/// `last_seen >= NOW(6) - d` (the cutoff stays inside `DATETIME`'s range:
+/// `service_down_time` is at most 100 years).
+const FRESH: Fresh = Fresh {
+    before: "last_seen >= NOW(6) - INTERVAL ",
+    after: " MICROSECOND",
+};
 
 /// [`AGE`] times two plus the forced-down flag: one column for two facts. Each
 /// column of each row costs mysql_async and diesel-async a value, a column-name
@@ -175,11 +182,11 @@ fn state_filter(
     let Which::In(state, service_down_time) = which else {
         return None;
     };
-    let (before, after) = state_predicate(state, AGE);
+    let (before, after) = state_predicate(state, FRESH);
     Some(Box::new(
         sql::<Bool>(&before)
             .bind::<BigInt, _>(micros_floor(service_down_time))
-            .sql(after),
+            .sql(&after),
     ))
 }
 
@@ -1040,9 +1047,10 @@ impl Store for MysqlStore {
     async fn summary(&self, group: &str, service_down_time: Duration) -> Result<Summary, DbError> {
         let mut conn = self.checkout().await?;
         let result = bounded(self.timeout, async {
-            let rows = sql::<(Bool, Bool, BigInt)>(&summary_select(AGE))
+            let (select, from) = summary_select(FRESH);
+            let rows = sql::<(Bool, Bool, BigInt)>(&select)
                 .bind::<BigInt, _>(micros_floor(service_down_time))
-                .sql(SUMMARY_FROM)
+                .sql(&from)
                 .bind::<Text, _>(group)
                 .sql(SUMMARY_GROUPING)
                 .load::<(bool, bool, i64)>(&mut *conn)

@@ -44,9 +44,8 @@ use servicegroup_core::{async_trait, Condition, InstanceId, Summary};
 
 use super::{
     bounded, condition_holds, push_hex, single_instance, state_predicate, summary_of,
-    summary_select, unique_ids, Beat, Outcome, Reg, RowId, Settings, StatementCounter, Store,
-    StoredHolder, StoredInstance, StoredMetadata, Unrefreshed, Which, SUMMARY_FROM,
-    SUMMARY_GROUPING,
+    summary_select, unique_ids, Beat, Fresh, Outcome, Reg, RowId, Settings, StatementCounter,
+    Store, StoredHolder, StoredInstance, StoredMetadata, Unrefreshed, Which, SUMMARY_GROUPING,
 };
 use crate::backend::Row;
 use crate::error::DbError;
@@ -70,6 +69,15 @@ type Conn = SyncConnectionWrapper<SqliteConnection>;
 /// same `sqlite3_step`, on the same `now`.
 const AGE: &str = "(unixepoch('subsec') - last_seen)";
 
+/// The heartbeat half of the rule ([`super::state_predicate`], bound with
+/// `service_down_time` in seconds): [`AGE`], the age the listing selects, compared
+/// as it is (SQLite's ages are doubles, so a cutoff `now - d` could round
+/// differently from the age the listing reports).
+const FRESH: Fresh = Fresh {
+    before: "(unixepoch('subsec') - last_seen) <= ",
+    after: "",
+};
+
 fn db_age() -> diesel::expression::SqlLiteral<Double> {
     sql::<Double>(AGE)
 }
@@ -87,11 +95,11 @@ fn state_filter(
     let Which::In(state, service_down_time) = which else {
         return None;
     };
-    let (before, after) = state_predicate(state, AGE);
+    let (before, after) = state_predicate(state, FRESH);
     Some(Box::new(
         sql::<Bool>(&before)
             .bind::<Double, _>(service_down_time.as_secs_f64())
-            .sql(after),
+            .sql(&after),
     ))
 }
 
@@ -699,9 +707,10 @@ impl Store for SqliteStore {
     async fn summary(&self, group: &str, service_down_time: Duration) -> Result<Summary, DbError> {
         let group = group.to_owned();
         self.run(&self.reader, move |c| {
-            sql::<(Bool, Bool, BigInt)>(&summary_select(AGE))
+            let (select, from) = summary_select(FRESH);
+            sql::<(Bool, Bool, BigInt)>(&select)
                 .bind::<Double, _>(service_down_time.as_secs_f64())
-                .sql(SUMMARY_FROM)
+                .sql(&from)
                 .bind::<Text, _>(&group)
                 .sql(SUMMARY_GROUPING)
                 .load::<(bool, bool, i64)>(c)
