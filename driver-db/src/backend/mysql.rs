@@ -144,7 +144,7 @@ const FRESH: Fresh = Fresh {
     after: " MICROSECOND",
 };
 
-/// [`AGE`] times two plus the forced-down flag: one column for two facts. Each
+/// The age in µs (`TIMESTAMPDIFF(MICROSECOND, last_seen, NOW(6))`) times two plus the forced-down flag: one column for two facts. Each
 /// column of each row costs mysql_async and diesel-async a value, a column-name
 /// conversion and, for numbers and dates, an allocation (~9 ms per column of a
 /// 100,000-member listing), so the listing selects as few as it can without losing

@@ -314,8 +314,8 @@ const FRESH: Fresh = Fresh {
 /// The records of a group, one query: the group's rows and, ahead of them, one row
 /// holding `now()` (its member is NULL; `member_id` is `NOT NULL`, so it is that row
 /// wherever it comes). Ages are `now - last_seen` computed here from the binary
-/// timestamps, exactly as [`FRESH`] judges them, without computing and sending an `interval` per row:
-/// selected per row, the interval cost the server 8 ms and the client 5 ms of a
+/// timestamps, exactly as [`FRESH`] judges them, without computing and sending an
+/// `interval` per row: selected per row, the interval cost the server 8 ms and the client 5 ms of a
 /// 100,000-member listing. The holder, the epoch and the forced-down flag travel as
 /// one `bytea` ([`Held`]) and metadata `{}` as NULL: every column of every row costs
 /// the server a send function call and the client a field to decode (~5 ms of that

@@ -67,14 +67,22 @@ type Conn = SyncConnectionWrapper<SqliteConnection>;
 /// listing selects and what the rule ([`super::state_predicate`]) compares with the
 /// bound `service_down_time` in seconds. Within one row both are computed in the
 /// same `sqlite3_step`, on the same `now`.
-const AGE: &str = "(unixepoch('subsec') - last_seen)";
+const AGE: &str = sqlite_age!();
+
+/// [`AGE`]'s text, for [`FRESH`] to build on (`concat!` takes literals only).
+macro_rules! sqlite_age {
+    () => {
+        "(unixepoch('subsec') - last_seen)"
+    };
+}
+use sqlite_age;
 
 /// The heartbeat half of the rule ([`super::state_predicate`], bound with
 /// `service_down_time` in seconds): [`AGE`], the age the listing selects, compared
 /// as it is (SQLite's ages are doubles, so a cutoff `now - d` could round
 /// differently from the age the listing reports).
 const FRESH: Fresh = Fresh {
-    before: "(unixepoch('subsec') - last_seen) <= ",
+    before: concat!(sqlite_age!(), " <= "),
     after: "",
 };
 
