@@ -31,7 +31,7 @@ use servicegroup_core::{
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::auth::{require_token, TokenCheck};
-use crate::body::{GroupPath, InstanceQuery, JsonBody, KeyPath, ListQuery};
+use crate::body::{bounded_body, GroupPath, InstanceQuery, JsonBody, KeyPath, ListQuery};
 use crate::error::ApiError;
 use crate::watch::Hub;
 
@@ -97,6 +97,8 @@ pub(crate) fn router(
         .route("/groups/{group}/watch", get(watch))
         .route("/heartbeat", post(heartbeat))
         .route("/register", post(register))
+        // Route layers run last-added first: the token, then the body's size.
+        .route_layer(middleware::from_fn_with_state(body_limit, bounded_body))
         .route_layer(middleware::from_fn_with_state(token, require_token));
     Router::new()
         .route("/healthz", get(healthz))

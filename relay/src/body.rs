@@ -6,10 +6,12 @@
 
 use std::time::Duration;
 
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use servicegroup_core::config::duration;
@@ -40,18 +42,55 @@ impl<S: Send + Sync, T: WireBody> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "the request body is larger than the relay's limit",
-                )
-            } else {
-                ApiError::bad_request(format!("cannot read the request body: {e}"))
-            }
-        })?;
+        let bytes = read(req, state).await?;
         parse(&bytes).map(JsonBody)
+    }
+}
+
+/// The whole body, within the limit `DefaultBodyLimit` set: 413 `payload_too_large`
+/// over it.
+async fn read<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large()
+        } else {
+            ApiError::bad_request(format!("cannot read the request body: {e}"))
+        }
+    })
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "the request body is larger than the relay's limit",
+    )
+}
+
+/// Middleware: reads the body, within `limit`, before any extractor runs, so a body
+/// over the limit is a 413 whatever else is wrong with the request (a bad query, a
+/// bad id), on every framing (a `Content-Length` or chunks). The body goes on as
+/// bytes, which [`JsonBody`] takes without reading the connection again.
+pub(crate) async fn bounded_body(
+    axum::extract::State(limit): axum::extract::State<usize>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Err(e) => {
+            let over = std::error::Error::source(&e)
+                .is_some_and(|inner| inner.is::<http_body_util::LengthLimitError>());
+            if over {
+                too_large().into_response()
+            } else {
+                ApiError::bad_request(format!("cannot read the request body: {e}")).into_response()
+            }
+        }
     }
 }
 
