@@ -230,6 +230,10 @@ pub struct SimulateArgs {
     /// How many join batches are in flight at once while the fleet starts.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     pub join_concurrency: u32,
+    /// Longest the fleet may take to join: past it the run stops with an error saying
+    /// how many joined, after cleaning them up.
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    pub join_timeout: Duration,
     /// How many leave/remove calls are in flight at once while cleaning up.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub cleanup_concurrency: u32,

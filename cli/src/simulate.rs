@@ -46,6 +46,7 @@ pub async fn run(global: &GlobalArgs, args: SimulateArgs) -> Result<u8, Failure>
         observers: args.observers,
         join_batch: args.join_batch,
         join_concurrency: args.join_concurrency,
+        join_timeout: args.join_timeout,
         cleanup_concurrency: args.cleanup_concurrency,
         keep: args.keep,
         baseline: args.baseline.map(|args::Baseline::Nova| Baseline::Nova),

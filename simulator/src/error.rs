@@ -25,6 +25,21 @@ pub enum Error {
     /// Not one member could join (and no backend error says why).
     #[error("no member could join")]
     NoMemberJoined,
+    /// The fleet did not finish joining within `join_timeout`; the members that had
+    /// joined were cleaned up (unless `keep`).
+    #[error(
+        "the fleet did not finish joining within {} ({joined} of {members} members joined); \
+         the backend cannot take members this fast: try fewer members or a longer --join-timeout",
+        servicegroup::config::duration::render(*.after)
+    )]
+    JoinTimedOut {
+        /// The `join_timeout` that ran out.
+        after: std::time::Duration,
+        /// Members joined when it ran out.
+        joined: u64,
+        /// Members of the fleet.
+        members: u32,
+    },
     /// One of the simulator's own tasks died.
     #[error("the simulator's {0} task failed")]
     Task(&'static str),

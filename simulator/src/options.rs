@@ -76,6 +76,10 @@ pub struct Options {
     /// Join batches in flight at once while the fleet starts; also driver instances
     /// built at once in the per-process topology (at least 1).
     pub join_concurrency: u32,
+    /// Longest the fleet may take to join (above zero): past it the run stops, the
+    /// members that joined are cleaned up and the error says how far joining got,
+    /// so a backend that cannot take the fleet ends a benchmark instead of hanging it.
+    pub join_timeout: Duration,
     /// Leave/remove calls in flight at once while cleaning up (at least 1).
     pub cleanup_concurrency: u32,
     /// Leave the member records in place at the end.
@@ -106,6 +110,7 @@ impl Default for Options {
             observers: 2,
             join_batch: 1000,
             join_concurrency: 4,
+            join_timeout: Duration::from_secs(30 * 60),
             cleanup_concurrency: 64,
             keep: false,
             baseline: None,
@@ -138,8 +143,13 @@ impl Options {
                 format!("must be a fraction between 0 and 1, not {}", self.kill),
             ));
         }
-        if self.duration.is_zero() {
-            return Err(Error::option("duration", "must be above zero"));
+        for (option, value) in [
+            ("duration", self.duration),
+            ("join-timeout", self.join_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(Error::option(option, "must be above zero"));
+            }
         }
         if self.baseline.is_some() && self.topology != Topology::Shared {
             return Err(Error::option(
@@ -174,6 +184,11 @@ mod tests {
             ..Options::default()
         });
         assert!(e.contains("kill"), "{e}");
+        let e = bad(Options {
+            join_timeout: Duration::ZERO,
+            ..Options::default()
+        });
+        assert_eq!(e, "`join-timeout` must be above zero");
         let e = bad(Options {
             topology: Topology::PerProcess,
             baseline: Some(Baseline::Nova),

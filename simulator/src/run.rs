@@ -222,15 +222,42 @@ impl Simulation {
         // 1. Join every member, a bounded number at a time.
         let join_mark = usage::mark(&[]);
         let join_started = Instant::now();
-        let (joined, join_failures) = match &system {
-            System::Ours { handles, .. } => {
-                join::join_all(&sim, handles, options.join_batch, options.join_concurrency).await?
-            }
-            #[cfg(feature = "nova")]
-            System::Nova { nova, .. } => {
-                baseline::join_nova(&sim, nova, options.join_concurrency).await?
+        let joining = async {
+            match &system {
+                System::Ours { handles, .. } => {
+                    join::join_all(&sim, handles, options.join_batch, options.join_concurrency)
+                        .await
+                }
+                #[cfg(feature = "nova")]
+                System::Nova { nova, .. } => {
+                    baseline::join_nova(&sim, nova, options.join_concurrency).await
+                }
             }
         };
+        let (joined, join_failures) =
+            match tokio::time::timeout(options.join_timeout, joining).await {
+                Ok(result) => result?,
+                Err(_) => {
+                    // The batches in flight were dropped with the join: what they stored
+                    // stays behind as down records (no membership came back to leave).
+                    let joined = (0..sim.fleet.len())
+                        .filter(|&i| sim.fleet.is_joined(i))
+                        .count() as u64;
+                    tracing::warn!(
+                        group = %sim.group,
+                        joined,
+                        members = options.members,
+                        join_timeout = %duration::render(options.join_timeout),
+                        "the fleet did not finish joining in time; cleaning up"
+                    );
+                    clean_up(system, &sim, &options).await;
+                    return Err(Error::JoinTimedOut {
+                        after: options.join_timeout,
+                        joined,
+                        members: options.members,
+                    });
+                }
+            };
         let join_seconds = join_started.elapsed().as_secs_f64();
         let connections_joined = connections::since(&fds);
 
@@ -409,29 +436,35 @@ impl Simulation {
             ok: false_downs == 0 && detected == killed,
         };
 
-        // 4. Clean up: leave the live members, remove the killed ones (Nova: one DELETE).
-        match system {
-            System::Ours {
-                handles, observer, ..
-            } => {
-                if options.keep {
-                    stats.close();
-                } else {
-                    cleanup::clean_up(&sim, &observer, options.cleanup_concurrency).await;
-                }
-                drop(handles);
+        // 4. Clean up: leave the live members, remove the killed ones.
+        clean_up(system, &sim, &options).await;
+        Ok(report)
+    }
+}
+
+/// Leaves the live members and removes the killed ones (Nova: one DELETE), unless
+/// `keep`; closes the statistics either way.
+async fn clean_up(system: System, sim: &Arc<Sim>, options: &Options) {
+    match system {
+        System::Ours {
+            handles, observer, ..
+        } => {
+            if options.keep {
+                sim.stats.close();
+            } else {
+                cleanup::clean_up(sim, &observer, options.cleanup_concurrency).await;
             }
-            #[cfg(feature = "nova")]
-            System::Nova { nova, .. } => {
-                stats.close();
-                if !options.keep {
-                    if let Err(error) = nova.clean_up(&sim).await {
-                        tracing::warn!(group = %sim.group, "cleaning up nova_services failed: {error}");
-                    }
+            drop(handles);
+        }
+        #[cfg(feature = "nova")]
+        System::Nova { nova, .. } => {
+            sim.stats.close();
+            if !options.keep {
+                if let Err(error) = nova.clean_up(sim).await {
+                    tracing::warn!(group = %sim.group, "cleaning up nova_services failed: {error}");
                 }
             }
         }
-        Ok(report)
     }
 }
 
