@@ -412,15 +412,20 @@ impl Backend {
         for (registration, outcome) in chunk.iter().zip(&outcomes) {
             if let Registered::Stored { epoch } = outcome {
                 instances.forget(&registration.key);
-                let state = instances.map.entry(registration.instance).or_default();
-                state.held.insert(
-                    registration.key.clone(),
-                    Held {
-                        epoch: *epoch,
-                        beat,
-                        beat_ms: now,
-                    },
+                let held = Held {
+                    epoch: *epoch,
+                    beat,
+                    beat_ms: now,
+                };
+                // A takeover right after this transaction may already have passed
+                // the fence watch, which marked nobody: `hold` catches that.
+                instances.hold(
+                    registration.instance,
+                    &registration.key,
+                    held,
+                    answer.revision,
                 );
+                let state = instances.map.entry(registration.instance).or_default();
                 state.dropped.retain(|d| d.key != registration.key);
             }
         }
@@ -533,10 +538,11 @@ impl Backend {
         repair: bool,
         report: &mut HeartbeatReport,
     ) -> Result<()> {
-        let (_, found) = self.read_records(keys).await?;
+        let (read_at, found) = self.read_records(keys).await?;
         let mut keep: Vec<(&MemberKey, &Found)> = Vec::new();
         {
             let mut instances = lock(&self.instances);
+            let missed = instances.fence_seen > read_at;
             let state = instances.map.entry(instance).or_default();
             for (key, found) in keys.iter().zip(&found) {
                 match &found.record {
@@ -553,10 +559,17 @@ impl Backend {
                         });
                     }
                     Some(record) => {
-                        let held = state.held.entry(key.clone()).or_insert(Held {
-                            epoch: record.e,
-                            beat: Instant::now(),
-                            beat_ms: now_ms(),
+                        let held = state.held.entry(key.clone()).or_insert_with(|| {
+                            // Newly held as of this read: a change the fence watch
+                            // passed since is looked at next tick (see `hold`).
+                            if missed {
+                                state.dirty.insert(key.clone());
+                            }
+                            Held {
+                                epoch: record.e,
+                                beat: Instant::now(),
+                                beat_ms: now_ms(),
+                            }
                         });
                         held.epoch = record.e;
                         if repair || record.l != lease_hex(lease.id) {

@@ -3,6 +3,12 @@
 //! removed. Each change to a record some instance of this driver holds marks it
 //! for a read at that instance's next tick ([`crate::holders::Instances::mark_dirty`]).
 //!
+//! A member becomes held after its registration's transaction (or the read that
+//! found it) returned, so a takeover can reach the watch while no instance holds
+//! the member yet. The watch therefore keeps the revision it has applied up to
+//! ([`crate::holders::Instances::fence_seen`]); a member held as of an older
+//! revision is read at its next tick.
+//!
 //! The watch resumes from the revision after the last one it saw, so a broken
 //! connection loses nothing. When that revision was compacted away, or the watch
 //! starts without one (first start, a store that lost its data), every instance
@@ -45,10 +51,6 @@ pub(crate) async fn run(backend: Weak<Backend>, restart: Arc<Notify>) {
                 continue;
             }
         };
-        if next.is_none() {
-            // Changes before this watch began are unknown: look at everything.
-            lock(&b.instances).mark_resync();
-        }
         drop(b);
         loop {
             let line = tokio::select! {
@@ -103,10 +105,17 @@ fn handle(backend: &Backend, result: &Value, next: &mut Option<i64>) -> bool {
             if let Some(key) = backend.keys.member_of(&kv.key) {
                 instances.mark_dirty(&key);
             }
+            instances.fence_at(kv.mod_revision);
             *next = Some(next.unwrap_or(0).max(kv.mod_revision + 1));
         }
     } else if header_rev > 0 && next.is_none() {
-        // The created answer: from here on nothing is missed.
+        // The created answer of a watch that starts now: changes before it are
+        // unknown, so every instance looks at everything, and a member held later
+        // as of an older revision is read too (`Instances::hold`). From here on
+        // nothing is missed.
+        let mut instances = lock(&backend.instances);
+        instances.mark_resync();
+        instances.fence_at(header_rev);
         *next = Some(header_rev + 1);
     }
     false

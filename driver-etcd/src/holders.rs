@@ -52,9 +52,37 @@ pub(crate) struct Instance {
 #[derive(Debug, Default)]
 pub(crate) struct Instances {
     pub map: HashMap<InstanceId, Instance>,
+    /// The revision up to which the fence watch has applied every record change
+    /// (0: none yet). A change after it reaches [`Instances::mark_dirty`] later, so
+    /// a member newly held as of a revision below it may have missed one.
+    pub fence_seen: i64,
 }
 
 impl Instances {
+    /// `instance` holds `key` as of `revision` (the registration's transaction, or
+    /// the read that found its record). When the fence watch is already past that
+    /// revision, a change in between went by while nobody held the key here: the
+    /// member is read at the instance's next tick.
+    pub(crate) fn hold(
+        &mut self,
+        instance: InstanceId,
+        key: &MemberKey,
+        held: Held,
+        revision: i64,
+    ) {
+        let missed = self.fence_seen > revision;
+        let state = self.map.entry(instance).or_default();
+        state.held.insert(key.clone(), held);
+        if missed {
+            state.dirty.insert(key.clone());
+        }
+    }
+
+    /// The fence watch applied every record change up to `revision`.
+    pub(crate) fn fence_at(&mut self, revision: i64) {
+        self.fence_seen = self.fence_seen.max(revision);
+    }
+
     /// The record of `key` changed: every instance holding it looks at the next tick.
     pub(crate) fn mark_dirty(&mut self, key: &MemberKey) {
         for instance in self.map.values_mut() {
@@ -156,6 +184,26 @@ mod tests {
             beat: Instant::now(),
             beat_ms: 0,
         }
+    }
+
+    #[test]
+    fn a_member_held_as_of_a_revision_the_fence_is_past_is_read_at_the_next_tick() {
+        let (a, b) = (InstanceId::from_u128(1), InstanceId::from_u128(2));
+        let mut all = Instances::default();
+        all.fence_at(10);
+        // Registered at revision 12: any change after it is still to come.
+        all.hold(a, &key("x"), held(), 12);
+        // Registered at 8, but the watch already passed 10: a change at 9 or 10 went by.
+        all.hold(b, &key("y"), held(), 8);
+        all.fence_at(5); // never moves back
+        assert_eq!(all.fence_seen, 10);
+        assert!(all.map[&a].dirty.is_empty());
+        assert_eq!(
+            all.map[&b].dirty.iter().collect::<Vec<_>>(),
+            vec![&key("y")]
+        );
+        let plan = all.map.get_mut(&b).unwrap().plan(&[key("y")]);
+        assert_eq!(plan.check, vec![key("y")]);
     }
 
     #[test]
