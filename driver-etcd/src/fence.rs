@@ -5,9 +5,9 @@
 //!
 //! A member becomes held after its registration's transaction (or the read that
 //! found it) returned, so a takeover can reach the watch while no instance holds
-//! the member yet. The watch therefore keeps the revision it has applied up to
-//! ([`crate::holders::Instances::fence_seen`]); a member held as of an older
-//! revision is read at its next tick.
+//! the member yet. The watch therefore keeps a log of the changes it applied lately
+//! ([`crate::holders::Changes`]); a member whose record changed after the revision
+//! it is held as of is read at its next tick.
 //!
 //! The watch resumes from the revision after the last one it saw, so a broken
 //! connection loses nothing. When that revision was compacted away, or the watch
@@ -102,10 +102,11 @@ fn handle(backend: &Backend, result: &Value, next: &mut Option<i64>) -> bool {
             let Some(kv) = event.get("kv").and_then(|kv| Kv::parse(kv).ok()) else {
                 continue;
             };
-            if let Some(key) = backend.keys.member_of(&kv.key) {
-                instances.mark_dirty(&key);
+            let key = backend.keys.member_of(&kv.key);
+            if let Some(key) = &key {
+                instances.mark_dirty(key);
             }
-            instances.fence_at(kv.mod_revision);
+            instances.changes.applied(kv.mod_revision, key);
             *next = Some(next.unwrap_or(0).max(kv.mod_revision + 1));
         }
     } else if header_rev > 0 && next.is_none() {
@@ -115,7 +116,7 @@ fn handle(backend: &Backend, result: &Value, next: &mut Option<i64>) -> bool {
         // nothing is missed.
         let mut instances = lock(&backend.instances);
         instances.mark_resync();
-        instances.fence_at(header_rev);
+        instances.changes.restart(header_rev);
         *next = Some(header_rev + 1);
     }
     false

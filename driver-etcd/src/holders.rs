@@ -1,7 +1,7 @@
 //! What the driver remembers of the instances (handles) it heartbeats for: each
 //! one's lease, the members it holds, and which of them need a look at the next tick.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use servicegroup_core::{InstanceId, MemberKey};
 use tokio::time::Instant;
@@ -48,21 +48,76 @@ pub(crate) struct Instance {
     pub dropped: Vec<Dropped>,
 }
 
+/// Changes kept by [`Changes`]: far more than can reach the fence watch between a
+/// transaction's (or a read's) answer and the member being held, a matter of
+/// microseconds.
+const KEPT_CHANGES: usize = 16_384;
+
+/// The record changes the fence watch applied lately. A member becomes held after
+/// its registration's transaction (or the read that found it) returned, so the watch
+/// may already have passed a later change of it (a takeover) while nobody here held
+/// it; this log tells whether it did.
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    /// The revision up to which the watch has applied every change (0: none yet).
+    /// A change after it reaches [`Instances::mark_dirty`] later.
+    pub seen: i64,
+    /// Every change of a member record with a revision above `floor`, oldest first.
+    log: VecDeque<(i64, MemberKey)>,
+    floor: i64,
+}
+
+impl Changes {
+    /// The watch applied a change at `revision`, of the record of `key` if it is one.
+    pub(crate) fn applied(&mut self, revision: i64, key: Option<MemberKey>) {
+        self.seen = self.seen.max(revision);
+        if let Some(key) = key {
+            self.log.push_back((revision, key));
+            if self.log.len() > KEPT_CHANGES {
+                if let Some((oldest, _)) = self.log.pop_front() {
+                    self.floor = oldest;
+                }
+            }
+        }
+    }
+
+    /// The watch starts afresh at `revision`: what changed before it is unknown.
+    pub(crate) fn restart(&mut self, revision: i64) {
+        self.log.clear();
+        self.floor = revision;
+        self.seen = self.seen.max(revision);
+    }
+
+    /// Whether the record of `key` may have changed after `revision` in a change the
+    /// watch already applied (true too when the log no longer reaches back that far).
+    pub(crate) fn since(&self, key: &MemberKey, revision: i64) -> bool {
+        if revision >= self.seen {
+            return false;
+        }
+        if revision < self.floor {
+            return true;
+        }
+        self.log
+            .iter()
+            .rev()
+            .take_while(|(at, _)| *at > revision)
+            .any(|(_, changed)| changed == key)
+    }
+}
+
 /// Every instance of the driver.
 #[derive(Debug, Default)]
 pub(crate) struct Instances {
     pub map: HashMap<InstanceId, Instance>,
-    /// The revision up to which the fence watch has applied every record change
-    /// (0: none yet). A change after it reaches [`Instances::mark_dirty`] later, so
-    /// a member newly held as of a revision below it may have missed one.
-    pub fence_seen: i64,
+    /// What the fence watch applied lately.
+    pub changes: Changes,
 }
 
 impl Instances {
     /// `instance` holds `key` as of `revision` (the registration's transaction, or
-    /// the read that found its record). When the fence watch is already past that
-    /// revision, a change in between went by while nobody held the key here: the
-    /// member is read at the instance's next tick.
+    /// the read that found its record). When the fence watch already applied a
+    /// change of the record after that revision, it went by while nobody held the
+    /// key here: the member is read at the instance's next tick.
     pub(crate) fn hold(
         &mut self,
         instance: InstanceId,
@@ -70,17 +125,12 @@ impl Instances {
         held: Held,
         revision: i64,
     ) {
-        let missed = self.fence_seen > revision;
+        let missed = self.changes.since(key, revision);
         let state = self.map.entry(instance).or_default();
         state.held.insert(key.clone(), held);
         if missed {
             state.dirty.insert(key.clone());
         }
-    }
-
-    /// The fence watch applied every record change up to `revision`.
-    pub(crate) fn fence_at(&mut self, revision: i64) {
-        self.fence_seen = self.fence_seen.max(revision);
     }
 
     /// The record of `key` changed: every instance holding it looks at the next tick.
@@ -187,23 +237,54 @@ mod tests {
     }
 
     #[test]
-    fn a_member_held_as_of_a_revision_the_fence_is_past_is_read_at_the_next_tick() {
-        let (a, b) = (InstanceId::from_u128(1), InstanceId::from_u128(2));
+    fn a_member_whose_record_changed_before_it_was_held_is_read_at_the_next_tick() {
+        let (a, b, c) = (
+            InstanceId::from_u128(1),
+            InstanceId::from_u128(2),
+            InstanceId::from_u128(3),
+        );
         let mut all = Instances::default();
-        all.fence_at(10);
-        // Registered at revision 12: any change after it is still to come.
+        // The watch starts at 4; then y is registered (5), x changes (7), y is
+        // taken over elsewhere (9) and a key that is no record changes (10).
+        all.changes.restart(4);
+        all.changes.applied(5, Some(key("y")));
+        all.changes.applied(7, Some(key("x")));
+        all.changes.applied(9, Some(key("y")));
+        all.changes.applied(10, None);
+        all.changes.applied(6, Some(key("z"))); // seen never moves back
+        assert_eq!(all.changes.seen, 10);
+        // x as of 12: its changes are still to come, the watch will mark it.
         all.hold(a, &key("x"), held(), 12);
-        // Registered at 8, but the watch already passed 10: a change at 9 or 10 went by.
-        all.hold(b, &key("y"), held(), 8);
-        all.fence_at(5); // never moves back
-        assert_eq!(all.fence_seen, 10);
+        // y as of 5 (its registration): the takeover at 9 went by.
+        all.hold(b, &key("y"), held(), 5);
+        // x as of 7 (the change at 7 is the one read): nothing after it.
+        all.hold(c, &key("x"), held(), 7);
         assert!(all.map[&a].dirty.is_empty());
         assert_eq!(
             all.map[&b].dirty.iter().collect::<Vec<_>>(),
             vec![&key("y")]
         );
+        assert!(all.map[&c].dirty.is_empty());
         let plan = all.map.get_mut(&b).unwrap().plan(&[key("y")]);
         assert_eq!(plan.check, vec![key("y")]);
+        // Before the watch's start nothing is known: held as of 3, it is read.
+        all.hold(c, &key("w"), held(), 3);
+        assert!(all.map[&c].dirty.contains(&key("w")));
+    }
+
+    #[test]
+    fn the_change_log_is_bounded_and_then_answers_conservatively() {
+        let mut changes = Changes::default();
+        for revision in 1..=(KEPT_CHANGES as i64 + 10) {
+            changes.applied(revision, Some(key(&format!("m{revision}"))));
+        }
+        assert_eq!(changes.log.len(), KEPT_CHANGES);
+        // Reaching back past what is kept: maybe changed.
+        assert!(changes.since(&key("other"), 5));
+        // Within what is kept: exactly.
+        let recent = KEPT_CHANGES as i64;
+        assert!(!changes.since(&key("other"), recent));
+        assert!(changes.since(&key(&format!("m{}", recent + 3)), recent));
     }
 
     #[test]

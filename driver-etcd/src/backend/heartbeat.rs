@@ -109,8 +109,9 @@ impl Backend {
         let (read_at, found) = self.read_records(keys).await?;
         let mut keep: Vec<(&MemberKey, &Found)> = Vec::new();
         {
-            let mut instances = lock(&self.instances);
-            let missed = instances.fence_seen > read_at;
+            let mut guard = lock(&self.instances);
+            let instances = &mut *guard;
+            let changes = &instances.changes;
             let state = instances.map.entry(instance).or_default();
             for (key, found) in keys.iter().zip(&found) {
                 match &found.record {
@@ -130,7 +131,7 @@ impl Backend {
                         let held = state.held.entry(key.clone()).or_insert_with(|| {
                             // Newly held as of this read: a change the fence watch
                             // passed since is looked at next tick (see `hold`).
-                            if missed {
+                            if changes.since(key, read_at) {
                                 state.dirty.insert(key.clone());
                             }
                             Held {
