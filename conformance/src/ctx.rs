@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use servicegroup_core::{Capabilities, Config, Registry, ServiceGroup};
+use servicegroup_core::{Capabilities, Config, Driver, Registry, ServiceGroup};
 use tokio::time::Instant;
 
 use crate::failure::{CaseFailure, Context, FailureKind};
@@ -183,6 +183,15 @@ impl Ctx {
             "ServiceGroup::connect (driver {:?})",
             self.driver()
         ))
+    }
+
+    /// A driver built by the registry from this case's configuration, with no handle
+    /// on it: for asking the driver what core does not expose (its revision).
+    pub async fn build_driver(&self) -> Result<Arc<dyn Driver>, CaseFailure> {
+        let config = self.config().validated().ctx("Config::validated")?;
+        Registry::build(&config)
+            .await
+            .ctx(format_args!("Registry::build (driver {:?})", self.driver()))
     }
 
     /// A new handle whose driver (built by the registry) is wrapped in [`Instrumented`].

@@ -18,11 +18,12 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use servicegroup_core::{
     Beats, Capabilities, Driver, GroupId, HeartbeatReport, HolderUpdate, InstanceId, MemberKey,
-    MemberRecord, Metadata, Registered, Registration, Result, Superseded,
+    MemberRecord, Metadata, Registered, Registration, Result, State, Summary, Superseded,
 };
 use tokio::time::Instant;
 
@@ -59,6 +60,9 @@ pub struct Counters {
     set_forced_down_calls: AtomicU64,
     get_calls: AtomicU64,
     list_calls: AtomicU64,
+    list_in_calls: AtomicU64,
+    summary_calls: AtomicU64,
+    revision_calls: AtomicU64,
     groups_calls: AtomicU64,
     writes_in_flight: AtomicU64,
     heartbeats: Mutex<Vec<HeartbeatCall>>,
@@ -103,6 +107,21 @@ impl Counters {
         self.set_metadata_calls.load(Ordering::SeqCst)
     }
 
+    /// `list` calls so far (whole listings of a group).
+    pub fn list_calls(&self) -> u64 {
+        self.list_calls.load(Ordering::SeqCst)
+    }
+
+    /// `list_in` calls so far (the members of a group in one state).
+    pub fn list_in_calls(&self) -> u64 {
+        self.list_in_calls.load(Ordering::SeqCst)
+    }
+
+    /// `revision` calls so far.
+    pub fn revision_calls(&self) -> u64 {
+        self.revision_calls.load(Ordering::SeqCst)
+    }
+
     /// Calls of any method so far.
     pub fn total_calls(&self) -> u64 {
         self.calls_except_heartbeats() + self.heartbeat_calls()
@@ -119,6 +138,9 @@ impl Counters {
             &self.set_forced_down_calls,
             &self.get_calls,
             &self.list_calls,
+            &self.list_in_calls,
+            &self.summary_calls,
+            &self.revision_calls,
             &self.groups_calls,
         ]
         .iter()
@@ -308,10 +330,31 @@ impl Driver for Instrumented {
         self.inner.list(group).await
     }
 
+    async fn list_in(
+        &self,
+        group: &GroupId,
+        state: State,
+        service_down_time: Duration,
+    ) -> Result<Vec<MemberRecord>> {
+        self.counters.list_in_calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.list_in(group, state, service_down_time).await
+    }
+
+    async fn summary(&self, group: &GroupId, service_down_time: Duration) -> Result<Summary> {
+        self.counters.summary_calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.summary(group, service_down_time).await
+    }
+
     async fn groups(&self) -> Result<Vec<GroupId>> {
         self.counters.groups_calls.fetch_add(1, Ordering::SeqCst);
         self.inner.groups().await
     }
+
+    async fn revision(&self, group: &GroupId) -> Result<Option<u64>> {
+        self.counters.revision_calls.fetch_add(1, Ordering::SeqCst);
+        self.inner.revision(group).await
+    }
+
     async fn change_feed(
         &self,
         group: &GroupId,

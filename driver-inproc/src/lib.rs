@@ -58,6 +58,9 @@ struct Entry {
 #[derive(Debug, Default)]
 struct Store {
     members: Mutex<BTreeMap<MemberKey, Entry>>,
+    /// Each group's membership revision ([`Driver::revision`]), moved under the
+    /// `members` lock by every change but heartbeats.
+    revisions: Mutex<HashMap<GroupId, u64>>,
     unreachable: AtomicBool,
 }
 
@@ -101,6 +104,16 @@ impl InprocDriver {
             .with_driver(NAME));
         }
         Ok(self.store.members.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Moves `group`'s revision; called with the `members` lock held, after the change.
+    fn bump(&self, group: &GroupId) {
+        let mut revisions = self
+            .store
+            .revisions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *revisions.entry(group.clone()).or_default() += 1;
     }
 }
 
@@ -171,22 +184,24 @@ impl Driver for InprocDriver {
     }
 
     async fn register(&self, registration: &Registration) -> Result<Registered> {
-        let mut members = self.members()?;
-        Ok(apply(
-            &mut members,
-            registration,
-            Instant::now(),
-            Utc::now(),
-        ))
+        self.register_many(std::slice::from_ref(registration))
+            .await
+            .map(|mut out| out.remove(0))
     }
 
     async fn register_many(&self, registrations: &[Registration]) -> Result<Vec<Registered>> {
         let mut members = self.members()?;
         let (beat, wall) = (Instant::now(), Utc::now());
-        Ok(registrations
+        let out: Vec<Registered> = registrations
             .iter()
             .map(|r| apply(&mut members, r, beat, wall))
-            .collect())
+            .collect();
+        for (r, registered) in registrations.iter().zip(&out) {
+            if matches!(registered, Registered::Stored { .. }) {
+                self.bump(&r.key.group);
+            }
+        }
+        Ok(out)
     }
 
     async fn heartbeat(&self, batch: &[Beats<'_>]) -> Result<HeartbeatReport> {
@@ -219,7 +234,11 @@ impl Driver for InprocDriver {
             (Some(_), None) => true,
             (Some(e), Some(instance)) => e.holder.instance == instance,
         };
-        Ok(held && members.remove(key).is_some())
+        let removed = held && members.remove(key).is_some();
+        if removed {
+            self.bump(&key.group);
+        }
+        Ok(removed)
     }
 
     async fn set_metadata(
@@ -233,6 +252,7 @@ impl Driver for InprocDriver {
             Some(e) if e.holder.instance != instance => HolderUpdate::NotHeld(e.holder),
             Some(e) => {
                 e.metadata = metadata.clone();
+                self.bump(&key.group);
                 HolderUpdate::Stored
             }
         })
@@ -242,6 +262,7 @@ impl Driver for InprocDriver {
         Ok(match self.members()?.get_mut(key) {
             Some(e) => {
                 e.forced_down = forced_down;
+                self.bump(&key.group);
                 true
             }
             None => false,
@@ -261,6 +282,17 @@ impl Driver for InprocDriver {
             .filter(|(k, _)| &k.group == group)
             .map(|(k, e)| record(k, e, now))
             .collect())
+    }
+
+    async fn revision(&self, group: &GroupId) -> Result<Option<u64>> {
+        // Through `members()`: an unreachable store answers nothing.
+        let _members = self.members()?;
+        let revisions = self
+            .store
+            .revisions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        Ok(Some(revisions.get(group).copied().unwrap_or(0)))
     }
 
     async fn groups(&self) -> Result<Vec<GroupId>> {

@@ -166,6 +166,20 @@ pub trait Driver: Send + Sync + fmt::Debug + 'static {
     /// Every group with at least one member.
     async fn groups(&self) -> Result<Vec<GroupId>>;
 
+    /// The revision of `group`'s membership: a number that changes whenever one of its
+    /// records changes other than by a heartbeat (a registration or takeover, a leave
+    /// or operator remove, metadata, the forced-down flag), and changes only once the
+    /// change is visible to [`Driver::list`]. A heartbeat (including one that brings a
+    /// stale member back up) leaves it as it is. With it, [`crate::Watch`] lists the
+    /// whole group only when the revision moved and otherwise asks only for the down
+    /// set ([`Driver::list_in`]), so a watch of a million members does not ship a
+    /// million rows every poll. The default, `None`, keeps the watch listing every
+    /// poll; wrappers forward it to the driver they wrap.
+    async fn revision(&self, group: &GroupId) -> Result<Option<u64>> {
+        let _ = group;
+        Ok(None)
+    }
+
     /// Change notifications for `group`, if the backend can push them (etcd's watch):
     /// [`crate::Watch`] then lists the group when notified instead of every
     /// `watch_interval`. The feed must see every change before this returns, so the

@@ -3,14 +3,21 @@
 //! A watch polls [`crate::ServiceGroup::members`] every interval and diffs it against the
 //! previous listing, so it works on every driver. When the driver offers a
 //! [`ChangeFeed`] ([`crate::Driver::change_feed`]) the watch lists only when the feed
-//! says the group changed (at most once per interval), and the diff is the same. Each transition is reported
+//! says the group changed (at most once per interval), and the diff is the same. When
+//! the driver keeps a membership revision ([`crate::Driver::revision`]: the database
+//! driver), a poll whose revision did not move asks only for the down set
+//! ([`crate::Driver::list_in`]): that shows every member that went down by ageing,
+//! while every other change (a join, a leave, a takeover, metadata, the forced-down
+//! flag) moves the revision and is listed. A member leaving the down set (back up,
+//! or gone) is listed too, and the whole group at least every [`RESYNC_POLLS`] polls.
+//! Each transition is reported
 //! exactly once: a member that appears is [`EventKind::Joined`] (followed by
 //! [`EventKind::Down`] if it appears down), one that disappears is
 //! [`EventKind::Left`], and state changes are [`EventKind::Down`] / [`EventKind::Up`].
 //! A member taken over by another instance is [`EventKind::Replaced`]; one whose
 //! metadata changed under the same holder is [`EventKind::Updated`].
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,6 +107,12 @@ impl From<MemberStatus> for Seen {
     }
 }
 
+/// Polls answered from the down set (a driver with a [`crate::Driver::revision`])
+/// between two listings of the whole group at most: a record changed without moving
+/// the revision (by a writer of an older version during a rolling upgrade, say) is
+/// seen within this many polls.
+pub const RESYNC_POLLS: u32 = 60;
+
 fn listing(members: Vec<MemberStatus>) -> BTreeMap<MemberId, Seen> {
     members
         .into_iter()
@@ -143,6 +156,13 @@ pub struct Watch {
     /// A transition is held back: list again once `settle_until` passed, even if the
     /// change feed has nothing new to say.
     held: bool,
+    /// The group's revision as of `known` (`None`: the driver keeps none, or offers a
+    /// change feed; every poll lists).
+    revision: Option<u64>,
+    /// The members of `known` that are down.
+    known_down: BTreeSet<MemberId>,
+    /// Polls answered from the down set since the last listing of the whole group.
+    since_listing: u32,
 }
 
 impl Watch {
@@ -155,7 +175,13 @@ impl Watch {
         let feed = inner
             .call("change_feed", inner.driver.change_feed(&group_id))
             .await?;
+        // Read before the listing, so a change between the two moves it again.
+        let revision = match feed {
+            Some(_) => None,
+            None => revision(&inner, &group_id).await?,
+        };
         let known = listing(status::members(&inner, &group_id).await?);
+        let known_down = down_in(&known);
         Ok(Self {
             inner,
             group_id,
@@ -168,6 +194,9 @@ impl Watch {
             unreachable: false,
             settle_until: None,
             held: false,
+            revision,
+            known_down,
+            since_listing: 0,
         })
     }
 
@@ -214,8 +243,75 @@ impl Watch {
         }
     }
 
-    /// Polls once and queues the differences against the last listing.
+    /// Polls once and queues the differences against the last listing: from the
+    /// down set when the revision allows ([`Self::poll_down_set`]), else by listing.
     async fn poll(&mut self) -> Result<()> {
+        let settling = self
+            .settle_until
+            .is_some_and(|until| Instant::now() < until);
+        if self.revision.is_some()
+            && !self.unreachable
+            && !settling
+            && !self.held
+            && self.since_listing < RESYNC_POLLS
+            && self.poll_down_set().await?
+        {
+            return Ok(());
+        }
+        self.poll_listing().await
+    }
+
+    /// Answers a poll from the down set alone, when the revision did not move while
+    /// it was read (so no record changed but by heartbeats) and the only differences
+    /// are members that went down: queues their `Down` events and returns `true`.
+    /// Returns `false` (nothing queued) when the group must be listed: the revision
+    /// moved, a member left the down set (back up, gone or taken over), or a down
+    /// member is unknown or differs from what the last listing showed.
+    async fn poll_down_set(&mut self) -> Result<bool> {
+        if revision(&self.inner, &self.group_id).await? != self.revision {
+            return Ok(false);
+        }
+        let down = status::members_in(&self.inner, &self.group_id, State::Down).await?;
+        // The down set was read with no change before or after it: every difference
+        // from `known` is a member whose heartbeat aged.
+        if revision(&self.inner, &self.group_id).await? != self.revision {
+            return Ok(false);
+        }
+        let now_down: BTreeSet<&MemberId> = down.iter().map(|m| &m.member).collect();
+        if self.known_down.iter().any(|m| !now_down.contains(m)) {
+            return Ok(false);
+        }
+        let mut newly = Vec::new();
+        for m in &down {
+            if self.known_down.contains(&m.member) {
+                continue;
+            }
+            match self.known.get(&m.member) {
+                Some(seen) if seen.holder == m.holder && seen.metadata == m.metadata => {
+                    newly.push(&m.member);
+                }
+                _ => return Ok(false),
+            }
+        }
+        let at = Utc::now();
+        for member in newly {
+            if let Some(seen) = self.known.get_mut(member) {
+                seen.state = State::Down;
+                self.pending
+                    .push_back(event(EventKind::Down, &self.group_id, member, seen, at));
+            }
+            self.known_down.insert(member.clone());
+        }
+        self.since_listing += 1;
+        Ok(true)
+    }
+
+    /// Lists the whole group and queues the differences against the last listing.
+    async fn poll_listing(&mut self) -> Result<()> {
+        let revision = match self.revision {
+            Some(_) => revision(&self.inner, &self.group_id).await?,
+            None => None,
+        };
         let mut current = listing(status::members(&self.inner, &self.group_id).await?);
         let at = Utc::now();
         let now = Instant::now();
@@ -227,14 +323,7 @@ impl Watch {
         let group = &self.group_id;
         let pending = &mut self.pending;
         let mut push = |kind, member: &MemberId, seen: &Seen| {
-            pending.push_back(Event {
-                kind,
-                group: group.clone(),
-                member: member.clone(),
-                at,
-                holder: seen.holder,
-                metadata: seen.metadata.clone(),
-            })
+            pending.push_back(event(kind, group, member, seen, at))
         };
         for (member, now) in &current {
             let Some(before) = self.known.get(member) else {
@@ -276,7 +365,44 @@ impl Watch {
                 seen.state = State::Up;
             }
         }
+        self.known_down = down_in(&current);
         self.known = current;
+        if revision.is_some() {
+            self.revision = revision;
+        }
+        self.since_listing = 0;
         Ok(())
     }
+}
+
+/// The event `kind` for `member`, as `seen`.
+fn event(
+    kind: EventKind,
+    group: &GroupId,
+    member: &MemberId,
+    seen: &Seen,
+    at: DateTime<Utc>,
+) -> Event {
+    Event {
+        kind,
+        group: group.clone(),
+        member: member.clone(),
+        at,
+        holder: seen.holder,
+        metadata: seen.metadata.clone(),
+    }
+}
+
+/// The members of a listing that are down.
+fn down_in(known: &BTreeMap<MemberId, Seen>) -> BTreeSet<MemberId> {
+    known
+        .iter()
+        .filter(|(_, seen)| seen.state == State::Down)
+        .map(|(member, _)| member.clone())
+        .collect()
+}
+
+/// The group's revision, if the driver keeps one ([`crate::Driver::revision`]).
+async fn revision(inner: &Inner, group: &GroupId) -> Result<Option<u64>> {
+    inner.call("revision", inner.driver.revision(group)).await
 }

@@ -27,6 +27,7 @@ mod lookup;
 mod membership;
 mod metadata;
 mod outage;
+mod revision;
 mod scale;
 mod states;
 mod support;
@@ -330,6 +331,18 @@ cases! {
     /// fenced; a takeover with unchanged metadata is `Replaced` too; `Left` names the
     /// last holder.
     watch_reports_replaced_once needs [] => watch::watch_reports_replaced_once;
+
+    /// A driver's membership revision (`Driver::revision`, where it keeps one) moves with
+    /// a join, `set_metadata`, setting and clearing forced down, a takeover, a leave and
+    /// an operator's remove, each visible as soon as the call returned, and stays while
+    /// heartbeats alone reach the driver.
+    revision_moves_with_every_change_but_heartbeats needs [] => revision::revision_moves_with_every_change_but_heartbeats;
+
+    /// A watch on a driver with a revision (and no change feed) sees a crashed member go
+    /// down from down-set queries (`list_in`), listing the whole group at most once per
+    /// `RESYNC_POLLS` polls while only ages change; a metadata change and the removal of a
+    /// down member are listed at once (`Updated`, `Left`, never a false `Up`).
+    watch_of_a_revision_driver_lists_only_after_changes needs [] => revision::watch_of_a_revision_driver_lists_only_after_changes;
 
     /// Heartbeat cadence: over 10 report intervals after the first tick, between 8 and
     /// 12 heartbeat calls reach the driver (ticks come every interval minus up to 10 %,

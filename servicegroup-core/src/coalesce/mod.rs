@@ -395,6 +395,11 @@ impl Driver for Coalescer {
     async fn groups(&self) -> Result<Vec<GroupId>> {
         self.inner.groups().await
     }
+
+    async fn revision(&self, group: &GroupId) -> Result<Option<u64>> {
+        self.inner.revision(group).await
+    }
+
     async fn change_feed(
         &self,
         group: &GroupId,
