@@ -24,7 +24,7 @@ use servicegroup_core::{
 };
 
 use crate::backend::{
-    Beat, Outcome, Reg, Row, RowId, Settings, Store, StoredHolder, StoredMetadata, Which,
+    Beat, Lane, Outcome, Reg, Row, RowId, Settings, Store, StoredHolder, StoredMetadata, Which,
 };
 use crate::config::DbConfig;
 use crate::error::{DbError, Redactor};
@@ -308,23 +308,43 @@ impl DbDriver {
             .with_driver(crate::NAME));
         }
         let mut out = Vec::with_capacity(outcomes.len());
-        let mut ids = self.ids();
-        for (registration, outcome) in registrations.iter().zip(outcomes) {
-            let key = &registration.key;
-            out.push(match outcome {
-                Outcome::Stored { id, epoch } => {
-                    // A re-created row has a new id: the cache follows.
-                    ids.insert(key.clone(), id);
-                    Registered::Stored {
-                        epoch: self.epoch_of(key, epoch)?,
+        let mut changed: Vec<&GroupId> = Vec::new();
+        {
+            let mut ids = self.ids();
+            for (registration, outcome) in registrations.iter().zip(outcomes) {
+                let key = &registration.key;
+                out.push(match outcome {
+                    Outcome::Stored { id, epoch } => {
+                        // A re-created row has a new id: the cache follows.
+                        ids.insert(key.clone(), id);
+                        changed.push(&key.group);
+                        Registered::Stored {
+                            epoch: self.epoch_of(key, epoch)?,
+                        }
                     }
-                }
-                Outcome::Refused { found } => Registered::Refused {
-                    found: found.map(|h| self.holder_of(key, h)).transpose()?,
-                },
-            });
+                    Outcome::Refused { found } => Registered::Refused {
+                        found: found.map(|h| self.holder_of(key, h)).transpose()?,
+                    },
+                });
+            }
         }
+        self.bump(changed, Lane::Heartbeat).await;
         Ok(out)
+    }
+
+    /// Moves the revision of each of `groups` after a change of their records was
+    /// stored (one statement per group, in order). A failure is logged, not returned:
+    /// the change itself is stored, and a watch lists it at its next
+    /// resynchronisation ([`servicegroup_core::watch::RESYNC_POLLS`]).
+    async fn bump(&self, mut groups: Vec<&GroupId>, lane: Lane) {
+        groups.sort_unstable();
+        groups.dedup();
+        for group in groups {
+            if let Err(e) = self.store.bump(group.as_str(), lane).await {
+                let error = self.fail(&format!("moving the revision of group {group}"), e);
+                tracing::warn!(driver = crate::NAME, %group, %error, "membership revision not moved: watches see the change at their next full listing");
+            }
+        }
     }
 }
 
@@ -649,6 +669,9 @@ impl Driver for DbDriver {
         if deleted || holder.is_none() {
             self.ids().remove(key);
         }
+        if deleted {
+            self.bump(vec![&key.group], Lane::General).await;
+        }
         Ok(deleted)
     }
 
@@ -675,6 +698,7 @@ impl Driver for DbDriver {
                 .await
                 .map_err(|e| self.fail(&what, e))?
             {
+                self.bump(vec![&key.group], Lane::General).await;
                 return Ok(HolderUpdate::Stored);
             }
             let found = self
@@ -700,10 +724,15 @@ impl Driver for DbDriver {
     }
 
     async fn set_forced_down(&self, key: &MemberKey, forced_down: bool) -> Result<bool> {
-        self.store
+        let found = self
+            .store
             .set_forced_down(key.group.as_str(), key.member.as_str(), forced_down)
             .await
-            .map_err(|e| self.fail(&format!("setting forced_down of {key}"), e))
+            .map_err(|e| self.fail(&format!("setting forced_down of {key}"), e))?;
+        if found {
+            self.bump(vec![&key.group], Lane::General).await;
+        }
+        Ok(found)
     }
 
     async fn get(&self, key: &MemberKey) -> Result<Option<MemberRecord>> {
@@ -743,6 +772,15 @@ impl Driver for DbDriver {
             .summary(group.as_str(), service_down_time)
             .await
             .map_err(|e| self.fail(&format!("counting the members of group {group}"), e))
+    }
+
+    async fn revision(&self, group: &GroupId) -> Result<Option<u64>> {
+        let revision = self
+            .store
+            .revision(group.as_str())
+            .await
+            .map_err(|e| self.fail(&format!("reading the revision of group {group}"), e))?;
+        Ok(Some(revision))
     }
 
     async fn groups(&self) -> Result<Vec<GroupId>> {

@@ -44,3 +44,15 @@ pub(crate) mod sqlite {
         }
     }
 }
+
+/// The `servicegroup_revisions` table (every backend): one row per group whose
+/// membership changed, its revision moved by every change but heartbeats
+/// ([`servicegroup_core::Driver::revision`]).
+pub(crate) mod revisions {
+    diesel::table! {
+        servicegroup_revisions (group_id) {
+            group_id -> Text,
+            revision -> BigInt,
+        }
+    }
+}

@@ -478,6 +478,29 @@ pub(crate) trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Every group with at least one member, one query.
     async fn groups(&self) -> Result<Vec<String>, DbError>;
+
+    /// Moves `group`'s membership revision by one (a group without one gets 1), one
+    /// statement on `lane`: the lane of the change it follows, so a registration's
+    /// never waits behind a listing.
+    async fn bump(&self, group: &str, lane: Lane) -> Result<(), DbError>;
+
+    /// `group`'s membership revision (0 when it has none), one query.
+    async fn revision(&self, group: &str) -> Result<u64, DbError>;
+}
+
+/// Which of a store's pools a statement takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    /// The heartbeat lane (heartbeats, registrations): `[db] heartbeat_pool_size`.
+    Heartbeat,
+    /// The general lane (listings, operator calls): `[db] pool_size`.
+    General,
+}
+
+/// A stored revision as the driver reports it (a negative one, written by something
+/// else, is read as 0: the watch lists at its next change or resynchronisation).
+pub(crate) fn revision_of(stored: Option<i64>) -> u64 {
+    stored.and_then(|r| u64::try_from(r).ok()).unwrap_or(0)
 }
 
 /// What every backend needs from the configuration.

@@ -71,11 +71,12 @@ use servicegroup_core::{async_trait, Condition, ErrorKind, InstanceId, Summary};
 
 use super::{
     age_from_micros, bounded, condition_holds, micros_floor, push_hex, single_instance,
-    state_predicate, summary_of, summary_select, unique_ids, unrefreshed_among, Beat, Fresh,
+    state_predicate, summary_of, summary_select, unique_ids, unrefreshed_among, Beat, Fresh, Lane,
     Outcome, Reg, Row, RowId, Settings, StatementCounter, Store, StoredHolder, StoredInstance,
     StoredMetadata, Unrefreshed, Which, SUMMARY_GROUPING,
 };
 use crate::error::{DbError, Redactor};
+use crate::schema::revisions::servicegroup_revisions as rev;
 use crate::tls::rustls_config::{
     find_rustls_error, install_default_provider, presented_name, roots, tls_failure,
 };
@@ -86,6 +87,10 @@ use self::schema::servicegroup_members as t;
 
 /// The embedded MySQL/MariaDB migrations.
 pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
+
+/// Moves a group's membership revision ([`Store::bump`]).
+const BUMP: &str = "INSERT INTO servicegroup_revisions (group_id, revision) VALUES (?, 1) \
+     ON DUPLICATE KEY UPDATE revision = revision + 1";
 
 /// Most ids in one heartbeat statement (ids as literals: ~0.5 MB of SQL at most,
 /// far below `max_allowed_packet`), and most member names bound in one lookup
@@ -1070,6 +1075,37 @@ impl Store for MysqlStore {
                 .order(t::group_id)
                 .load::<String>(&mut *conn)
                 .await?)
+        })
+        .await;
+        conn.finish(result)
+    }
+
+    async fn bump(&self, group: &str, lane: Lane) -> Result<(), DbError> {
+        let mut conn = match lane {
+            Lane::Heartbeat => self.lane_checkout().await?,
+            Lane::General => self.checkout().await?,
+        };
+        let result = bounded(self.timeout, async {
+            diesel::sql_query(BUMP)
+                .bind::<diesel::sql_types::Text, _>(group)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        })
+        .await;
+        conn.finish(result)
+    }
+
+    async fn revision(&self, group: &str) -> Result<u64, DbError> {
+        let mut conn = self.checkout().await?;
+        let result = bounded(self.timeout, async {
+            let stored = rev::table
+                .filter(rev::group_id.eq(group))
+                .select(rev::revision)
+                .get_result::<i64>(&mut *conn)
+                .await
+                .optional()?;
+            Ok(super::revision_of(stored))
         })
         .await;
         conn.finish(result)

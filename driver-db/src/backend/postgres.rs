@@ -50,11 +50,13 @@ use servicegroup_core::{async_trait, Condition, InstanceId, Summary};
 
 use super::{
     age_from_micros, bounded, condition_holds, single_instance, state_predicate, summary_of,
-    summary_select, unique_ids, Beat, Fresh, Outcome, Reg, Row, RowId, Settings, StatementCounter,
-    Store, StoredHolder, StoredInstance, StoredMetadata, Unrefreshed, Which, SUMMARY_GROUPING,
+    summary_select, unique_ids, Beat, Fresh, Lane, Outcome, Reg, Row, RowId, Settings,
+    StatementCounter, Store, StoredHolder, StoredInstance, StoredMetadata, Unrefreshed, Which,
+    SUMMARY_GROUPING,
 };
 use crate::error::{DbError, Redactor};
 use crate::schema::pg::servicegroup_members as t;
+use crate::schema::revisions::servicegroup_revisions as rev;
 use crate::tls::rustls_config::{find_rustls_error, pg_client_config, tls_failure};
 use crate::tls::{source_chain, PgSslMode, Tls};
 use crate::url::PostgresUrl;
@@ -148,6 +150,10 @@ const LOCK_KEYS: &str = "SELECT t.id, t.group_id, t.member_id, t.holder, t.epoch
      FROM servicegroup_members AS t \
      JOIN unnest($1::text[], $2::text[]) AS u(g, m) ON t.group_id = u.g AND t.member_id = u.m \
      ORDER BY t.id FOR NO KEY UPDATE OF t";
+
+/// Moves a group's membership revision ([`Store::bump`]).
+const BUMP: &str = "INSERT INTO servicegroup_revisions (group_id, revision) VALUES ($1, 1) \
+     ON CONFLICT (group_id) DO UPDATE SET revision = servicegroup_revisions.revision + 1";
 
 /// Ids of members known by name.
 const LOOKUP: &str = "SELECT id, member_id FROM servicegroup_members \
@@ -979,6 +985,35 @@ impl Store for PostgresStore {
                 .order(t::group_id)
                 .load::<String>(&mut conn)
                 .await?)
+        })
+        .await
+    }
+
+    async fn bump(&self, group: &str, lane: Lane) -> Result<(), DbError> {
+        bounded(self.timeout, async {
+            let mut conn = match lane {
+                Lane::Heartbeat => self.lane_conn().await?,
+                Lane::General => self.conn().await?,
+            };
+            diesel::sql_query(BUMP)
+                .bind::<Text, _>(group)
+                .execute(&mut conn)
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn revision(&self, group: &str) -> Result<u64, DbError> {
+        bounded(self.timeout, async {
+            let mut conn = self.conn().await?;
+            let stored = rev::table
+                .filter(rev::group_id.eq(group))
+                .select(rev::revision)
+                .get_result::<i64>(&mut conn)
+                .await
+                .optional()?;
+            Ok(super::revision_of(stored))
         })
         .await
     }

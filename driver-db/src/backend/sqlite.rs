@@ -44,13 +44,18 @@ use servicegroup_core::{async_trait, Condition, InstanceId, Summary};
 
 use super::{
     bounded, condition_holds, push_hex, single_instance, state_predicate, summary_of,
-    summary_select, unique_ids, Beat, Fresh, Outcome, Reg, RowId, Settings, StatementCounter,
+    summary_select, unique_ids, Beat, Fresh, Lane, Outcome, Reg, RowId, Settings, StatementCounter,
     Store, StoredHolder, StoredInstance, StoredMetadata, Unrefreshed, Which, SUMMARY_GROUPING,
 };
 use crate::backend::Row;
 use crate::error::DbError;
+use crate::schema::revisions::servicegroup_revisions as rev;
 use crate::schema::sqlite::servicegroup_members as t;
 use crate::url::SqliteLocation;
+
+/// Moves a group's membership revision ([`Store::bump`]).
+const BUMP: &str = "INSERT INTO servicegroup_revisions (group_id, revision) VALUES (?, 1) \
+     ON CONFLICT (group_id) DO UPDATE SET revision = revision + 1";
 
 /// The embedded SQLite migrations.
 pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -736,6 +741,35 @@ impl Store for SqliteStore {
                 .load::<String>(c)
         })
         .await
+    }
+
+    async fn bump(&self, group: &str, lane: Lane) -> Result<(), DbError> {
+        let group = group.to_owned();
+        let pool = match lane {
+            Lane::Heartbeat => &self.writer,
+            Lane::General => &self.operator,
+        };
+        self.run(pool, move |c| {
+            diesel::sql_query(BUMP)
+                .bind::<diesel::sql_types::Text, _>(&group)
+                .execute(c)
+                .map(|_| ())
+        })
+        .await
+    }
+
+    async fn revision(&self, group: &str) -> Result<u64, DbError> {
+        let group = group.to_owned();
+        let stored = self
+            .run(&self.reader, move |c| {
+                rev::table
+                    .filter(rev::group_id.eq(&group))
+                    .select(rev::revision)
+                    .get_result::<i64>(c)
+                    .optional()
+            })
+            .await?;
+        Ok(super::revision_of(stored))
     }
 }
 
