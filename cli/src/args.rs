@@ -224,6 +224,11 @@ pub struct SimulateArgs {
     /// Number of observer tasks listing the group and checking single members.
     #[arg(long, default_value_t = 2)]
     pub observers: u32,
+    /// How the observers watch the group: `down-set` (ask for the down set back to
+    /// back and check single members) or `watch` (a `Watch`, one poll per
+    /// watch_interval, as a deployed observer). The Nova baseline always lists.
+    #[arg(long, value_enum, default_value_t = Observe::DownSet)]
+    pub observe: Observe,
     /// Members joined per `join_many` call while the fleet starts.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub join_batch: u32,
@@ -263,6 +268,15 @@ pub enum Topology {
     Shared,
     /// One handle per member, as one process per host.
     PerProcess,
+}
+
+/// How `simulate`'s observers watch the group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Observe {
+    /// Down-set queries back to back, and single-member checks.
+    DownSet,
+    /// A `Watch` of the group.
+    Watch,
 }
 
 /// Baselines `simulate` can measure instead of a driver.

@@ -5,7 +5,8 @@
 //! down, 1 otherwise, 2 when it could not run.
 
 use servicegroup_simulator::{
-    Baseline, Error, Options, Simulation, Topology, DEMO_REPORT_INTERVAL, DEMO_SERVICE_DOWN_TIME,
+    Baseline, Error, Observe, Options, Simulation, Topology, DEMO_REPORT_INTERVAL,
+    DEMO_SERVICE_DOWN_TIME,
 };
 
 use crate::args::{self, GlobalArgs, SimulateArgs};
@@ -44,6 +45,10 @@ pub async fn run(global: &GlobalArgs, args: SimulateArgs) -> Result<u8, Failure>
         kill: args.kill,
         group: args.group,
         observers: args.observers,
+        observe: match args.observe {
+            args::Observe::DownSet => Observe::DownSet,
+            args::Observe::Watch => Observe::Watch,
+        },
         join_batch: args.join_batch,
         join_concurrency: args.join_concurrency,
         join_timeout: args.join_timeout,

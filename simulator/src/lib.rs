@@ -51,7 +51,9 @@ mod usage;
 mod baseline;
 
 pub use error::Error;
-pub use options::{Baseline, Options, Topology, DEMO_REPORT_INTERVAL, DEMO_SERVICE_DOWN_TIME};
+pub use options::{
+    Baseline, Observe, Options, Topology, DEMO_REPORT_INTERVAL, DEMO_SERVICE_DOWN_TIME,
+};
 pub use report::{Quantiles, Report};
 pub use run::{run, Simulation};
 pub use usage::{ServerUsage, SimulatorUsage};

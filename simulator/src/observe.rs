@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use servicegroup::{ServiceGroup, State};
+use servicegroup::{EventKind, ServiceGroup, State};
 use tokio::time::Instant;
 
 use crate::run::{lock, Sim};
@@ -60,6 +60,39 @@ pub async fn observe(sim: Arc<Sim>, sg: ServiceGroup, pause: Duration) {
             }
         }
         tokio::time::sleep(observer_pause(pause, listed_in)).await;
+    }
+}
+
+/// One observer as deployed: a [`servicegroup::Watch`] of the group (one poll per
+/// `watch_interval`; on the database driver the down set between membership changes),
+/// every `down` event a judgement of that member. Its polls are not timed one by one
+/// (the report's listing figures stay empty); what it costs shows in the heartbeats'
+/// latency and the server's CPU.
+pub async fn watch(sim: Arc<Sim>, sg: ServiceGroup) {
+    let mut watch = loop {
+        match sg.watch(&sim.group).await {
+            Ok(watch) => break watch,
+            Err(error) => {
+                sim.stats.errors.add(error.kind());
+                if sim.stopped() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    while !sim.stopped() {
+        // `next` is cancel-safe: the timeout only lets the loop see the end of the run.
+        match tokio::time::timeout(Duration::from_millis(200), watch.next()).await {
+            Err(_) => {}
+            Ok(Ok(event)) if event.kind == EventKind::Down => {
+                if let Some(i) = sim.fleet.index_of(event.member.as_str()) {
+                    sim.fleet.judged_down(i, event.member.as_str());
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => sim.stats.errors.add(error.kind()),
+        }
     }
 }
 

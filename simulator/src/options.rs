@@ -41,6 +41,29 @@ impl Topology {
     }
 }
 
+/// How the observers of ours watch the group (the Nova baseline's always list it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Observe {
+    /// `down-set` (the default): ask for the down set (`members_in(group, Down)`) back
+    /// to back, pausing twice a query's time, and check single members: as hard as an
+    /// observer can ask.
+    #[default]
+    DownSet,
+    /// `watch`: a `Watch` of the group (`ServiceGroup::watch`, one poll per
+    /// `watch_interval`), each `down` event a judgement: what a deployed observer runs.
+    Watch,
+}
+
+impl Observe {
+    /// The name used on the command line and in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Observe::DownSet => "down-set",
+            Observe::Watch => "watch",
+        }
+    }
+}
+
 /// Baselines measured instead of a driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Baseline {
@@ -71,6 +94,8 @@ pub struct Options {
     pub group: Option<String>,
     /// Observer tasks asking for the group's down set and checking single members.
     pub observers: u32,
+    /// How the observers watch the group.
+    pub observe: Observe,
     /// Members per `join_many` call while the fleet starts (at least 1).
     pub join_batch: u32,
     /// Join batches in flight at once while the fleet starts; also driver instances
@@ -108,6 +133,7 @@ impl Default for Options {
             kill: 0.05,
             group: None,
             observers: 2,
+            observe: Observe::DownSet,
             join_batch: 1000,
             join_concurrency: 4,
             join_timeout: Duration::from_secs(30 * 60),

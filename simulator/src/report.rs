@@ -72,6 +72,10 @@ pub struct Report {
     pub connections: Option<u64>,
     /// Observer tasks.
     pub observers: u32,
+    /// How ours watched: `down-set` (queries back to back, and single-member checks)
+    /// or `watch` (a `Watch` each, whose polls are not timed: no listing figures).
+    /// The Nova baseline's observers always list the group.
+    pub observe: String,
     /// Seconds it took every member to join (before the measured run).
     pub join_seconds: f64,
     /// Length of the measured run, seconds.
@@ -207,13 +211,14 @@ impl Report {
         let l = &self.listing_latency_ms;
         let _ = writeln!(
             s,
-            "  listing            p50 {}   p99 {}   max {}   ({} listings, {} checks by {} observers)",
+            "  listing            p50 {}   p99 {}   max {}   ({} listings, {} checks by {} observers, {})",
             q(l.p50),
             q(l.p99),
             q(l.max),
             self.listings,
             self.checks,
-            self.observers
+            self.observers,
+            self.observe
         );
         let _ = writeln!(
             s,

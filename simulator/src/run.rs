@@ -20,7 +20,7 @@ use crate::report::{Quantiles, Report};
 use crate::timing::Stats;
 use crate::topology::{self, Plan};
 use crate::{chaos, cleanup, connections, join, observe, usage};
-use crate::{Baseline, Error, Options, Topology};
+use crate::{Baseline, Error, Observe, Options, Topology};
 
 /// How often a run without a terminal logs a progress line.
 const PROGRESS_LINE_EVERY: Duration = Duration::from_secs(10);
@@ -292,13 +292,18 @@ impl Simulation {
         let mut observers = JoinSet::new();
         for _ in 0..options.observers {
             match &system {
-                System::Ours { observer, .. } => {
-                    observers.spawn(observe::observe(
-                        sim.clone(),
-                        observer.clone(),
-                        observe_interval,
-                    ));
-                }
+                System::Ours { observer, .. } => match options.observe {
+                    Observe::DownSet => {
+                        observers.spawn(observe::observe(
+                            sim.clone(),
+                            observer.clone(),
+                            observe_interval,
+                        ));
+                    }
+                    Observe::Watch => {
+                        observers.spawn(observe::watch(sim.clone(), observer.clone()));
+                    }
+                },
                 #[cfg(feature = "nova")]
                 System::Nova { nova, .. } => {
                     observers.spawn(baseline::observe_nova(
@@ -410,6 +415,7 @@ impl Simulation {
                 (a, b) => a.or(b),
             },
             observers: options.observers,
+            observe: options.observe.name().to_owned(),
             join_seconds,
             duration_seconds: run_seconds,
             report_interval_seconds: ri.as_secs_f64(),
