@@ -375,6 +375,58 @@ fn bad_requests_get_json_errors_naming_what_was_wrong() {
     assert_eq!(http(&addr, "GET", "/healthz", None, None).0, 200);
 }
 
+/// `/revision` answers the backend's membership revision: 401 without the token, it
+/// moves with a join and a forced-down change and stays while heartbeats land, and a
+/// bad group id is a 400 `invalid_id`.
+#[test]
+fn revision_moves_with_membership_changes_and_needs_the_token() {
+    let backend = Env::sqlite();
+    let relay = RelayProcess::start(&backend, &[]);
+    let addr = relay.addr();
+    let g = group("revision");
+    let path = format!("/v1/groups/{g}/revision");
+    let (status, body) = http(&addr, "GET", &path, None, None);
+    assert_eq!((status, error_kind(&body)), (401, "unauthorized"), "{body}");
+    let revision = || {
+        let (status, body) = authed(&addr, "GET", &path, None);
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["group"], json!(g), "{body}");
+        body["revision"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no revision: {body}"))
+    };
+    let start = revision();
+    let (status, body) = authed(
+        &addr,
+        "PUT",
+        &format!("/v1/groups/{g}/members/host-a"),
+        Some(&format!(r#"{{"instance":"{HEX_A}"}}"#)),
+    );
+    assert_eq!(status, 200, "{body}");
+    let joined = revision();
+    assert_ne!(joined, start, "a join must move the revision");
+    let (status, body) = authed(
+        &addr,
+        "POST",
+        "/v1/heartbeat",
+        Some(&format!(
+            r#"{{"instance":"{HEX_A}","members":[["{g}","host-a"]]}}"#
+        )),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(revision(), joined, "a heartbeat must not move the revision");
+    let (status, body) = authed(
+        &addr,
+        "PUT",
+        &format!("/v1/groups/{g}/members/host-a/forced_down"),
+        Some(r#"{"forced_down": true}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_ne!(revision(), joined, "forcing down must move the revision");
+    let (status, body) = authed(&addr, "GET", "/v1/groups/a%20b/revision", None);
+    assert_eq!((status, error_kind(&body)), (400, "invalid_id"), "{body}");
+}
+
 /// `?state=` ships only the members in that state and `/summary` counts them, both
 /// judged with the caller's `?down_after=` on the backend's clock; bad values are
 /// 400s naming the parameter.

@@ -6,7 +6,7 @@ use http::{Method, StatusCode};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use servicegroup_core::json::{
     ForcedDownBody, HeartbeatAnswer, HeartbeatBody, HolderBody, MemberRow, RegisterAnswer,
-    RegisterBody, RegistrationBody, SummaryRow,
+    RegisterBody, RegistrationBody, RevisionRow, SummaryRow,
 };
 use servicegroup_core::{
     async_trait, Beats, Capabilities, Condition, Driver, Error, GroupId, HeartbeatReport,
@@ -340,6 +340,26 @@ impl Driver for RelayDriver {
             down: row.down,
             forced_down: row.forced_down,
         })
+    }
+
+    /// The relay's revision of the group (`/revision`: its driver's, shared by every
+    /// relay on that backend), so a watch through the relay ships the down set between
+    /// membership changes instead of the group.
+    async fn revision(&self, group: &GroupId) -> Result<Option<u64>> {
+        let path = format!("/v1/groups/{}/revision", seg(group.as_str()));
+        let answer = self.call(Method::GET, &path, None, "revision").await?;
+        if answer.status != StatusCode::OK {
+            return Err(answer.error("revision"));
+        }
+        let row = answer.json::<RevisionRow>("revision")?;
+        if row.group != group.as_str() {
+            return Err(Error::backend(format!(
+                "the relay answered the revision of group {:?} when asked for {group}",
+                row.group
+            ))
+            .with_driver(NAME));
+        }
+        Ok(row.revision)
     }
 
     async fn groups(&self) -> Result<Vec<GroupId>> {

@@ -20,7 +20,7 @@ use futures_util::stream::Stream;
 use servicegroup_core::claim::{claim_exclusively, timed};
 use servicegroup_core::json::{
     kind_name, ErrorDetail, ForcedDownBody, HealthBody, HeartbeatAnswer, HeartbeatBody, JoinBody,
-    MemberRow, OutcomeBody, RegisterAnswer, RegisterBody, SummaryRow, SupersededBody,
+    MemberRow, OutcomeBody, RegisterAnswer, RegisterBody, RevisionRow, SummaryRow, SupersededBody,
     LIVENESS_EXPIRY, LIVENESS_HEADER,
 };
 use servicegroup_core::{
@@ -85,6 +85,7 @@ pub(crate) fn router(
         .route("/groups", get(groups))
         .route("/groups/{group}/members", get(members))
         .route("/groups/{group}/summary", get(summary))
+        .route("/groups/{group}/revision", get(revision))
         .route(
             "/groups/{group}/members/{member}",
             get(member).put(join).delete(leave),
@@ -246,6 +247,19 @@ async fn summary(
         down: counts.down,
         forced_down: counts.forced_down,
     })))
+}
+
+/// The group's membership revision (the driver's, null when it keeps none): a client's
+/// watch compares it around its down-set query and lists the group only when it moved.
+async fn revision(
+    State(s): State<AppState>,
+    GroupPath(group): GroupPath,
+) -> Result<Json<RevisionRow>, ApiError> {
+    let revision = s.call("revision", s.driver.revision(&group)).await?;
+    Ok(Json(RevisionRow {
+        group: group.to_string(),
+        revision,
+    }))
 }
 
 async fn member(State(s): State<AppState>, KeyPath(key): KeyPath) -> Result<Response, ApiError> {

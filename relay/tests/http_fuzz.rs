@@ -285,6 +285,7 @@ fn json_value() -> impl Strategy<Value = Value> {
 enum Route {
     Groups,
     Members,
+    Revision,
     Member,
     Join,
     Leave,
@@ -299,6 +300,7 @@ enum Route {
 const ROUTES: &[Route] = &[
     Route::Groups,
     Route::Members,
+    Route::Revision,
     Route::Member,
     Route::Join,
     Route::Leave,
@@ -313,7 +315,12 @@ const ROUTES: &[Route] = &[
 impl Route {
     fn method(self) -> &'static str {
         match self {
-            Route::Groups | Route::Members | Route::Member | Route::Watch | Route::Health => "GET",
+            Route::Groups
+            | Route::Members
+            | Route::Revision
+            | Route::Member
+            | Route::Watch
+            | Route::Health => "GET",
             Route::Join | Route::ForcedDown | Route::Metadata => "PUT",
             Route::Leave => "DELETE",
             Route::Heartbeat | Route::Register => "POST",
@@ -325,6 +332,7 @@ impl Route {
         match self {
             Route::Groups => "/v1/groups".to_owned(),
             Route::Members => format!("/v1/groups/{group}/members"),
+            Route::Revision => format!("/v1/groups/{group}/revision"),
             Route::Member | Route::Join => key,
             Route::Leave => format!("{key}{query}"),
             Route::ForcedDown => format!("{key}/forced_down"),
@@ -609,7 +617,7 @@ proptest! {
 
     #[test]
     fn bad_ids_in_paths_are_400_invalid_id(
-        route in proptest::sample::select(&[Route::Members, Route::Member, Route::Join, Route::Leave, Route::ForcedDown, Route::Metadata, Route::Watch][..]),
+        route in proptest::sample::select(&[Route::Members, Route::Revision, Route::Member, Route::Join, Route::Leave, Route::ForcedDown, Route::Metadata, Route::Watch][..]),
         bad in prop_oneof![
             Just("%ff".to_owned()),
             Just("%e9".to_owned()),
@@ -623,7 +631,7 @@ proptest! {
         n in any::<u8>(),
     ) {
         let (group, member) = if in_group { (bad.as_str(), "m") } else { ("fuzz", bad.as_str()) };
-        prop_assume!(in_group || !matches!(route, Route::Members | Route::Watch));
+        prop_assume!(in_group || !matches!(route, Route::Members | Route::Revision | Route::Watch));
         let target = route.target(group, member, "");
         let body = route.good_body(n).to_string();
         let answer = send(route.method(), &target, Some(TOKEN), body.as_bytes());

@@ -109,6 +109,18 @@ impl From<&GroupSummary> for SummaryRow {
     }
 }
 
+/// A group's membership revision as the relay serves it
+/// (`GET /v1/groups/{group}/revision`): `revision` is null when the relay's driver keeps
+/// none ([`crate::Driver::revision`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevisionRow {
+    /// Group id.
+    pub group: String,
+    /// The revision, or null.
+    pub revision: Option<u64>,
+}
+
 /// One event as `watch --json` prints it and the relay's watch stream sends it:
 /// always `event`, `group`, `member`, `at`; a `replaced` event adds the new holder's
 /// `instance`, `epoch` and `metadata`, an `updated` event the new `metadata`. Other
