@@ -183,6 +183,12 @@ impl Options {
                 "must be `shared` with a baseline (the Nova baseline runs one transaction per member report over `db.pool_size` connections)",
             ));
         }
+        if self.baseline.is_some() && self.observe != Observe::DownSet {
+            return Err(Error::option(
+                "observe",
+                "must be `down-set` with a baseline (the Nova baseline's observers list the whole group; it has no watch)",
+            ));
+        }
         Ok(())
     }
 }
@@ -221,5 +227,11 @@ mod tests {
             ..Options::default()
         });
         assert!(e.contains("topology"), "{e}");
+        let e = bad(Options {
+            observe: Observe::Watch,
+            baseline: Some(Baseline::Nova),
+            ..Options::default()
+        });
+        assert!(e.contains("observe") && e.contains("baseline"), "{e}");
     }
 }

@@ -664,6 +664,7 @@ pub fn assert_simulation_ok(r: &Value, members: u64, killed: u64, sdt: f64, ri: 
         "driver_instances",
         "connections",
         "observers",
+        "observe",
         "join_seconds",
         "duration_seconds",
         "report_interval_seconds",
