@@ -65,6 +65,8 @@ pub struct Counters {
     revision_calls: AtomicU64,
     groups_calls: AtomicU64,
     writes_in_flight: AtomicU64,
+    /// Nanoseconds each group read waits before reaching the driver.
+    read_delay_nanos: AtomicU64,
     heartbeats: Mutex<Vec<HeartbeatCall>>,
     missing_reported: Mutex<Vec<MemberKey>>,
     superseded_reported: Mutex<Vec<Superseded>>,
@@ -120,6 +122,23 @@ impl Counters {
     /// `revision` calls so far.
     pub fn revision_calls(&self) -> u64 {
         self.revision_calls.load(Ordering::SeqCst)
+    }
+
+    /// Makes every group read that core asks of the driver from now on (`list`,
+    /// `list_in`, `revision`) wait `delay` first: a backend whose reads are slow, as
+    /// a table of millions of rows under load is. Heartbeats and writes are not
+    /// delayed.
+    pub fn set_read_delay(&self, delay: Duration) {
+        let nanos = u64::try_from(delay.as_nanos()).unwrap_or(u64::MAX);
+        self.read_delay_nanos.store(nanos, Ordering::SeqCst);
+    }
+
+    /// Waits the delay [`Self::set_read_delay`] set (none by default).
+    async fn read_delay(&self) {
+        let nanos = self.read_delay_nanos.load(Ordering::SeqCst);
+        if nanos > 0 {
+            tokio::time::sleep(Duration::from_nanos(nanos)).await;
+        }
     }
 
     /// Calls of any method so far.
@@ -327,6 +346,7 @@ impl Driver for Instrumented {
 
     async fn list(&self, group: &GroupId) -> Result<Vec<MemberRecord>> {
         self.counters.list_calls.fetch_add(1, Ordering::SeqCst);
+        self.counters.read_delay().await;
         self.inner.list(group).await
     }
 
@@ -337,6 +357,7 @@ impl Driver for Instrumented {
         service_down_time: Duration,
     ) -> Result<Vec<MemberRecord>> {
         self.counters.list_in_calls.fetch_add(1, Ordering::SeqCst);
+        self.counters.read_delay().await;
         self.inner.list_in(group, state, service_down_time).await
     }
 
@@ -352,6 +373,7 @@ impl Driver for Instrumented {
 
     async fn revision(&self, group: &GroupId) -> Result<Option<u64>> {
         self.counters.revision_calls.fetch_add(1, Ordering::SeqCst);
+        self.counters.read_delay().await;
         self.inner.revision(group).await
     }
 

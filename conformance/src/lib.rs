@@ -290,6 +290,7 @@ macro_rules! __servicegroup_conformance_cases {
             takeover_replaces_metadata
             watch_reports_updated_once
             watch_reports_replaced_once
+            watch_completes_polls_slower_than_the_callers_timeout
             revision_moves_with_every_change_but_heartbeats
             watch_of_a_revision_driver_lists_only_after_changes
             heartbeats_arrive_at_report_interval

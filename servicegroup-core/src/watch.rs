@@ -19,7 +19,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
-use std::sync::Arc;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -120,6 +122,54 @@ fn listing(members: Vec<MemberStatus>) -> BTreeMap<MemberId, Seen> {
         .collect()
 }
 
+/// What one stage of a poll read from the backend.
+enum Reads {
+    /// The revision moved before the down set was read: the group must be listed.
+    Moved,
+    /// The down set, read while the revision stayed where `known` was listed.
+    DownSet {
+        /// The group's members that are down.
+        down: Vec<MemberStatus>,
+        /// The revision read after the down set.
+        after: Option<u64>,
+    },
+    /// The whole group, and the revision read before it (if the driver keeps one).
+    Listing {
+        /// The revision read before the listing.
+        revision: Option<u64>,
+        /// Every member of the group.
+        members: Vec<MemberStatus>,
+    },
+}
+
+/// The reads of a poll stage, running.
+type Fetch = Pin<Box<dyn Future<Output = Result<Reads>> + Send>>;
+
+/// The reads of the poll in progress, kept in the watch so that a `next` cancelled
+/// while they run (`timeout(d, watch.next())` in a loop, with a backend slower than
+/// `d`) resumes them at the next call instead of starting over: a poll slower than
+/// the caller's timeout still completes. (The `Mutex` only keeps [`Watch`] `Sync`:
+/// it is reached through `&mut self`, never locked.)
+#[derive(Default)]
+struct InFlight(Mutex<Option<Fetch>>);
+
+impl InFlight {
+    fn slot(&mut self) -> &mut Option<Fetch> {
+        self.0.get_mut().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl fmt::Debug for InFlight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let running = self.0.try_lock().map(|slot| slot.is_some()).unwrap_or(true);
+        f.write_str(if running {
+            "InFlight(running)"
+        } else {
+            "InFlight(idle)"
+        })
+    }
+}
+
 /// A stream of [`Event`]s for one group; call [`Watch::next`] in a loop.
 ///
 /// Transitions are relative to the listing taken when the watch was created.
@@ -163,6 +213,8 @@ pub struct Watch {
     known_down: BTreeSet<MemberId>,
     /// Polls answered from the down set since the last listing of the whole group.
     since_listing: u32,
+    /// The reads of the poll in progress (kept across a cancelled `next`).
+    in_flight: InFlight,
 }
 
 impl Watch {
@@ -197,6 +249,7 @@ impl Watch {
             revision,
             known_down,
             since_listing: 0,
+            in_flight: InFlight::default(),
         })
     }
 
@@ -205,11 +258,19 @@ impl Watch {
         &self.group_id
     }
 
-    /// Waits for the next event. Cancel-safe: dropping the future loses no event.
+    /// Waits for the next event. Cancel-safe: dropping the future loses no event,
+    /// and a poll it had started resumes at the next call where it was (so
+    /// `timeout(d, watch.next())` in a loop makes progress even when a poll takes
+    /// longer than `d`).
     pub async fn next(&mut self) -> Result<Event> {
         loop {
             if let Some(event) = self.pending.pop_front() {
                 return Ok(event);
+            }
+            if self.in_flight.slot().is_some() {
+                // A poll a cancelled call started: resume it where it was.
+                self.finish_poll().await?;
+                continue;
             }
             if let Some(feed) = self.feed.as_mut() {
                 if !self.notified {
@@ -235,17 +296,42 @@ impl Watch {
             }
             tokio::time::sleep_until(self.next_poll).await;
             self.next_poll = Instant::now() + self.interval;
-            if let Err(e) = self.poll().await {
-                self.unreachable |= e.kind().is_unreachable();
-                return Err(e);
-            }
-            self.notified = false;
+            let fetch = self.first_reads();
+            *self.in_flight.slot() = Some(fetch);
+            self.finish_poll().await?;
         }
     }
 
-    /// Polls once and queues the differences against the last listing: from the
-    /// down set when the revision allows ([`Self::poll_down_set`]), else by listing.
-    async fn poll(&mut self) -> Result<()> {
+    /// Runs the poll in flight to its end (the reads of each stage kept in
+    /// `in_flight` while they run) and queues the differences it found.
+    async fn finish_poll(&mut self) -> Result<()> {
+        while let Some(fetch) = self.in_flight.slot().as_mut() {
+            let reads = fetch.as_mut().await;
+            *self.in_flight.slot() = None;
+            let reads = match reads {
+                Ok(reads) => reads,
+                Err(e) => {
+                    self.unreachable |= e.kind().is_unreachable();
+                    return Err(e);
+                }
+            };
+            match reads {
+                Reads::Moved => *self.in_flight.slot() = Some(self.listing_reads()),
+                Reads::DownSet { down, after } => {
+                    if !self.apply_down_set(&down, after) {
+                        *self.in_flight.slot() = Some(self.listing_reads());
+                    }
+                }
+                Reads::Listing { revision, members } => self.apply_listing(revision, members),
+            }
+        }
+        self.notified = false;
+        Ok(())
+    }
+
+    /// The first reads of a poll: the down set when the revision allows
+    /// ([`Self::apply_down_set`]), else the whole group.
+    fn first_reads(&self) -> Fetch {
         let settling = self
             .settle_until
             .is_some_and(|until| Instant::now() < until);
@@ -254,11 +340,42 @@ impl Watch {
             && !settling
             && !self.held
             && self.since_listing < RESYNC_POLLS
-            && self.poll_down_set().await?
         {
-            return Ok(());
+            self.down_set_reads()
+        } else {
+            self.listing_reads()
         }
-        self.poll_listing().await
+    }
+
+    /// Reads the revision, and the down set if the revision is still where `known`
+    /// was listed, then the revision again.
+    fn down_set_reads(&self) -> Fetch {
+        let (inner, group, expected) = (self.inner.clone(), self.group_id.clone(), self.revision);
+        Box::pin(async move {
+            if revision(&inner, &group).await? != expected {
+                return Ok(Reads::Moved);
+            }
+            let down = status::members_in(&inner, &group, State::Down).await?;
+            let after = revision(&inner, &group).await?;
+            Ok(Reads::DownSet { down, after })
+        })
+    }
+
+    /// Reads the revision (if the driver keeps one), then the whole group.
+    fn listing_reads(&self) -> Fetch {
+        let (inner, group, keeps) = (
+            self.inner.clone(),
+            self.group_id.clone(),
+            self.revision.is_some(),
+        );
+        Box::pin(async move {
+            let revision = match keeps {
+                true => revision(&inner, &group).await?,
+                false => None,
+            };
+            let members = status::members(&inner, &group).await?;
+            Ok(Reads::Listing { revision, members })
+        })
     }
 
     /// Answers a poll from the down set alone, when the revision did not move while
@@ -267,22 +384,18 @@ impl Watch {
     /// Returns `false` (nothing queued) when the group must be listed: the revision
     /// moved, a member left the down set (back up, gone or taken over), or a down
     /// member is unknown or differs from what the last listing showed.
-    async fn poll_down_set(&mut self) -> Result<bool> {
-        if revision(&self.inner, &self.group_id).await? != self.revision {
-            return Ok(false);
-        }
-        let down = status::members_in(&self.inner, &self.group_id, State::Down).await?;
+    fn apply_down_set(&mut self, down: &[MemberStatus], after: Option<u64>) -> bool {
         // The down set was read with no change before or after it: every difference
         // from `known` is a member whose heartbeat aged.
-        if revision(&self.inner, &self.group_id).await? != self.revision {
-            return Ok(false);
+        if after != self.revision {
+            return false;
         }
         let now_down: BTreeSet<&MemberId> = down.iter().map(|m| &m.member).collect();
         if self.known_down.iter().any(|m| !now_down.contains(m)) {
-            return Ok(false);
+            return false;
         }
         let mut newly = Vec::new();
-        for m in &down {
+        for m in down {
             if self.known_down.contains(&m.member) {
                 continue;
             }
@@ -290,7 +403,7 @@ impl Watch {
                 Some(seen) if seen.holder == m.holder && seen.metadata == m.metadata => {
                     newly.push(&m.member);
                 }
-                _ => return Ok(false),
+                _ => return false,
             }
         }
         let at = Utc::now();
@@ -303,16 +416,13 @@ impl Watch {
             self.known_down.insert(member.clone());
         }
         self.since_listing += 1;
-        Ok(true)
+        true
     }
 
-    /// Lists the whole group and queues the differences against the last listing.
-    async fn poll_listing(&mut self) -> Result<()> {
-        let revision = match self.revision {
-            Some(_) => revision(&self.inner, &self.group_id).await?,
-            None => None,
-        };
-        let mut current = listing(status::members(&self.inner, &self.group_id).await?);
+    /// Queues the differences between the whole group's `members` (listed at
+    /// `revision`) and the last listing, which they replace.
+    fn apply_listing(&mut self, revision: Option<u64>, members: Vec<MemberStatus>) {
+        let mut current = listing(members);
         let at = Utc::now();
         let now = Instant::now();
         if std::mem::take(&mut self.unreachable) {
@@ -371,7 +481,6 @@ impl Watch {
             self.revision = revision;
         }
         self.since_listing = 0;
-        Ok(())
     }
 }
 

@@ -332,6 +332,12 @@ cases! {
     /// last holder.
     watch_reports_replaced_once needs [] => watch::watch_reports_replaced_once;
 
+    /// A watch read with a timeout shorter than its polls (`timeout(watch_interval,
+    /// watch.next())` in a loop, every group read slowed to four times that): a poll a
+    /// cancelled `next` started resumes at the next call, so `Joined` and then `Down`
+    /// of a crashed member still arrive in time, once each.
+    watch_completes_polls_slower_than_the_callers_timeout needs [] => watch::watch_completes_polls_slower_than_the_callers_timeout;
+
     /// A driver's membership revision (`Driver::revision`, where it keeps one) moves with
     /// a join, `set_metadata`, setting and clearing forced down, a takeover, a leave and
     /// an operator's remove, each visible as soon as the call returned, and stays while

@@ -269,3 +269,73 @@ pub(crate) async fn watch_reports_replaced_once(ctx: Ctx) -> CaseResult {
     drop((old, new));
     expect_quiet(&mut watch, ctx.t.watch_interval * 4).await
 }
+
+/// Requires the next event to be `kind` of `member`, asked for the way a caller that
+/// checks something else between events does (`timeout(cut, watch.next())` in a
+/// loop), by `deadline`.
+async fn expect_event_cut_short(
+    watch: &mut Watch,
+    kind: EventKind,
+    member: &str,
+    cut: Duration,
+    deadline: tokio::time::Instant,
+) -> Result<(), CaseFailure> {
+    loop {
+        match tokio::time::timeout(cut, watch.next()).await {
+            Ok(Ok(event)) if event.kind == kind && event.member.as_str() == member => return Ok(()),
+            Ok(Ok(event)) => {
+                return Err(CaseFailure::violation(format!(
+                    "watch of {}: expected `{kind}` of {member}, got `{}` of {}",
+                    watch.group(),
+                    event.kind,
+                    event.member
+                )))
+            }
+            Ok(Err(e)) => return Err(CaseFailure::unexpected("Watch::next", &e)),
+            Err(_) if tokio::time::Instant::now() >= deadline => {
+                return Err(CaseFailure::violation(format!(
+                    "watch of {}: no `{kind}` of {member} by the deadline while each `next` was \
+                     cut short after {cut:?} and every poll takes longer: a poll a cancelled \
+                     `next` started must resume at the next call, not start over",
+                    watch.group()
+                )))
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+pub(crate) async fn watch_completes_polls_slower_than_the_callers_timeout(ctx: Ctx) -> CaseResult {
+    let g = ctx.group("compute");
+    let (observer, counters) = ctx.connect_instrumented().await?;
+    let mut watch = observer.watch(&g).await.ctx("watch")?;
+    // From now on every group read of the watch takes four times as long as the
+    // caller waits for one `next`: no poll fits in one call.
+    let cut = ctx.t.watch_interval;
+    let delay = (cut * 4).min(ctx.t.call_timeout / 3);
+    ensure!(
+        delay > cut,
+        "the fixture's call_timeout ({:?}) leaves no room for reads slower than the watch interval ({cut:?})",
+        ctx.t.call_timeout
+    );
+    counters.set_read_delay(delay);
+    let sg = ctx.connect().await?;
+    sg.join(&g, "host-1").await.ctx("join")?.crash();
+    // A poll is at most five reads (revision, down set, revision, then revision and
+    // the whole group).
+    let polls = delay * 10;
+    let now = tokio::time::Instant::now;
+    let within = notice(&ctx) + polls;
+    expect_event_cut_short(&mut watch, EventKind::Joined, "host-1", cut, now() + within).await?;
+    let ages = ctx.t.service_down_time + ctx.res() + ctx.t.report_interval;
+    expect_event_cut_short(
+        &mut watch,
+        EventKind::Down,
+        "host-1",
+        cut,
+        now() + ages + within,
+    )
+    .await?;
+    counters.set_read_delay(Duration::ZERO);
+    expect_quiet(&mut watch, ctx.t.watch_interval * 4).await
+}
