@@ -335,7 +335,7 @@ impl DbDriver {
     /// Moves the revision of each of `groups` after a change of their records was
     /// stored (one statement per group, in order). A failure is logged, not returned:
     /// the change itself is stored, and a watch lists it at its next
-    /// resynchronisation ([`servicegroup_core::watch::RESYNC_POLLS`]).
+    /// resynchronisation ([`servicegroup_core::watch::resync_polls`]) or after the next change.
     async fn bump(&self, mut groups: Vec<&GroupId>, lane: Lane) {
         groups.sort_unstable();
         groups.dedup();
