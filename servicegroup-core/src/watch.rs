@@ -384,9 +384,10 @@ impl Watch {
             self.revision.is_some(),
         );
         Box::pin(async move {
-            let revision = match keeps {
-                true => revision(&inner, &group).await?,
-                false => None,
+            let revision = if keeps {
+                revision(&inner, &group).await?
+            } else {
+                None
             };
             let members = status::members(&inner, &group).await?;
             Ok(Reads::Listing { revision, members })
