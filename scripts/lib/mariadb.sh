@@ -78,9 +78,10 @@ _mdb_start() {
   # other's temporary tables (mariadb-install-db then fails with "Unknown table
   # 'mysql.tmp_proxies_priv'"; seen in CI when two tests started servers together).
   mkdir -p "$dir/tmp" || return 1
+  local tmpdir_opt=(--tmpdir="$dir/tmp")
   if [ ! -d "$dir/data/mysql" ]; then
     "$(_mdb_find mariadb-install-db mysql_install_db)" --no-defaults --datadir="$dir/data" \
-      --tmpdir="$dir/tmp" "${user_opt[@]}" --auth-root-authentication-method=normal --skip-test-db \
+      "${tmpdir_opt[@]}" "${user_opt[@]}" --auth-root-authentication-method=normal --skip-test-db \
       --skip-name-resolve --innodb-log-file-size=16M >"$dir/install.log" 2>&1 \
       || { echo "error: mariadb-install-db failed:" >&2; cat "$dir/install.log" >&2; return 1; }
   fi
@@ -93,7 +94,7 @@ _mdb_start() {
   if ! _mdb_running "$dir"; then
     # Durability is not wanted here (like fsync=off for PostgreSQL): a throwaway server.
     setsid "$(_mdb_find mariadbd mysqld)" --no-defaults --datadir="$dir/data" \
-      --tmpdir="$dir/tmp" "${user_opt[@]}" \
+      "${tmpdir_opt[@]}" "${user_opt[@]}" \
       --bind-address=127.0.0.1 --port="$port" --socket="$dir/mysqld.sock" \
       --pid-file="$dir/mysqld.pid" --log-error="$dir/error.log" --skip-name-resolve \
       --skip-log-bin --innodb-buffer-pool-size="${SG_MARIADB_BUFFER_POOL:-128M}" --innodb-log-file-size=16M \
