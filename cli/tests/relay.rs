@@ -200,6 +200,12 @@ fn tls_with_a_self_signed_certificate() {
     let list = client.run(&["list", &g, "--json"]).json();
     assert_eq!(list[0]["member"], "host-a", "{list}");
     assert_eq!(list[0]["state"], "up", "{list}");
+    // HTTP/2 over TLS (ALPN h2): the same answers.
+    client.set("SERVICEGROUP_RELAY__HTTP2", "true");
+    let list = client.run(&["list", &g, "--json"]).json();
+    assert_eq!(list[0]["member"], "host-a", "http2: {list}");
+    assert_eq!(list[0]["state"], "up", "http2: {list}");
+    client.unset("SERVICEGROUP_RELAY__HTTP2");
 
     // Another certificate as the root: refused, an error, not an answer.
     let (other, _) = openssl_cert(backend.dir.path(), "other");
@@ -790,14 +796,30 @@ fn watch_reports_each_transition_once_and_survives_a_backend_restart() {
 
 #[test]
 fn two_relays_one_backend_one_killed_clients_fail_over() {
-    let backend = Env::postgres("relay_failover");
+    fail_over("relay_failover", false);
+}
+
+#[test]
+fn two_relays_one_backend_one_killed_http2_clients_fail_over() {
+    fail_over("relay_failover_h2", true);
+}
+
+/// Six members joined through the first of two relays on one PostgreSQL database;
+/// the first relay killed: every member goes on through the second, no down, no
+/// record lost (HTTP/1.1 or HTTP/2 clients).
+fn fail_over(database: &str, http2: bool) {
+    let backend = Env::postgres(database);
     let first = RelayProcess::start(&backend, &[]);
     let second = RelayProcess::start(&backend, &[]);
     let mut client = Env::relay_client(&format!("{},{}", first.url, second.url));
     client.set("SERVICEGROUP_RELAY__TIMEOUT", "1s");
+    client.set(
+        "SERVICEGROUP_RELAY__HTTP2",
+        if http2 { "true" } else { "false" },
+    );
     let observer = Env::relay_client(&second.url);
 
-    let g = group("failover");
+    let g = group(if http2 { "failover-h2" } else { "failover" });
     let mut watch = observer.spawn(&["watch", &g, "--json"]);
     watch.wait_stderr("`watching group`", Duration::from_secs(30), |l| {
         l.contains("watching group")

@@ -4,6 +4,8 @@
 //! - `relay_sqlite`: a SQLite file in the case's temp dir;
 //! - `relay_postgres`: a fresh database on the shared test server
 //!   (`SERVICEGROUP_TEST_POSTGRES_URL`);
+//! - `relay_sqlite_http2`: as `relay_sqlite`, the driver speaking HTTP/2
+//!   (`relay.http2`: h2c, every request a stream of one connection);
 //! - `relay_memcached`: the shared test servers (`SERVICEGROUP_TEST_MEMCACHED_SERVERS`)
 //!   with a key prefix of the case's own.
 //!
@@ -27,7 +29,11 @@ struct Relay {
     _backend: Mutex<Env>,
 }
 
-async fn relay_on(mut backend: Env, mut timings: Timings) -> Result<Fixture, BoxError> {
+async fn relay_on(
+    mut backend: Env,
+    mut timings: Timings,
+    http2: bool,
+) -> Result<Fixture, BoxError> {
     timings.call_timeout = Duration::from_secs(2);
     backend.set(
         "SERVICEGROUP_SERVICE_DOWN_TIME",
@@ -55,7 +61,8 @@ async fn relay_on(mut backend: Env, mut timings: Timings) -> Result<Fixture, Box
     config
         .set("relay.urls", vec![url.clone()])?
         .set("relay.token", RELAY_TOKEN)?
-        .set("relay.timeout", Duration::from_millis(1800))?;
+        .set("relay.timeout", Duration::from_millis(1800))?
+        .set("relay.http2", http2)?;
     let switch = proxy.clone();
     Ok(Fixture::new(config)
         .with_timings(timings)
@@ -73,12 +80,16 @@ async fn relay_on(mut backend: Env, mut timings: Timings) -> Result<Fixture, Box
 }
 
 async fn sqlite() -> Result<Fixture, BoxError> {
-    relay_on(Env::sqlite(), Timings::default()).await
+    relay_on(Env::sqlite(), Timings::default(), false).await
+}
+
+async fn sqlite_http2() -> Result<Fixture, BoxError> {
+    relay_on(Env::sqlite(), Timings::default(), true).await
 }
 
 async fn postgres() -> Result<Fixture, BoxError> {
     let backend = tokio::task::spawn_blocking(|| Env::postgres("relay_conf")).await?;
-    relay_on(backend, Timings::default()).await
+    relay_on(backend, Timings::default(), false).await
 }
 
 async fn memcached() -> Result<Fixture, BoxError> {
@@ -87,9 +98,10 @@ async fn memcached() -> Result<Fixture, BoxError> {
     // (1 s + 1 ms); the relay must write the same one, so give it outright.
     let mut timings = Timings::default();
     timings.service_down_time = Duration::from_secs(5);
-    relay_on(backend, timings).await
+    relay_on(backend, timings, false).await
 }
 
 conformance_suite!(relay_sqlite, sqlite);
+conformance_suite!(relay_sqlite_http2, sqlite_http2);
 conformance_suite!(relay_postgres, postgres);
 conformance_suite!(relay_memcached, memcached);

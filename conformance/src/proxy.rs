@@ -9,7 +9,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -23,6 +23,8 @@ use crate::fixture::Outage;
 #[derive(Debug)]
 struct State {
     reachable: AtomicBool,
+    /// Connections forwarded so far.
+    forwarded: AtomicU64,
     /// Bumped on every stop; forwarding tasks end when it changes.
     cut: watch::Sender<u64>,
 }
@@ -45,6 +47,7 @@ impl OutageProxy {
         let (cut, _) = watch::channel(0u64);
         let state = Arc::new(State {
             reachable: AtomicBool::new(true),
+            forwarded: AtomicU64::new(0),
             cut,
         });
         let task = tokio::spawn(accept_loop(listener, upstream, state.clone()));
@@ -78,6 +81,12 @@ impl OutageProxy {
     pub fn is_reachable(&self) -> bool {
         self.state.reachable.load(Ordering::SeqCst)
     }
+
+    /// How many client connections it has forwarded so far (refused ones not
+    /// counted): how many connections a driver opened through it.
+    pub fn forwarded(&self) -> u64 {
+        self.state.forwarded.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for OutageProxy {
@@ -109,6 +118,7 @@ async fn accept_loop(listener: TcpListener, upstream: SocketAddr, state: Arc<Sta
             drop(client);
             continue;
         }
+        state.forwarded.fetch_add(1, Ordering::SeqCst);
         let cut = state.cut.subscribe();
         tokio::spawn(forward(client, upstream, cut));
     }
@@ -155,6 +165,7 @@ mod tests {
         let mut buf = [0u8; 4];
         c.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"ping");
+        assert_eq!(proxy.forwarded(), 1);
 
         proxy.stop().await.unwrap();
         // The open connection is cut: reading ends (EOF or reset).
@@ -171,5 +182,10 @@ mod tests {
         c3.write_all(b"pong").await.unwrap();
         c3.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"pong");
+        assert_eq!(
+            proxy.forwarded(),
+            2,
+            "the refused connection is not counted"
+        );
     }
 }

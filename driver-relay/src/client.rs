@@ -1,13 +1,23 @@
-//! The HTTP side: one pooled hyper-util client per distinct target (URL, CA file,
-//! connection bound), shared by every relay driver of the process, and the request
+//! The HTTP side: one hyper-util client per distinct target (URL, CA file, bound,
+//! timeout, protocol), shared by every relay driver of the process, and the request
 //! loop that fails over between a driver's URLs.
 //!
 //! hyper-util's legacy `Client` over an `HttpConnector` with `set_nodelay(true)`
-//! (off, small requests wait on Nagle), HTTP/1.1 keep-alive (on two cores a pool of
-//! connections beats one multiplexed h2 connection), TLS by rustls with the ring
-//! provider selected explicitly (never the process default: two providers in one
-//! binary make rustls' default panic). A semaphore per target bounds the requests in
-//! flight, so the connections, however many driver instances share the target.
+//! (off, small requests wait on Nagle); TLS by rustls with the ring provider selected
+//! explicitly (never the process default: two providers in one binary make rustls'
+//! default panic). Two protocols (`relay.http2`):
+//!
+//! - HTTP/1.1 (the default): a pool of keep-alive connections, one request at a time
+//!   on each; any proxy or load balancer passes it.
+//! - HTTP/2: one connection per target (prior knowledge on `http://`, ALPN `h2` on
+//!   `https://`) carrying every request as a stream, with pings every `timeout`
+//!   (a connection whose peer stopped answering is closed within two `timeout`s, and
+//!   the next request opens a new one or fails over). Measured on two cores with
+//!   the simulator's 1,500 driver instances in one process: 33 % of a core for the
+//!   relay at 15,600 requests a second instead of 49 % (docs/relay.md).
+//!
+//! A semaphore per target bounds the requests in flight (so the connections, or the
+//! streams), however many driver instances share the target.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -21,15 +31,14 @@ use hyper::body::Bytes;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
-use servicegroup_core::config::Secret;
 use servicegroup_core::json::{kind_of, ErrorBody, ErrorDetail, LIVENESS_EXPIRY, LIVENESS_HEADER};
 use servicegroup_core::{Error, ErrorKind, Result};
 use tokio::sync::Semaphore;
 
-use crate::NAME;
+use crate::{RelayConfig, NAME};
 
 type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
@@ -40,6 +49,7 @@ struct TargetKey {
     ca_file: Option<PathBuf>,
     max_connections: usize,
     timeout: Duration,
+    http2: bool,
 }
 
 /// One relay URL's pool.
@@ -47,6 +57,8 @@ pub struct Target {
     url: String,
     client: HttpClient,
     slots: Semaphore,
+    /// This URL's heartbeat request counter ([`heartbeat_requests`]).
+    heartbeats: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Target {
@@ -68,8 +80,9 @@ fn heartbeat_counters() -> &'static Mutex<HashMap<String, Arc<std::sync::atomic:
     COUNTERS.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
-/// The heartbeat request counter of relay URL `url`.
-pub(crate) fn heartbeat_counter(url: &str) -> Arc<std::sync::atomic::AtomicU64> {
+/// The heartbeat request counter of relay URL `url` (one per URL for the process's
+/// lifetime, whichever pools come and go).
+fn heartbeat_counter(url: &str) -> Arc<std::sync::atomic::AtomicU64> {
     let mut counters = heartbeat_counters()
         .lock()
         .unwrap_or_else(|e| e.into_inner());
@@ -140,16 +153,26 @@ impl Target {
         http.set_connect_timeout(Some(key.timeout));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls_config(key.ca_file.as_ref())?)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(key.max_connections)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(https);
+            .https_or_http();
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder.pool_idle_timeout(Duration::from_secs(30));
+        let client = if key.http2 {
+            builder
+                .http2_only(true)
+                .timer(TokioTimer::new())
+                .http2_keep_alive_interval(key.timeout)
+                .http2_keep_alive_timeout(key.timeout)
+                .http2_keep_alive_while_idle(true)
+                .build(https.enable_http2().wrap_connector(http))
+        } else {
+            builder
+                .pool_max_idle_per_host(key.max_connections)
+                .build(https.enable_http1().wrap_connector(http))
+        };
         let target = Arc::new(Target {
             url: key.url.clone(),
             client,
+            heartbeats: heartbeat_counter(&key.url),
             slots: Semaphore::new(key.max_connections),
         });
         pools.insert(key, Arc::downgrade(&target));
@@ -226,14 +249,10 @@ pub struct Relays {
 }
 
 impl Relays {
-    /// The pools of `urls` (shared with other drivers of the same targets).
-    pub fn new(
-        urls: &[String],
-        token: Option<&Secret>,
-        timeout: Duration,
-        ca_file: Option<PathBuf>,
-        max_connections: usize,
-    ) -> Result<Self> {
+    /// The pools of `config`'s URLs (shared with other drivers of the same targets),
+    /// starting at a random one with `relay.spread`.
+    pub fn new(config: &RelayConfig) -> Result<Self> {
+        let urls = config.url_list();
         if urls.is_empty() {
             return Err(Error::config(
                 "relay.urls is empty: name at least one relay (SERVICEGROUP_RELAY__URLS, comma-separated)",
@@ -241,17 +260,20 @@ impl Relays {
             .with_driver(NAME));
         }
         let targets = urls
-            .iter()
+            .into_iter()
             .map(|url| {
                 Target::shared(TargetKey {
-                    url: url.clone(),
-                    ca_file: ca_file.clone(),
-                    max_connections,
-                    timeout,
+                    url,
+                    ca_file: config.ca_file.clone(),
+                    max_connections: config.max_connections,
+                    timeout: config.timeout,
+                    http2: config.http2,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let authorization = token
+        let authorization = config
+            .token
+            .as_ref()
             .map(|t| {
                 let mut v = http::HeaderValue::from_str(&format!("Bearer {}", t.expose()))
                     .map_err(|_| {
@@ -261,24 +283,17 @@ impl Relays {
                 Ok::<_, Error>(v)
             })
             .transpose()?;
+        let start = if config.spread {
+            random_index(targets.len())
+        } else {
+            0
+        };
         Ok(Self {
             targets,
             authorization,
-            timeout,
-            preferred: AtomicUsize::new(0),
+            timeout: config.timeout,
+            preferred: AtomicUsize::new(start),
         })
-    }
-
-    /// Starts at a random target instead of the first (`relay.spread`), so the
-    /// processes of a fleet spread over the listed relays without a load balancer;
-    /// failing over still goes down the list from there.
-    pub fn spread(self) -> Self {
-        let bytes = servicegroup_core::InstanceId::random().to_bytes();
-        let mut first = [0u8; 8];
-        first.copy_from_slice(&bytes[..8]);
-        let start = (u64::from_le_bytes(first) % self.targets.len() as u64) as usize;
-        self.preferred.store(start, Ordering::Relaxed);
-        self
     }
 
     /// Sends one request, failing over to the next relay on a connect error, a
@@ -330,7 +345,7 @@ impl Relays {
         what: &str,
     ) -> Result<Answer> {
         if path == "/v1/heartbeat" {
-            heartbeat_counter(&target.url).fetch_add(1, Ordering::Relaxed);
+            target.heartbeats.fetch_add(1, Ordering::Relaxed);
         }
         let uri = format!("{}{path}", target.url);
         let mut request = Request::builder().method(method.clone()).uri(&uri);
@@ -405,6 +420,15 @@ impl Relays {
     }
 }
 
+/// A random index below `n` (`relay.spread`: the processes of a fleet spread over
+/// the listed relays without a load balancer; failing over still goes down the list).
+fn random_index(n: usize) -> usize {
+    let bytes = servicegroup_core::InstanceId::random().to_bytes();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&bytes[..8]);
+    (u64::from_le_bytes(first) % n as u64) as usize
+}
+
 /// An error and its sources, one line.
 fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -420,57 +444,80 @@ fn chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use servicegroup_core::config::Secret;
+
+    fn config(urls: &[&str], max_connections: usize) -> RelayConfig {
+        RelayConfig {
+            urls: urls.iter().map(|u| u.to_string()).collect(),
+            timeout: Duration::from_secs(2),
+            max_connections,
+            ..RelayConfig::default()
+        }
+    }
 
     #[test]
     fn spread_starts_at_every_target_and_plain_at_the_first() {
-        let urls = vec![
-            "http://127.0.0.1:1".to_owned(),
-            "http://127.0.0.1:2".to_owned(),
-        ];
-        let relays = || Relays::new(&urls, None, Duration::from_secs(1), None, 4).unwrap();
+        let plain = config(&["http://127.0.0.1:1", "http://127.0.0.1:2"], 4);
+        let spread = RelayConfig {
+            spread: true,
+            ..plain.clone()
+        };
         let mut starts = [0usize; 2];
         for _ in 0..64 {
-            starts[relays().spread().preferred.load(Ordering::Relaxed)] += 1;
+            let relays = Relays::new(&spread).unwrap();
+            starts[relays.preferred.load(Ordering::Relaxed)] += 1;
         }
         // All 64 on one target has probability 2^-63.
         assert!(starts[0] > 0 && starts[1] > 0, "{starts:?}");
-        assert_eq!(relays().preferred.load(Ordering::Relaxed), 0);
+        let relays = Relays::new(&plain).unwrap();
+        assert_eq!(relays.preferred.load(Ordering::Relaxed), 0);
     }
 
     #[test]
     fn drivers_share_pools_and_never_show_the_token() {
-        let urls = vec!["http://127.0.0.1:9".to_owned()];
-        let token = Secret::new("tok-very-secret");
-        let a = Relays::new(&urls, Some(&token), Duration::from_secs(1), None, 4).unwrap();
-        let b = Relays::new(&urls, Some(&token), Duration::from_secs(1), None, 4).unwrap();
+        let mut with_token = config(&["http://127.0.0.1:9"], 4);
+        with_token.token = Some(Secret::new("tok-very-secret"));
+        let a = Relays::new(&with_token).unwrap();
+        let b = Relays::new(&with_token).unwrap();
         assert!(
             Arc::ptr_eq(&a.targets[0], &b.targets[0]),
             "one pool per target"
         );
-        let c = Relays::new(&urls, None, Duration::from_secs(1), None, 8).unwrap();
+        let c = Relays::new(&config(&["http://127.0.0.1:9"], 8)).unwrap();
         assert!(
             !Arc::ptr_eq(&a.targets[0], &c.targets[0]),
             "another bound, another pool"
         );
+        let h2 = Relays::new(&RelayConfig {
+            http2: true,
+            ..with_token.clone()
+        })
+        .unwrap();
+        assert!(
+            !Arc::ptr_eq(&a.targets[0], &h2.targets[0]),
+            "another protocol, another pool"
+        );
         assert!(!format!("{a:?}").contains("tok-very-secret"), "{a:?}");
-        assert!(Relays::new(&[], None, Duration::from_secs(1), None, 4).is_err());
+        assert!(Relays::new(&config(&[], 4)).is_err());
     }
 
     #[tokio::test]
     async fn an_unreachable_relay_is_unavailable_never_an_answer() {
-        let urls = vec![
-            "http://127.0.0.1:1".to_owned(),
-            "http://127.0.0.1:2".to_owned(),
-        ];
-        let relays = Relays::new(&urls, None, Duration::from_secs(2), None, 4).unwrap();
-        let e = relays
-            .send(Method::GET, "/v1/groups", None, "groups")
-            .await
-            .unwrap_err();
-        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
-        assert!(
-            e.to_string().contains("127.0.0.1:2"),
-            "the last relay tried is named: {e}"
-        );
+        for http2 in [false, true] {
+            let relays = Relays::new(&RelayConfig {
+                http2,
+                ..config(&["http://127.0.0.1:1", "http://127.0.0.1:2"], 4)
+            })
+            .unwrap();
+            let e = relays
+                .send(Method::GET, "/v1/groups", None, "groups")
+                .await
+                .unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Unavailable, "http2 {http2}: {e}");
+            assert!(
+                e.to_string().contains("127.0.0.1:2"),
+                "the last relay tried is named: {e}"
+            );
+        }
     }
 }

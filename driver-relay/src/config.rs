@@ -31,13 +31,22 @@ pub struct RelayConfig {
     /// PEM file of the CA certificates that sign the relays' certificates (`https://`
     /// URLs). Unset: the URLs must be `http://`.
     pub ca_file: Option<PathBuf>,
-    /// Most requests in flight (so connections) per relay URL, shared by every relay
-    /// driver of the process with the same URL. Default 64.
+    /// Most requests in flight per relay URL (so connections, with HTTP/1.1; streams
+    /// on one connection with `http2`), shared by every relay driver of the process
+    /// with the same URL. Default 64.
     pub max_connections: usize,
     /// Start at a random relay of `urls` instead of the first (then fail over down the
     /// list from there), so the processes of a fleet spread over several relays
     /// without a load balancer in front. Default false: the first URL first.
     pub spread: bool,
+    /// Speak HTTP/2 to the relays instead of HTTP/1.1: prior knowledge (h2c) on
+    /// `http://` URLs, ALPN `h2` on `https://` ones (the relay server speaks both).
+    /// The requests of every relay driver of the process with the same target are
+    /// then multiplexed as streams on one connection per relay URL
+    /// (`max_connections` bounds the streams in flight) instead of a pool of
+    /// keep-alive connections. A load balancer in front of the relays must pass
+    /// HTTP/2 through. Default false.
+    pub http2: bool,
 }
 
 impl Default for RelayConfig {
@@ -49,6 +58,7 @@ impl Default for RelayConfig {
             ca_file: None,
             max_connections: 64,
             spread: false,
+            http2: false,
         }
     }
 }

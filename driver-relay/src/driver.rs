@@ -58,18 +58,7 @@ impl RelayDriver {
     /// resolution (`/healthz`); with none reachable it assumes 1 s and still builds
     /// (calls then fail with `Unavailable` until one answers).
     pub async fn connect(options: RelayConfig) -> Result<Self> {
-        let relays = Relays::new(
-            &options.url_list(),
-            options.token.as_ref(),
-            options.timeout,
-            options.ca_file.clone(),
-            options.max_connections,
-        )?;
-        let relays = if options.spread {
-            relays.spread()
-        } else {
-            relays
-        };
+        let relays = Relays::new(&options)?;
         let resolution = match relays.health().await {
             // The relay's ages are rounded to the millisecond.
             Some(h) => Duration::from_millis(h.liveness_resolution_ms) + Duration::from_millis(1),

@@ -11,7 +11,8 @@
 //! - An unreachable relay is [`servicegroup_core::ErrorKind::Unavailable`] (or
 //!   `Timeout`), never "down".
 //! - Every driver instance of a process with the same target shares one HTTP
-//!   connection pool ([`client`]), bounded by `relay.max_connections`.
+//!   connection pool (or one HTTP/2 connection, `relay.http2`) ([`client`]),
+//!   bounded by `relay.max_connections`.
 //!
 //! Configuration: [`RelayConfig`] (`docs/relay.md`).
 #![deny(missing_docs)]
