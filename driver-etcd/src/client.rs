@@ -101,6 +101,11 @@ impl CallError {
             if *code == code::OUT_OF_RANGE && message.contains("future revision"))
     }
 
+    /// A refusal of the user's role (etcd's "permission denied").
+    pub(crate) fn is_permission_denied(&self) -> bool {
+        matches!(self, CallError::Status { code, .. } if *code == code::PERMISSION_DENIED)
+    }
+
     /// An answer too large for the gateway's (or server's) message limit.
     pub(crate) fn is_too_large(&self) -> bool {
         matches!(self, CallError::Status { code, .. } if *code == code::RESOURCE_EXHAUSTED)
@@ -227,6 +232,11 @@ impl Client {
             timeout: options.timeout,
             auth,
         })
+    }
+
+    /// The bound on every request (`etcd.timeout`).
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// The endpoints, in configured order.

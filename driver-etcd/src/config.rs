@@ -40,6 +40,14 @@ pub struct EtcdConfig {
     /// PEM file of the CA certificates that sign the members' certificates; needed for
     /// `https://` endpoints.
     pub ca_file: Option<String>,
+    /// Keep a mirror of each group listed: a copy of the group that the driver's
+    /// watch keeps, so later `list`, `list_in` and `summary` calls read only what
+    /// changed (one small write and the watch's latency per call; memory for the
+    /// group's records). `false`: every listing reads the whole group. Default `true`.
+    pub mirror: bool,
+    /// How long a group's mirror lives after its last listing. Default 5 minutes.
+    #[serde(with = "duration")]
+    pub mirror_idle: Duration,
 }
 
 impl Default for EtcdConfig {
@@ -51,6 +59,8 @@ impl Default for EtcdConfig {
             username: None,
             password: None,
             ca_file: None,
+            mirror: true,
+            mirror_idle: Duration::from_secs(300),
         }
     }
 }

@@ -19,12 +19,13 @@
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use servicegroup_core::{async_trait, ChangeFeed, Error, GroupId, Result};
 use tokio::sync::watch;
 
 use crate::backend::Backend;
-use crate::kv::{b64, int, prefix_end, Range};
+use crate::kv::{int, Range};
+use crate::watches::{self, Watcher};
 use crate::NAME;
 
 /// What the feed's task last saw: a count of changes, and of outages (a broken or
@@ -98,14 +99,6 @@ impl ChangeFeed for EtcdFeed {
             None => Ok(()),
         }
     }
-}
-
-fn create_request(key: &[u8], start: Option<i64>) -> Value {
-    let mut create = json!({ "key": b64(key), "range_end": b64(&prefix_end(key)) });
-    if let Some(rev) = start {
-        create["start_revision"] = json!(rev.to_string());
-    }
-    json!({ "create_request": create })
 }
 
 /// Opens the feed of `group`: returns once etcd confirmed both watches.
@@ -218,42 +211,16 @@ impl Probe {
     }
 }
 
-/// Opens one watch stream with a watcher per prefix and waits for both to be
+/// Opens one watch stream with a watcher per prefix and waits for each to be
 /// created. Returns the stream and the revision to resume after.
 async fn connect(
     backend: &Backend,
     prefixes: &[Vec<u8>],
     start: Option<i64>,
 ) -> Result<(crate::client::Lines, i64), crate::client::CallError> {
-    let body: String = prefixes
-        .iter()
-        .map(|p| create_request(p, start).to_string())
-        .collect();
-    let mut lines = backend.client.stream("/v3/watch", body).await?;
-    let mut created = 0;
-    let mut revision = start.map(|r| r - 1).unwrap_or(0);
-    while created < prefixes.len() {
-        let result = lines.next().await?;
-        if int(&result, "compact_revision") > 0 {
-            return Err(crate::client::CallError::Status {
-                code: crate::client::code::OUT_OF_RANGE,
-                message: "required revision has been compacted".into(),
-                endpoint: String::new(),
-            });
-        }
-        if result.get("created").and_then(Value::as_bool) == Some(true) {
-            created += 1;
-            if start.is_none() {
-                revision = revision.max(
-                    result
-                        .get("header")
-                        .map(|h| int(h, "revision"))
-                        .unwrap_or(0),
-                );
-            }
-        }
-    }
-    Ok((lines, revision + 1))
+    let watchers: Vec<Watcher> = prefixes.iter().map(|p| Watcher::prefix(p, start)).collect();
+    let (lines, created_at) = watches::open(&backend.client, &watchers).await?;
+    Ok((lines, start.map_or(created_at + 1, |s| s)))
 }
 
 /// Why [`follow`] stopped.

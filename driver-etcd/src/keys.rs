@@ -9,6 +9,12 @@
 //!
 //! Ids contain no control characters, so `\0` ends a group id unambiguously and the
 //! keys of one group form one contiguous range (`P/r/<group>\0`).
+//!
+//! A group's mirror ([`crate::mirror`]) writes three *sync keys* to learn that its
+//! watch has caught up: `P/r/<group>\x01` and `P/a/<group>\x01` (just past the
+//! group's records and alive keys, so its watch ranges take them in while no member
+//! key and no other group's range does) and `P/b/~` (not a lease id). They ride on
+//! the driver's day-long lease; nothing reads them as members or beats.
 
 use servicegroup_core::{GroupId, MemberId, MemberKey};
 
@@ -68,6 +74,32 @@ impl Keys {
                 key.member.as_str().as_bytes(),
             ],
         )
+    }
+
+    /// The range of `group`'s records and its sync key: `[start, end)`.
+    pub(crate) fn group_records_synced(&self, group: &GroupId) -> (Vec<u8>, Vec<u8>) {
+        self.synced_range("r", group)
+    }
+
+    /// The range of `group`'s alive keys and its sync key: `[start, end)`.
+    pub(crate) fn group_alive_synced(&self, group: &GroupId) -> (Vec<u8>, Vec<u8>) {
+        self.synced_range("a", group)
+    }
+
+    fn synced_range(&self, kind: &str, group: &GroupId) -> (Vec<u8>, Vec<u8>) {
+        let g = group.as_str().as_bytes();
+        (self.join(kind, &[g, b"\0"]), self.join(kind, &[g, b"\x02"]))
+    }
+
+    /// The sync keys of `group`'s mirror: after its records, after its alive keys,
+    /// and among the beat keys.
+    pub(crate) fn sync_keys(&self, group: &GroupId) -> [Vec<u8>; 3] {
+        let g = group.as_str().as_bytes();
+        [
+            self.join("r", &[g, b"\x01"]),
+            self.join("a", &[g, b"\x01"]),
+            self.join("b", &[b"~"]),
+        ]
     }
 
     /// Every beat key.
@@ -131,6 +163,28 @@ mod tests {
         assert_eq!(keys.lease_of_beat(&keys.beat(0x1234abcd)), Some(0x1234abcd));
         let g = GroupId::new("compute").unwrap();
         assert_eq!(keys.group_of_index(&keys.index(&g)), Some(g));
+    }
+
+    #[test]
+    fn sync_keys_are_in_the_watched_ranges_and_nobody_elses() {
+        let keys = Keys::new("sg");
+        let g = GroupId::new("compute").unwrap();
+        let [records, alive, beats] = keys.sync_keys(&g);
+        let inside = |k: &[u8], (start, end): (Vec<u8>, Vec<u8>)| k >= &start[..] && k < &end[..];
+        assert!(inside(&records, keys.group_records_synced(&g)));
+        assert!(inside(&alive, keys.group_alive_synced(&g)));
+        assert!(beats.starts_with(&keys.beats()));
+        // Not a member, not a beat, not in the group's own ranges or another group's.
+        for k in [&records, &alive] {
+            assert_eq!(keys.member_of(k), None);
+            assert!(!k.starts_with(&keys.group_records(&g)));
+            assert!(!k.starts_with(&keys.group_alive(&g)));
+            let other = GroupId::new("compute-2").unwrap();
+            assert!(!inside(k, keys.group_records_synced(&other)));
+        }
+        assert_eq!(keys.lease_of_beat(&beats), None);
+        let member = keys.record(&key("compute", "zzz"));
+        assert!(inside(&member, keys.group_records_synced(&g)));
     }
 
     #[test]

@@ -61,6 +61,7 @@ pub(crate) struct Kv {
     pub key: Vec<u8>,
     pub value: Vec<u8>,
     pub mod_revision: i64,
+    pub create_revision: i64,
 }
 
 impl Kv {
@@ -70,6 +71,7 @@ impl Kv {
             key: unb64(text("key"))?,
             value: unb64(text("value"))?,
             mod_revision: int(value, "mod_revision"),
+            create_revision: int(value, "create_revision"),
         })
     }
 }

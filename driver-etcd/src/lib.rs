@@ -28,6 +28,9 @@
 //! - **Listings** are paged (4,000 keys a page) at the revision of the first page,
 //!   which is the only linearizable read: the later pages are serializable reads of
 //!   that revision, and the records, alive keys and beat keys are read side by side.
+//!   After a group's first listing the driver keeps a **mirror** of it from its own
+//!   watch (`etcd.mirror`, `etcd.mirror_idle`), so later `list`, `list_in` and `summary` calls cost
+//!   one small write and the watch's latency instead of reading every member.
 //! - **A silent watch is checked.** A watch stream that says nothing for a quarter of
 //!   the lease TTL is followed by one small read; a cluster that does not answer it
 //!   is reported to core as unreachable, so a watch through a stall holds back what
@@ -55,16 +58,22 @@ mod fence;
 mod holders;
 mod keys;
 mod kv;
+mod mirror;
 mod stored;
+mod watches;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
 
 use servicegroup_core::{
     async_trait, Beats, Capabilities, ChangeFeed, Config, Driver, Error, GroupId, HeartbeatReport,
     HolderUpdate, InstanceId, MemberKey, MemberRecord, Metadata, Registered, Registration, Result,
+    State, Summary,
 };
+
+use mirror::GroupState;
 
 pub use backend::Backend;
 pub use config::{EtcdConfig, Password, CONFIG};
@@ -134,6 +143,7 @@ impl EtcdDriver {
             keys::Keys::new(&options.prefix),
             config.service_down_time,
             counter,
+            options.mirror.then_some(options.mirror_idle),
         ));
         let task = tokio::spawn(fence::run(
             Arc::downgrade(&backend),
@@ -154,6 +164,11 @@ impl EtcdDriver {
     /// The backend (for tests and benchmarks).
     pub fn backend(&self) -> &Arc<Backend> {
         &self.backend
+    }
+
+    /// How many group mirrors this driver keeps now (for tests and benchmarks).
+    pub fn mirrors_running(&self) -> usize {
+        self.backend.mirrors.running()
     }
 }
 
@@ -207,7 +222,23 @@ impl Driver for EtcdDriver {
     }
 
     async fn list(&self, group: &GroupId) -> Result<Vec<MemberRecord>> {
-        self.backend.list(group).await
+        mirror::read(&self.backend, group, GroupState::records).await
+    }
+
+    async fn list_in(
+        &self,
+        group: &GroupId,
+        state: State,
+        service_down_time: Duration,
+    ) -> Result<Vec<MemberRecord>> {
+        mirror::read(&self.backend, group, |g| {
+            g.records_in(state, service_down_time)
+        })
+        .await
+    }
+
+    async fn summary(&self, group: &GroupId, service_down_time: Duration) -> Result<Summary> {
+        mirror::read(&self.backend, group, |g| g.summary(service_down_time)).await
     }
 
     async fn groups(&self) -> Result<Vec<GroupId>> {

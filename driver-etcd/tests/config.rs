@@ -1,7 +1,7 @@
 //! The etcd driver's own table, `[etcd]`: endpoints from TOML and the environment
 //! (comma-separated), its rules reported with key and source, the password masked
-//! everywhere it could show, and authentication against a real cluster with
-//! authentication enabled.
+//! everywhere it could show, the mirror keys, and authentication against a real
+//! cluster with authentication enabled (a read-only user's listings too).
 
 mod common;
 
@@ -48,6 +48,32 @@ fn endpoints_from_toml_and_environment() {
     let etcd: EtcdConfig = loaded.config.driver_config("etcd").unwrap();
     assert_eq!(etcd.endpoint_list().len(), 3, "{:?}", etcd.endpoints);
     assert_eq!(etcd.password.unwrap().expose(), PASSWORD);
+    assert!(etcd.mirror, "mirrors are on by default");
+    assert_eq!(etcd.mirror_idle, std::time::Duration::from_secs(300));
+
+    let loaded = ConfigLoader::new()
+        .env_from([
+            ("SERVICEGROUP_DRIVER", "etcd"),
+            ("SERVICEGROUP_ETCD__MIRROR", "false"),
+            ("SERVICEGROUP_ETCD__MIRROR_IDLE", "30s"),
+        ])
+        .load()
+        .unwrap();
+    let etcd: EtcdConfig = loaded.config.driver_config("etcd").unwrap();
+    assert!(!etcd.mirror);
+    assert_eq!(etcd.mirror_idle, std::time::Duration::from_secs(30));
+    let err = ConfigLoader::new()
+        .env_from([
+            ("SERVICEGROUP_DRIVER", "etcd"),
+            ("SERVICEGROUP_ETCD__MIRROR_IDLE", "0s"),
+        ])
+        .load()
+        .unwrap_err();
+    assert!(
+        err.message()
+            .contains("`etcd.mirror_idle` in environment variable SERVICEGROUP_ETCD__MIRROR_IDLE"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -130,6 +156,7 @@ async fn authentication_works_and_a_wrong_password_never_shows() {
         let endpoint = endpoint.clone();
         let root = format!("root:{root_password}");
         let user = format!("nova:{PASSWORD}");
+        let viewer = format!("viewer:{PASSWORD}");
         move || {
             etcdctl(&endpoint, &["user", "add", &root]);
             etcdctl(&endpoint, &["user", "grant-role", "root", "root"]);
@@ -147,6 +174,20 @@ async fn authentication_works_and_a_wrong_password_never_shows() {
                 ],
             );
             etcdctl(&endpoint, &["user", "grant-role", "nova", "sg"]);
+            etcdctl(&endpoint, &["user", "add", &viewer]);
+            etcdctl(&endpoint, &["role", "add", "sg-read"]);
+            etcdctl(
+                &endpoint,
+                &[
+                    "role",
+                    "grant-permission",
+                    "sg-read",
+                    "--prefix=true",
+                    "read",
+                    "auth-",
+                ],
+            );
+            etcdctl(&endpoint, &["user", "grant-role", "viewer", "sg-read"]);
             etcdctl(&endpoint, &["auth", "enable"]);
         }
     })
@@ -159,6 +200,21 @@ async fn authentication_works_and_a_wrong_password_never_shows() {
     let sg = ServiceGroup::connect(config.clone()).await.unwrap();
     let m = sg.join("compute", "host-1").await.unwrap();
     assert!(sg.is_up("compute", "host-1").await.unwrap());
+
+    // A read-only user may not write a mirror's sync keys: its listings read the
+    // whole group each time, and still see every change.
+    let mut read_only = config.clone();
+    read_only.set("etcd.username", "viewer").unwrap();
+    let viewer = ServiceGroup::connect(read_only).await.unwrap();
+    assert_eq!(viewer.members("compute").await.unwrap().len(), 1);
+    let m3 = sg.join("compute", "host-3").await.unwrap();
+    for _ in 0..2 {
+        let listed = viewer.members("compute").await.unwrap();
+        assert_eq!(listed.len(), 2, "{listed:?}");
+    }
+    let refused = viewer.join("compute", "host-4").await.unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Config, "{refused}");
+    m3.leave().await.unwrap();
     m.leave().await.unwrap();
 
     let wrong = format!("{PASSWORD}-wrong");

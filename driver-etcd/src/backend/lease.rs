@@ -1,9 +1,9 @@
 //! Leases: one per instance (its members' alive keys ride on it), granted with its
-//! beat key; the day-long lease the beat keys live on.
+//! beat key; the day-long lease the beat keys (and the mirrors' sync keys) live on.
 
 use std::time::Duration;
 
-use servicegroup_core::{InstanceId, Result};
+use servicegroup_core::{GroupId, InstanceId, Result};
 use tokio::time::Instant;
 
 use super::Backend;
@@ -35,19 +35,36 @@ impl Backend {
     /// Writes the beat key of `lease`: its last keep-alive was at `at_ms`.
     pub(super) async fn put_beat(&self, lease: i64, at_ms: i64) -> Result<(), CallError> {
         let value = serde_json::to_vec(&Beat { t: at_ms }).unwrap_or_default();
-        for renew in [false, true] {
+        self.put_on_beat_lease(vec![(self.keys.beat(lease), value)])
+            .await
+            .map(|_| ())
+    }
+
+    /// Writes the sync keys of `group`'s mirror; returns the revision of the write.
+    pub(crate) async fn put_sync_keys(&self, group: &GroupId) -> Result<i64, CallError> {
+        let pairs = self.keys.sync_keys(group).map(|k| (k, Vec::new()));
+        self.put_on_beat_lease(pairs.into()).await
+    }
+
+    /// Puts `pairs` in one transaction on the day-long lease (granted again if etcd
+    /// lost it); returns the revision of the write.
+    async fn put_on_beat_lease(&self, pairs: Vec<(Vec<u8>, Vec<u8>)>) -> Result<i64, CallError> {
+        let mut renew = false;
+        loop {
             let beat_lease = self.beat_lease(renew).await?;
-            let op = Op::Put {
-                key: self.keys.beat(lease),
-                value: value.clone(),
-                lease: beat_lease,
-            };
-            match self.client.txn(&[], &[op], &[]).await {
-                Err(e) if e.is_lease_not_found() && !renew => continue,
-                other => return other.map(|_| ()),
+            let ops: Vec<Op> = pairs
+                .iter()
+                .map(|(key, value)| Op::Put {
+                    key: key.clone(),
+                    value: value.clone(),
+                    lease: beat_lease,
+                })
+                .collect();
+            match self.client.txn(&[], &ops, &[]).await {
+                Err(e) if e.is_lease_not_found() && !renew => renew = true,
+                other => return other.map(|out| out.revision),
             }
         }
-        Ok(())
     }
 
     /// The lease of `instance`, granted (with its beat key) if it has none.
@@ -107,6 +124,8 @@ impl Backend {
         let _grant = self.grant_lock.lock().await;
         let lease = self.grant(instance).await?;
         self.fence_restart.notify_one();
+        self.mirrors
+            .retire_all("a handle's lease was lost: the store may be new");
         Ok(lease)
     }
 }

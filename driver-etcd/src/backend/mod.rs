@@ -17,13 +17,15 @@
 //! One module per role: `lease` (the instances' leases and the beat keys),
 //! `register`, `heartbeat`, `update` (holder and operator writes of one
 //! record) and `read` (lookups and listings); this one holds the state and the
-//! record reads they share.
+//! record reads they share. Listings are answered through [`crate::mirror`].
 
 mod heartbeat;
 mod lease;
 mod read;
 mod register;
 mod update;
+
+pub(crate) use read::Snapshot;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,6 +37,7 @@ use crate::client::Client;
 use crate::holders::Instances;
 use crate::keys::Keys;
 use crate::kv::{Kv, ModIs, Op, Range};
+use crate::mirror::Mirrors;
 use crate::stored::Record;
 use crate::{lock, NAME};
 
@@ -53,6 +56,7 @@ pub struct Backend {
     pub(crate) fence_restart: Arc<tokio::sync::Notify>,
     fence_task: Mutex<Option<tokio::task::AbortHandle>>,
     heartbeat_requests: Arc<std::sync::atomic::AtomicU64>,
+    pub(crate) mirrors: Mirrors,
 }
 
 impl std::fmt::Debug for Backend {
@@ -72,7 +76,8 @@ impl Drop for Backend {
     }
 }
 
-fn decode_record(kv: &Kv) -> Result<Record> {
+/// The record a key holds, or an error naming the key.
+pub(crate) fn decode_record(kv: &Kv) -> Result<Record> {
     Record::decode(&kv.value).map_err(|why| {
         Error::backend(format!(
             "the etcd key {:?} holds no valid member record: {why}",
@@ -96,12 +101,14 @@ impl Found {
 }
 
 impl Backend {
-    /// A backend on `client` with keys under `keys`, leases of `ceil(service_down_time)` s.
+    /// A backend on `client` with keys under `keys`, leases of `ceil(service_down_time)` s,
+    /// group mirrors kept `mirror_idle` after their last listing (`None`: none).
     pub(crate) fn new(
         client: Client,
         keys: Keys,
         service_down_time: Duration,
         heartbeat_requests: Arc<std::sync::atomic::AtomicU64>,
+        mirror_idle: Option<Duration>,
     ) -> Self {
         let secs = service_down_time.as_secs() + u64::from(service_down_time.subsec_nanos() > 0);
         Self {
@@ -115,6 +122,7 @@ impl Backend {
             fence_restart: Arc::new(tokio::sync::Notify::new()),
             fence_task: Mutex::new(None),
             heartbeat_requests,
+            mirrors: Mirrors::new(mirror_idle),
         }
     }
 

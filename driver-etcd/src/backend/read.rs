@@ -1,13 +1,26 @@
-//! Lookups and listings: one member, a group at one revision, the groups.
-
-use std::collections::HashMap;
+//! Lookups and listings: one member, a group at one revision (what a group's
+//! mirror starts from, [`crate::mirror`]), the groups.
 
 use servicegroup_core::{GroupId, MemberKey, MemberRecord, Result};
 
 use super::{decode_record, Backend};
 use crate::client::CallError;
+
+/// A group read at one revision.
+#[derive(Debug)]
+pub(crate) struct Snapshot {
+    /// The revision it was read at.
+    pub revision: i64,
+    /// The creation revision of the group's index key (0: none). The index key is
+    /// never deleted, so a different one later means the store was replaced (a
+    /// cluster restored or started empty), whose revisions say nothing of ours.
+    pub anchor: i64,
+    /// The group.
+    pub state: GroupState,
+}
 use crate::kv::Range;
-use crate::stored::{lease_hex, member_record, Alive, Beat};
+use crate::mirror::{Decoder, GroupState};
+use crate::stored::{member_record, Alive, Beat};
 
 impl Backend {
     pub(crate) async fn get(&self, key: &MemberKey) -> Result<Option<MemberRecord>> {
@@ -58,66 +71,57 @@ impl Backend {
         )))
     }
 
-    pub(crate) async fn list(&self, group: &GroupId) -> Result<Vec<MemberRecord>> {
+    /// `group` read at one revision (retried when compacted while paging), decoded:
+    /// what listings are answered from.
+    pub(crate) async fn snapshot(&self, group: &GroupId) -> Result<Snapshot> {
         let mut attempt = 0;
         loop {
-            match self.list_once(group).await {
+            match self.snapshot_once(group).await {
                 Err(e) if e.is_compacted() && attempt < 3 => attempt += 1,
-                other => return other.map_err(|e| e.into_error("listing a group")),
+                other => return other.map_err(|e| e.into_error("listing a group"))?,
             }
         }
     }
 
-    /// One listing at one revision: the first page of records fixes it; the rest of
-    /// the records, the alive keys and the beat keys are then read side by side.
-    async fn list_once(&self, group: &GroupId) -> Result<Vec<MemberRecord>, CallError> {
+    /// One read of a group at one revision: the first page of records fixes it; the
+    /// rest of the records, the alive keys, the beat keys and the group's index key
+    /// are then read side by side.
+    async fn snapshot_once(&self, group: &GroupId) -> Result<Result<Snapshot>, CallError> {
         let (first, next) = self
             .client
             .first_page(&Range::prefix(&self.keys.group_records(group)))
             .await?;
         let revision = next.revision;
-        let alive_range = Range {
-            revision,
-            ..Range::prefix(&self.keys.group_alive(group))
-        };
-        let beats_range = Range {
-            revision,
-            ..Range::prefix(&self.keys.beats())
-        };
-        let (records, (_, alive), (_, beats)) = tokio::try_join!(
+        let at = |range: Range| Range { revision, ..range };
+        let alive_range = at(Range::prefix(&self.keys.group_alive(group)));
+        let beats_range = at(Range::prefix(&self.keys.beats()));
+        let index_range = at(Range::key(self.keys.index(group)));
+        let (mut pairs, (_, alive), (_, beats), index) = tokio::try_join!(
             self.client.rest_of(first, next),
             self.client.range_all(&alive_range),
             self.client.range_all(&beats_range),
+            self.client.range(&index_range),
         )?;
-        let beats: HashMap<String, i64> = beats
-            .iter()
-            .filter_map(|kv| {
-                let lease = self.keys.lease_of_beat(&kv.key)?;
-                let beat: Beat = serde_json::from_slice(&kv.value).ok()?;
-                Some((lease_hex(lease), beat.t))
-            })
-            .collect();
-        let alive: HashMap<MemberKey, Alive> = alive
-            .iter()
-            .filter_map(|kv| {
-                Some((
-                    self.keys.member_of(&kv.key)?,
-                    Alive::decode(&kv.value).ok()?,
-                ))
-            })
-            .collect();
-        let mut out = Vec::with_capacity(records.len());
-        for kv in &records {
-            let Some(key) = self.keys.member_of(&kv.key) else {
-                continue;
-            };
-            let record =
-                decode_record(kv).map_err(|e| CallError::Broken(e.message().to_owned()))?;
-            out.push(member_record(key.clone(), record, alive.get(&key), |l| {
-                beats.get(l).copied()
-            }));
-        }
-        Ok(out)
+        pairs.extend(alive);
+        pairs.extend(beats);
+        let decoder = Decoder::new(&self.keys, group);
+        Ok(
+            GroupState::from_pairs(&decoder, &pairs).map(|state| Snapshot {
+                revision,
+                anchor: index.kvs.first().map_or(0, |kv| kv.create_revision),
+                state,
+            }),
+        )
+    }
+
+    /// The creation revision of `group`'s index key (0: none): the mark of the
+    /// store a mirror was started on ([`Snapshot::anchor`]).
+    pub(crate) async fn anchor(&self, group: &GroupId) -> Result<i64, CallError> {
+        let index = self
+            .client
+            .range(&Range::key(self.keys.index(group)))
+            .await?;
+        Ok(index.kvs.first().map_or(0, |kv| kv.create_revision))
     }
 
     pub(crate) async fn groups(&self) -> Result<Vec<GroupId>> {
