@@ -14,7 +14,7 @@ import platform
 import sys
 
 MARK = "<!-- end of the generated part: text below is kept by scripts/bench -->"
-ORDER = ["postgres", "nova", "relay1", "relay2", "pg-per-process", "mariadb", "sqlite", "memcached", "etcd"]
+ORDER = ["postgres", "nova", "relay1", "relay2", "pg-per-process", "mariadb", "sqlite", "memcached", "etcd", "etcd-full-read"]
 LABEL = {
     "postgres": "ours, PostgreSQL",
     "nova": "Nova baseline, PostgreSQL",
@@ -25,6 +25,7 @@ LABEL = {
     "relay2": "ours, one member per process, 2 relays, PostgreSQL",
     "pg-per-process": "ours, one member per process, straight to PostgreSQL",
     "etcd": "ours, etcd 3-node cluster",
+    "etcd-full-read": "ours, etcd 3-node cluster, etcd.mirror = false (every listing reads the group)",
 }
 TARGET = {"postgres": 500_000, "memcached": 1_000_000, "sqlite": 100_000}
 COLORS = {
@@ -37,6 +38,7 @@ COLORS = {
     "relay2": "#bcbd22",
     "pg-per-process": "#7f7f7f",
     "etcd": "#8c564b",
+    "etcd-full-read": "#e377c2",
 }
 
 

@@ -170,6 +170,12 @@ impl EtcdDriver {
     pub fn mirrors_running(&self) -> usize {
         self.backend.mirrors.running()
     }
+
+    /// How many group mirrors this driver has started (each start reads its group
+    /// whole; for tests and benchmarks).
+    pub fn mirrors_started(&self) -> u64 {
+        self.backend.mirrors.started()
+    }
 }
 
 #[async_trait]

@@ -132,6 +132,52 @@ async fn a_mirror_answers_what_a_fresh_read_does_after_every_write() {
     drop(held);
 }
 
+/// Listings while another process writes all the time: every one answered by the
+/// same mirror (none read the group afresh), each showing every join that finished
+/// before it began.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_mirror_serves_listings_while_another_process_writes() {
+    let config = common::config(&common::shared_endpoints(), "mirror-busy");
+    let (observer, driver) = observer(&config, Some("5m")).await;
+    assert!(observer.members(GROUP).await.unwrap().is_empty());
+    // Four writers (processes) joining side by side, so writes commit while a
+    // listing's sync write is in flight.
+    let joined = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let writer = ServiceGroup::connect(config.clone()).await.unwrap();
+        let joined = joined.clone();
+        writers.push(tokio::spawn(async move {
+            let mut held = Vec::new();
+            for i in 0..40 {
+                held.push(writer.join(GROUP, format!("m-{w}-{i}")).await.unwrap());
+                joined.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            held
+        }));
+    }
+    let mut listings = 0;
+    while writers.iter().any(|w| !w.is_finished()) || listings == 0 {
+        let finished_before = joined.load(std::sync::atomic::Ordering::SeqCst);
+        let listed = observer.members(GROUP).await.unwrap().len();
+        assert!(
+            listed >= finished_before,
+            "listed {listed} members after {finished_before} joins had finished"
+        );
+        listings += 1;
+    }
+    let mut held = Vec::new();
+    for w in writers {
+        held.push(w.await.unwrap());
+    }
+    assert_eq!(observer.members(GROUP).await.unwrap().len(), 160);
+    assert_eq!(
+        driver.mirrors_started(),
+        1,
+        "{listings} listings during the joins must not restart the mirror"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_mirror_ends_and_the_next_listing_starts_one() {
     let config = common::config(&common::shared_endpoints(), "mirror-idle");

@@ -30,7 +30,7 @@
 mod state;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -60,6 +60,8 @@ pub(crate) struct Mirrors {
     idle: Option<Duration>,
     /// Off for good: the user may not write the sync keys.
     denied: AtomicBool,
+    /// Mirrors started so far.
+    started: AtomicU64,
 }
 
 /// A group's mirror, if one runs; locked while one is built.
@@ -72,6 +74,7 @@ impl Mirrors {
             slots: Mutex::new(HashMap::new()),
             idle,
             denied: AtomicBool::new(false),
+            started: AtomicU64::new(0),
         }
     }
 
@@ -93,6 +96,11 @@ impl Mirrors {
                 }
             }
         }
+    }
+
+    /// How many mirrors were started so far (for tests and benchmarks).
+    pub(crate) fn started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
     }
 
     /// How many mirrors run (for tests).
@@ -161,16 +169,16 @@ impl Mirror {
     /// keys and waits for the watch to deliver that revision.
     async fn sync(&self, backend: &Backend) -> std::result::Result<(), Unsynced> {
         *lock(&self.used) = Instant::now();
+        let before = *self.applied.borrow();
         let revision = backend.put_sync_keys(&self.group).await.map_err(|e| {
             match e.is_permission_denied() {
                 true => Unsynced::Denied,
                 false => Unsynced::Call(e),
             }
         })?;
-        if revision < *self.applied.borrow() {
+        if !same_store(before, revision) {
             return Err(Unsynced::Stale(format!(
-                "etcd's revision went back from {} to {revision}: a new store",
-                *self.applied.borrow()
+                "etcd's revision went back from {before} to {revision}: a new store"
             )));
         }
         let wait = backend.client.timeout() * 4;
@@ -219,6 +227,14 @@ impl Mirror {
         });
         Ok(())
     }
+}
+
+/// Whether a write answered `revision` can be of the store whose revision `before`
+/// the copy had reached before the write was sent: a write gets a revision above every
+/// one committed before it. (The copy may be past `revision` by the time the answer
+/// is read: writes after ours were delivered meanwhile.)
+fn same_store(before: i64, revision: i64) -> bool {
+    revision > before
 }
 
 /// Answers `read` from `group`'s mirror (built by this call if none runs), or from a
@@ -328,6 +344,7 @@ async fn start(
         backend.mirrors.idle.unwrap_or(Duration::MAX),
     ));
     *lock(&mirror.task) = Some(task.abort_handle());
+    backend.mirrors.started.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(driver = NAME, %group, revision, "group mirror started");
     Ok(mirror)
 }
@@ -409,5 +426,17 @@ async fn follow(
                 Err(_) => backoff = (backoff * 2).min(Duration::from_secs(2)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_store;
+
+    #[test]
+    fn a_sync_write_below_the_copys_revision_before_it_is_another_store() {
+        assert!(same_store(10, 11));
+        assert!(!same_store(10, 10));
+        assert!(!same_store(2653, 12), "a store started empty");
     }
 }
