@@ -104,7 +104,7 @@ fn handle(backend: &Backend, result: &Value, next: &mut Option<i64>) -> bool {
             };
             let key = backend.keys.member_of(&kv.key);
             if let Some(key) = &key {
-                instances.mark_dirty(key);
+                instances.mark_dirty(key, kv.mod_revision);
             }
             instances.changes.applied(kv.mod_revision, key);
             *next = Some(next.unwrap_or(0).max(kv.mod_revision + 1));

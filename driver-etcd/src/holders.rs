@@ -25,6 +25,10 @@ pub(crate) struct Held {
     pub beat: Instant,
     /// The same, unix ms.
     pub beat_ms: i64,
+    /// The revision of the record it is held as of (the registration's transaction,
+    /// or the read that found it): a change the fence watch reports at or below it
+    /// is already known (the member's own registration, most of all).
+    pub revision: i64,
 }
 
 /// A member an instance stopped heartbeating: its alive key must move off the
@@ -133,10 +137,17 @@ impl Instances {
         }
     }
 
-    /// The record of `key` changed: every instance holding it looks at the next tick.
-    pub(crate) fn mark_dirty(&mut self, key: &MemberKey) {
+    /// The record of `key` changed at `revision`: every instance holding it as of an
+    /// earlier revision looks at the next tick. (A fleet joining fast reaches the fence
+    /// watch after its registrations returned; marking each for its own write would
+    /// read every member at its first tick.)
+    pub(crate) fn mark_dirty(&mut self, key: &MemberKey, revision: i64) {
         for instance in self.map.values_mut() {
-            if instance.held.contains_key(key) {
+            if instance
+                .held
+                .get(key)
+                .is_some_and(|held| held.revision < revision)
+            {
                 instance.dirty.insert(key.clone());
             }
         }
@@ -233,7 +244,30 @@ mod tests {
             epoch: 1,
             beat: Instant::now(),
             beat_ms: 0,
+            revision: 0,
         }
+    }
+
+    #[test]
+    fn a_member_is_not_marked_for_its_own_registration_but_for_later_changes() {
+        let a = InstanceId::from_u128(1);
+        let mut all = Instances::default();
+        all.changes.restart(1);
+        all.hold(
+            a,
+            &key("x"),
+            Held {
+                revision: 5,
+                ..held()
+            },
+            5,
+        );
+        // The fence watch reports the registration itself after it returned.
+        all.mark_dirty(&key("x"), 5);
+        assert!(all.map[&a].dirty.is_empty());
+        // A takeover elsewhere, later.
+        all.mark_dirty(&key("x"), 8);
+        assert!(all.map[&a].dirty.contains(&key("x")));
     }
 
     #[test]

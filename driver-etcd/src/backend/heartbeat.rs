@@ -138,9 +138,12 @@ impl Backend {
                                 epoch: record.e,
                                 beat: Instant::now(),
                                 beat_ms: now_ms(),
+                                revision: read_at,
                             }
                         });
                         held.epoch = record.e;
+                        // The read saw every change up to `read_at`.
+                        held.revision = held.revision.max(read_at);
                         if repair || record.l != lease_hex(lease.id) {
                             keep.push((key, found));
                         }

@@ -168,6 +168,7 @@ impl Backend {
                     epoch: *epoch,
                     beat,
                     beat_ms: now,
+                    revision: answer.revision,
                 };
                 // A takeover right after this transaction may already have passed
                 // the fence watch, which marked nobody: `hold` catches that.
