@@ -102,6 +102,20 @@ fn time(ms: i64) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_millis(ms)
 }
 
+/// The alive key if it is the record's holder's (another holder's, left by a
+/// takeover, does not make this one fresh).
+pub(crate) fn holders_alive<'a>(record: &Record, alive: Option<&'a Alive>) -> Option<&'a Alive> {
+    alive.filter(|a| a.i == record.i && a.e == record.e)
+}
+
+/// Fresh while the holder's alive key exists.
+pub(crate) fn freshness(holders_alive: Option<&Alive>) -> Freshness {
+    match holders_alive {
+        Some(_) => Freshness::Present,
+        None => Freshness::Absent,
+    }
+}
+
 /// The record core sees: fresh while an alive key of the same holder exists; the
 /// last heartbeat from the beat key of the lease it rides on (`beat_of`), else from
 /// the alive key or the record.
@@ -111,7 +125,7 @@ pub(crate) fn member_record(
     alive: Option<&Alive>,
     beat_of: impl Fn(&str) -> Option<i64>,
 ) -> MemberRecord {
-    let alive = alive.filter(|a| a.i == record.i && a.e == record.e);
+    let alive = holders_alive(&record, alive);
     let beat = match alive {
         Some(a) if !a.l.is_empty() => beat_of(&a.l).unwrap_or(a.t),
         Some(a) => a.t,
@@ -121,11 +135,7 @@ pub(crate) fn member_record(
     MemberRecord {
         key,
         last_heartbeat: time(beat.max(record.b)),
-        freshness: if alive.is_some() {
-            Freshness::Present
-        } else {
-            Freshness::Absent
-        },
+        freshness: freshness(alive),
         forced_down: record.f,
         holder: record.holder(),
         holder_since: time(record.s),

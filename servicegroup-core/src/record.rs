@@ -151,9 +151,15 @@ impl Summary {
 
     /// Counts one record under the liveness rule.
     pub fn add(&mut self, record: &MemberRecord, service_down_time: Duration) {
-        if record.forced_down {
+        self.count(record.forced_down, record.freshness, service_down_time);
+    }
+
+    /// Counts one member by its forced-down flag and freshness (for a driver that
+    /// counts without building records).
+    pub fn count(&mut self, forced_down: bool, freshness: Freshness, service_down_time: Duration) {
+        if forced_down {
             self.forced_down += 1;
-        } else if crate::liveness::is_fresh(record.freshness, service_down_time) {
+        } else if crate::liveness::is_fresh(freshness, service_down_time) {
             self.up += 1;
         } else {
             self.down += 1;

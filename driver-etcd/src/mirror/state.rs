@@ -12,13 +12,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use servicegroup_core::{
-    liveness::state_of, GroupId, MemberId, MemberKey, MemberRecord, Result, State, Summary,
+    liveness::is_up, Freshness, GroupId, MemberId, MemberKey, MemberRecord, Result, State, Summary,
 };
 
 use crate::backend::decode_record;
 use crate::keys::Keys;
 use crate::kv::Kv;
-use crate::stored::{lease_hex, member_record, Alive, Beat, Record};
+use crate::stored::{freshness, holders_alive, lease_hex, member_record, Alive, Beat, Record};
 
 /// The watcher of a range: records, alive keys, beat keys.
 pub(crate) const WATCHERS: usize = 3;
@@ -170,16 +170,23 @@ impl GroupState {
             .collect()
     }
 
-    /// The records of the members in `state` (the liveness rule with `service_down_time`).
+    /// Whether `record`'s member is fresh (its holder's alive key exists).
+    fn freshness(&self, id: &MemberId, record: &Record) -> Freshness {
+        freshness(holders_alive(record, self.alive.get(id)))
+    }
+
+    /// The records of the members in `state` (the liveness rule with
+    /// `service_down_time`); only those are built.
     pub(crate) fn records_in(
         &self,
         state: State,
         service_down_time: Duration,
     ) -> Vec<MemberRecord> {
+        let wanted = state == State::Up;
         self.records
             .iter()
+            .filter(|(id, r)| is_up(r.f, self.freshness(id, r), service_down_time) == wanted)
             .map(|(id, r)| self.record(id, r))
-            .filter(|r| state_of(r, service_down_time) == state)
             .collect()
     }
 
@@ -187,7 +194,7 @@ impl GroupState {
     pub(crate) fn summary(&self, service_down_time: Duration) -> Summary {
         let mut summary = Summary::default();
         for (id, r) in &self.records {
-            summary.add(&self.record(id, r), service_down_time);
+            summary.count(r.f, self.freshness(id, r), service_down_time);
         }
         summary
     }
@@ -273,7 +280,7 @@ impl Mirrored {
 
 #[cfg(test)]
 mod tests {
-    use servicegroup_core::{Freshness, InstanceId, Metadata};
+    use servicegroup_core::{InstanceId, Metadata};
 
     use super::*;
 
@@ -372,6 +379,45 @@ mod tests {
         );
         let s = m.state.summary(Duration::from_secs(60));
         assert_eq!((s.up, s.down, s.forced_down), (0, 1, 0));
+    }
+
+    #[test]
+    fn filtered_listings_and_counts_follow_the_liveness_rule_of_full_records() {
+        use servicegroup_core::liveness::state_of;
+        let mut state = GroupState::new(&group());
+        // up; forced down while fresh; down (no alive key); another holder's alive key.
+        state.apply(Change::Record(id("up"), Some(record(1, 1, "l"))));
+        state.apply(Change::Alive(id("up"), Some(alive(1, 1, "l"))));
+        let forced = Record {
+            f: true,
+            ..record(1, 1, "l")
+        };
+        state.apply(Change::Record(id("forced"), Some(forced)));
+        state.apply(Change::Alive(id("forced"), Some(alive(1, 1, "l"))));
+        state.apply(Change::Record(id("down"), Some(record(1, 1, "l"))));
+        state.apply(Change::Record(id("taken"), Some(record(2, 2, "m"))));
+        state.apply(Change::Alive(id("taken"), Some(alive(1, 1, "l"))));
+        let sdt = Duration::from_secs(60);
+        let names = |records: Vec<MemberRecord>| {
+            let mut n: Vec<String> = records.iter().map(|r| r.key.member.to_string()).collect();
+            n.sort();
+            n
+        };
+        for wanted in [State::Up, State::Down] {
+            let by_rule: Vec<MemberRecord> = state
+                .records()
+                .into_iter()
+                .filter(|r| state_of(r, sdt) == wanted)
+                .collect();
+            assert_eq!(names(state.records_in(wanted, sdt)), names(by_rule));
+        }
+        assert_eq!(names(state.records_in(State::Up, sdt)), vec!["up"]);
+        let mut by_rule = Summary::default();
+        for r in state.records() {
+            by_rule.add(&r, sdt);
+        }
+        assert_eq!(state.summary(sdt), by_rule);
+        assert_eq!((by_rule.up, by_rule.down, by_rule.forced_down), (1, 2, 1));
     }
 
     #[test]
