@@ -4,7 +4,8 @@
 //! A request goes to the endpoint that answered last. On a connect error or an
 //! "unavailable" answer (gRPC code 14: no leader, member stopping) it is sent to the
 //! next endpoint, each endpoint once; a timeout is not retried (the request may have
-//! been applied) but moves the next request to the next endpoint.
+//! been applied) but moves the next request to the next endpoint. Watch streams
+//! start at the other endpoints, in turn ([`Client::stream`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -149,6 +150,8 @@ pub(crate) struct Client {
     http: Http,
     endpoints: Vec<String>,
     current: AtomicUsize,
+    /// Streams opened so far (spreads them over the other endpoints).
+    streams: AtomicUsize,
     timeout: Duration,
     auth: Option<Auth>,
 }
@@ -229,6 +232,7 @@ impl Client {
             http,
             endpoints: options.endpoint_list(),
             current: AtomicUsize::new(0),
+            streams: AtomicUsize::new(0),
             timeout: options.timeout,
             auth,
         })
@@ -412,9 +416,17 @@ impl Client {
 
     /// Opens a streaming `POST path` (a watch; `body` may hold several requests) on
     /// the first endpoint that accepts it; the answer's body is read by [`Lines`].
+    /// With several endpoints, streams start at the members other than the one the
+    /// requests go to, in turn: a member serves a watch from its own store, so the
+    /// member taking the requests (often the leader) does not also encode every event
+    /// of every watch (a fleet's join is a million record events for each).
     pub(crate) async fn stream(&self, path: &str, body: String) -> Result<Lines, CallError> {
         let n = self.endpoints.len();
-        let start = self.current.load(Ordering::Relaxed);
+        let current = self.current.load(Ordering::Relaxed);
+        let start = match n {
+            0 | 1 => current,
+            _ => current + 1 + self.streams.fetch_add(1, Ordering::Relaxed) % (n - 1),
+        };
         let mut last = None;
         for attempt in 0..n {
             let i = (start + attempt) % n;

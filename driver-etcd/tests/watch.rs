@@ -147,3 +147,41 @@ async fn a_dropped_driver_ends_its_watches() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Watch streams go to the members the requests do not: with requests on the first
+/// endpoint, the fence watch and a group mirror's watch open on the second and third.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_streams_go_to_the_other_members() {
+    let endpoints = common::shared_endpoints();
+    let mut proxies = Vec::new();
+    for endpoint in &endpoints {
+        let addr = endpoint.trim_start_matches("http://").parse().unwrap();
+        proxies.push(Arc::new(OutageProxy::start(addr).await.unwrap()));
+    }
+    let mut config = common::config(&endpoints, "spread");
+    let proxied: Vec<String> = proxies
+        .iter()
+        .map(|p| format!("http://{}", p.addr()))
+        .collect();
+    config.set("etcd.endpoints", proxied).unwrap();
+    let sg = ServiceGroup::connect(config).await.unwrap();
+    let _a = sg.join(GROUP, "a").await.unwrap();
+    // The first listing starts the group's mirror (its watch: a second stream).
+    assert_eq!(sg.members(GROUP).await.unwrap().len(), 1);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let opened: Vec<u64> = proxies.iter().map(|p| p.forwarded()).collect();
+        if opened[1] >= 1 && opened[2] >= 1 {
+            assert!(
+                opened[0] >= 1,
+                "requests go to the first endpoint: {opened:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "connections per endpoint {opened:?}: the streams did not spread"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
