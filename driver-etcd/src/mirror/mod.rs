@@ -154,11 +154,24 @@ impl Mirror {
         self.retired.load(Ordering::Relaxed)
     }
 
+    /// Ends the mirror: nothing answers from it any more, and its copy is freed.
     fn retire(&self, why: &str) {
         if !self.retired.swap(true, Ordering::Relaxed) {
             tracing::debug!(driver = NAME, group = %self.group, why, "group mirror ended");
+            lock(&self.copy).clear();
             self.applied.send_modify(|_| {});
         }
+    }
+
+    /// `read` of the copy, unless the mirror ended (its copy freed): then `read` is
+    /// given back. The flag is checked under the copy's lock, which `retire` takes
+    /// after setting it, so a copy being freed is never read.
+    fn answer<T, F: FnOnce(&GroupState) -> T>(&self, read: F) -> std::result::Result<T, F> {
+        let copy = lock(&self.copy);
+        if self.retired() {
+            return Err(read);
+        }
+        Ok(read(&copy.state))
     }
 
     fn idle_for(&self) -> Duration {
@@ -244,6 +257,7 @@ pub(crate) async fn read<T>(
     group: &GroupId,
     read: impl FnOnce(&GroupState) -> T,
 ) -> Result<T> {
+    let mut read = read;
     let mirrors = &backend.mirrors;
     if !mirrors.on() {
         return Ok(read(&backend.snapshot(group).await?.state));
@@ -253,7 +267,11 @@ pub(crate) async fn read<T>(
     if let Some(mirror) = guard.as_ref().filter(|m| !m.retired()).cloned() {
         drop(guard);
         match mirror.sync(backend).await {
-            Ok(()) => return Ok(read(&lock(&mirror.copy).state)),
+            Ok(()) => match mirror.answer(read) {
+                Ok(answer) => return Ok(answer),
+                // Ended after the sync (idle, or its watch failed): read afresh.
+                Err(given_back) => read = given_back,
+            },
             Err(Unsynced::Call(e)) => return Err(e.into_error("listing a group")),
             Err(Unsynced::Denied) => {
                 if !mirrors.denied.swap(true, Ordering::Relaxed) {
@@ -271,13 +289,15 @@ pub(crate) async fn read<T>(
         // Another call may have built the next one meanwhile.
         if let Some(mirror) = guard.as_ref().filter(|m| !m.retired()).cloned() {
             drop(guard);
-            return match mirror.sync(backend).await {
-                Ok(()) => Ok(read(&lock(&mirror.copy).state)),
-                Err(Unsynced::Call(e)) => Err(e.into_error("listing a group")),
-                Err(Unsynced::Denied | Unsynced::Stale(_)) => {
-                    Ok(read(&backend.snapshot(group).await?.state))
-                }
+            let read = match mirror.sync(backend).await {
+                Ok(()) => match mirror.answer(read) {
+                    Ok(answer) => return Ok(answer),
+                    Err(given_back) => given_back,
+                },
+                Err(Unsynced::Call(e)) => return Err(e.into_error("listing a group")),
+                Err(Unsynced::Denied | Unsynced::Stale(_)) => read,
             };
+            return Ok(read(&backend.snapshot(group).await?.state));
         }
     }
     let snapshot = backend.snapshot(group).await?;

@@ -229,6 +229,12 @@ impl Mirrored {
         }
     }
 
+    /// Drops the state and the pending changes (a mirror that ended).
+    pub(crate) fn clear(&mut self) {
+        self.state = GroupState::new(&self.state.group);
+        self.pending = Vec::new();
+    }
+
     /// The revision the state is at.
     pub(crate) fn applied(&self) -> i64 {
         self.applied
