@@ -42,6 +42,24 @@ fn compact_now(endpoint: &str) {
     etcdctl(endpoint, &["compact", &revision]);
 }
 
+/// A proxy in front of each endpoint.
+async fn proxies(endpoints: &[String]) -> Vec<Arc<OutageProxy>> {
+    let mut proxies = Vec::new();
+    for endpoint in endpoints {
+        let addr = endpoint.trim_start_matches("http://").parse().unwrap();
+        proxies.push(Arc::new(OutageProxy::start(addr).await.unwrap()));
+    }
+    proxies
+}
+
+/// The endpoints of `proxies`, in order.
+fn proxied_urls(proxies: &[Arc<OutageProxy>]) -> Vec<String> {
+    proxies
+        .iter()
+        .map(|p| format!("http://{}", p.addr()))
+        .collect()
+}
+
 /// The next events (errors of the cut-off time skipped) until `n` arrived.
 async fn events(watch: &mut Watch, n: usize, within: Duration) -> Vec<Event> {
     let deadline = Instant::now() + within;
@@ -59,15 +77,8 @@ async fn events(watch: &mut Watch, n: usize, within: Duration) -> Vec<Event> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_behind_compaction_resynchronises_and_reports_each_transition_once() {
     let endpoints = common::shared_endpoints();
-    let mut proxies = Vec::new();
-    for endpoint in &endpoints {
-        let addr = endpoint.trim_start_matches("http://").parse().unwrap();
-        proxies.push(Arc::new(OutageProxy::start(addr).await.unwrap()));
-    }
-    let proxied: Vec<String> = proxies
-        .iter()
-        .map(|p| format!("http://{}", p.addr()))
-        .collect();
+    let proxies = proxies(&endpoints).await;
+    let proxied = proxied_urls(&proxies);
     let mut direct = common::config(&endpoints, "watch");
     direct.report_interval = Duration::from_millis(200);
     direct.service_down_time = Duration::from_secs(4);
@@ -153,16 +164,9 @@ async fn a_dropped_driver_ends_its_watches() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_streams_go_to_the_other_members() {
     let endpoints = common::shared_endpoints();
-    let mut proxies = Vec::new();
-    for endpoint in &endpoints {
-        let addr = endpoint.trim_start_matches("http://").parse().unwrap();
-        proxies.push(Arc::new(OutageProxy::start(addr).await.unwrap()));
-    }
+    let proxies = proxies(&endpoints).await;
     let mut config = common::config(&endpoints, "spread");
-    let proxied: Vec<String> = proxies
-        .iter()
-        .map(|p| format!("http://{}", p.addr()))
-        .collect();
+    let proxied = proxied_urls(&proxies);
     config.set("etcd.endpoints", proxied).unwrap();
     let sg = ServiceGroup::connect(config).await.unwrap();
     let _a = sg.join(GROUP, "a").await.unwrap();

@@ -18,7 +18,7 @@ pub(crate) struct Snapshot {
     /// The group.
     pub state: GroupState,
 }
-use crate::kv::Range;
+use crate::kv::{Range, RangeOut};
 use crate::mirror::{Decoder, GroupState};
 use crate::stored::{member_record, Alive, Beat};
 
@@ -108,7 +108,7 @@ impl Backend {
         Ok(
             GroupState::from_pairs(&decoder, &pairs).map(|state| Snapshot {
                 revision,
-                anchor: index.kvs.first().map_or(0, |kv| kv.create_revision),
+                anchor: anchor_of(&index),
                 state,
             }),
         )
@@ -121,7 +121,7 @@ impl Backend {
             .client
             .range(&Range::key(self.keys.index(group)))
             .await?;
-        Ok(index.kvs.first().map_or(0, |kv| kv.create_revision))
+        Ok(anchor_of(&index))
     }
 
     pub(crate) async fn groups(&self) -> Result<Vec<GroupId>> {
@@ -153,4 +153,9 @@ impl Backend {
             .map(|(g, _)| g)
             .collect())
     }
+}
+
+/// The creation revision of the index key a range of it answered (0: none).
+fn anchor_of(index: &RangeOut) -> i64 {
+    index.kvs.first().map_or(0, |kv| kv.create_revision)
 }
